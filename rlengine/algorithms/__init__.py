@@ -1,0 +1,38 @@
+"""Pure tensor functions of the GRPO family (no Ray, no model).
+
+Advantages (``compute_advantages``), policy losses (``compute_policy_loss``) and their
+aggregation, KL to a reference policy, entropy, DAPO overlong shaping, truncated importance
+sampling, BAPO bound adaptation, and the named presets. See ``docs/algorithms.md``.
+"""
+
+from .advantages import ADVANTAGES, compute_advantages, overlong_reward_penalty
+from .kl import KL_KINDS, KL_PLACEMENTS, entropy_from_logits, kl_penalty
+from .losses import (
+    AGGREGATIONS,
+    POLICY_LOSSES,
+    aggregate_loss,
+    bapo_adapt_bounds,
+    compute_policy_loss,
+    tis_weights,
+)
+from .presets import ALGORITHM_KEYS, PRESETS, Preset, apply_preset
+
+__all__ = [
+    "ADVANTAGES",
+    "AGGREGATIONS",
+    "ALGORITHM_KEYS",
+    "KL_KINDS",
+    "KL_PLACEMENTS",
+    "POLICY_LOSSES",
+    "PRESETS",
+    "Preset",
+    "aggregate_loss",
+    "apply_preset",
+    "bapo_adapt_bounds",
+    "compute_advantages",
+    "compute_policy_loss",
+    "entropy_from_logits",
+    "kl_penalty",
+    "overlong_reward_penalty",
+    "tis_weights",
+]

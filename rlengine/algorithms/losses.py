@@ -1,0 +1,305 @@
+"""Policy losses of the GRPO family, loss aggregation, TIS weights and BAPO bound adaptation.
+
+All functions are pure torch, compute in float32 (bf16 inputs are fine) and never produce
+NaN/inf from masked-out positions: a position whose mask is 0 may hold any value.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from .advantages import require_choice
+
+POLICY_LOSSES: tuple[str, ...] = ("ppo", "gspo", "cispo", "bapo")
+AGGREGATIONS: tuple[str, ...] = (
+    "token_mean",
+    "seq_mean_token_mean",
+    "seq_mean_token_sum",
+    "seq_mean_token_sum_norm",
+)
+LOG_RATIO_CLAMP = 20.0  # |log r| is clamped to this before exp (r in [2e-9, 4.9e8])
+BAPO_DUAL_CLIP = 3.0
+
+
+def aggregate_loss(
+    per_token_loss: Tensor,
+    mask: Tensor,
+    agg: str,
+    max_response_length: int | None = None,
+) -> Tensor:
+    """Reduce a ``[B, T]`` per-token loss to a scalar over the tokens where ``mask != 0``.
+
+    With ``m`` the mask (0/1, or non-negative weights) and ``l`` the loss:
+
+    * ``token_mean`` (DAPO, arXiv 2503.14476): ``sum(l*m) / sum(m)`` over the whole batch.
+    * ``seq_mean_token_mean`` (GRPO, arXiv 2402.03300): mean over sequences of
+      ``sum_t(l*m) / sum_t(m)``.
+    * ``seq_mean_token_sum``: mean over sequences of ``sum_t(l*m)``.
+    * ``seq_mean_token_sum_norm`` (Dr. GRPO, arXiv 2503.20783): ``sum(l*m) / (B * L)`` with the
+      constant ``L = max_response_length`` (default ``T``).
+
+    A row whose mask is all zero contributes nothing: it is left out of the sequence count of
+    the two ``seq_mean_*`` means, and adds 0 to the numerator of the others (``B`` in the
+    ``_norm`` denominator is the number of rows, a constant by design). An empty batch or an
+    all-zero mask gives 0 (still attached to the graph). Masked positions may hold inf/NaN.
+    """
+    require_choice("agg", agg, AGGREGATIONS)
+    if per_token_loss.dim() != 2 or per_token_loss.shape != mask.shape:
+        raise ValueError(
+            f"aggregate_loss: per_token_loss {tuple(per_token_loss.shape)} and mask "
+            f"{tuple(mask.shape)} must both be [B, T]"
+        )
+    m = mask.to(torch.float32)
+    loss = per_token_loss.to(torch.float32)
+    weighted = torch.where(m != 0, loss, torch.zeros_like(loss)) * m
+    if agg == "token_mean":
+        total = m.sum()
+        return weighted.sum() / torch.where(total > 0, total, torch.ones_like(total))
+    if agg == "seq_mean_token_sum_norm":
+        if max_response_length is None:
+            length = max(per_token_loss.shape[1], 1)
+        else:
+            length = int(max_response_length)
+        if length <= 0:
+            raise ValueError(f"aggregate_loss: max_response_length must be > 0, got {length}")
+        return weighted.sum() / float(max(per_token_loss.shape[0], 1) * length)
+    row_sum = weighted.sum(dim=-1)
+    row_cnt = m.sum(dim=-1)
+    nonempty = row_cnt > 0
+    if agg == "seq_mean_token_mean":
+        row_sum = row_sum / torch.where(nonempty, row_cnt, torch.ones_like(row_cnt))
+    return row_sum.sum() / nonempty.sum().clamp(min=1).to(torch.float32)
+
+
+def _bounds(name: str, clip_low: float, clip_high: float, dual_clip: float | None) -> tuple:
+    for key, val in (("clip_low", clip_low), ("clip_high", clip_high)):
+        if not math.isfinite(val) or val < 0:
+            raise ValueError(f"{name}: {key} must be a finite number >= 0, got {val}")
+    if name == "bapo":
+        if not 0 < clip_low <= 1 <= clip_high:
+            raise ValueError(
+                f"bapo: clip_low/clip_high are ratio bounds with 0 < clip_low <= 1 <= clip_high "
+                f"(e.g. 0.6 and 1.2), got {clip_low} and {clip_high}"
+            )
+        lower, upper = float(clip_low), float(clip_high)
+        dual_clip = BAPO_DUAL_CLIP if dual_clip is None else dual_clip
+    else:
+        lower, upper = 1.0 - float(clip_low), 1.0 + float(clip_high)
+    if dual_clip is not None:
+        if name == "cispo":
+            raise ValueError("cispo: dual_clip does not apply (use it with ppo, gspo or bapo)")
+        if not math.isfinite(dual_clip) or dual_clip <= 1:
+            raise ValueError(f"{name}: dual_clip must be a finite number > 1 (e.g. 3.0), got {dual_clip}")
+        dual_clip = float(dual_clip)
+    return lower, upper, dual_clip
+
+
+def compute_policy_loss(
+    name: str,
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    agg: str,
+    *,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    dual_clip: float | None = None,
+    max_response_length: int | None = None,
+    token_weights: Tensor | None = None,
+) -> tuple[Tensor, dict[str, float]]:
+    """Clipped policy-gradient loss (to minimise) and its metrics.
+
+    ``logprobs`` (current policy, carries the gradient), ``old_logprobs`` (behaviour policy) and
+    ``mask`` are ``[B, T]``; ``advantages`` is ``[B]`` (broadcast over tokens) or ``[B, T]``.
+    ``r = exp(logprobs - old_logprobs)`` with the log-ratio clamped to ``[-20, 20]``. Per token:
+
+    * ``ppo`` (PPO arXiv 1707.06347; GRPO 2402.03300; DAPO clip-higher 2503.14476):
+      ``-min(r*A, clip(r, 1-clip_low, 1+clip_high)*A)``. With ``dual_clip = c`` (> 1; dual-clip
+      PPO, arXiv 1912.09729) tokens with ``A < 0`` use ``min(that, -c*A)``.
+    * ``gspo`` (GSPO, arXiv 2507.18071): the same with the sequence ratio
+      ``s_i = exp(mean_t log r_it)`` over the masked tokens, in the GSPO-token form
+      ``s_it = sg(s_i) * pi(y_t) / sg(pi(y_t))`` (same value and, with per-sequence advantages
+      and ``seq_mean_token_mean``, the same gradient as sequence-level GSPO). clip_low/clip_high
+      are its own epsilons (paper: 3e-4 / 4e-4), so clipping acts per sequence.
+    * ``cispo`` (MiniMax-M1, arXiv 2506.13585): ``-sg(clip(r, 1-clip_low, 1+clip_high)) * A *
+      logprobs``; every token keeps a gradient ``-w*A``. ``clip_low >= 1`` means no lower bound.
+    * ``bapo`` (BAPO, arXiv 2510.18927): ``ppo`` whose clip_low/clip_high are the ratio bounds
+      ``c_low, c_high`` themselves (e.g. 0.6 and 1.2, see :func:`bapo_adapt_bounds`), with dual
+      clip ``c = 3`` for ``A < 0`` unless ``dual_clip`` is given.
+
+    ``token_weights`` (``[B, T]``, e.g. :func:`tis_weights`) multiply the per-token loss as
+    constants. The result is reduced with :func:`aggregate_loss` (``agg``,
+    ``max_response_length``). Metrics (python floats, over masked tokens): ``clipfrac`` (tokens
+    whose loss was clipped: ppo/gspo/bapo where the clipped branch or the dual clip is the one
+    used, cispo where the IS weight was clipped), ``clipfrac/dual``, ``approx_kl``
+    (mean of ``r - 1 - log r``, the k3 estimate of KL(old || new) from the token ratios),
+    ``ratio/mean`` and ``ratio/max`` (of the ratio the loss uses; 1.0 when no token is masked in).
+    Raises ``ValueError`` for unknown names, bad bounds or mismatched shapes.
+    """
+    require_choice("policy loss", name, POLICY_LOSSES)
+    require_choice("agg", agg, AGGREGATIONS)
+    lower, upper, dual = _bounds(name, clip_low, clip_high, dual_clip)
+    if logprobs.dim() != 2 or old_logprobs.shape != logprobs.shape or mask.shape != logprobs.shape:
+        raise ValueError(
+            f"compute_policy_loss: logprobs {tuple(logprobs.shape)}, old_logprobs "
+            f"{tuple(old_logprobs.shape)} and mask {tuple(mask.shape)} must all be [B, T]"
+        )
+    if advantages.shape not in (logprobs.shape[:1], logprobs.shape):
+        raise ValueError(
+            f"compute_policy_loss: advantages {tuple(advantages.shape)} must be [B] or [B, T] "
+            f"with [B, T] = {list(logprobs.shape)}"
+        )
+    valid = mask != 0
+    zeros = torch.zeros(logprobs.shape, dtype=torch.float32, device=logprobs.device)
+    lp = torch.where(valid, logprobs.to(torch.float32), zeros)
+    old = torch.where(valid, old_logprobs.detach().to(torch.float32), zeros)
+    adv = advantages.detach().to(torch.float32)
+    adv = torch.where(valid, adv.unsqueeze(-1).expand_as(lp) if adv.dim() == 1 else adv, zeros)
+    token_log_ratio = (lp - old).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+
+    if name == "gspo":
+        count = valid.sum(dim=-1, keepdim=True).clamp(min=1).to(torch.float32)
+        seq_log_ratio = token_log_ratio.sum(dim=-1, keepdim=True) / count
+        log_ratio = seq_log_ratio.detach() + lp - lp.detach()
+    else:
+        log_ratio = token_log_ratio
+    ratio = torch.exp(log_ratio)
+    dual_active = torch.zeros_like(valid)
+
+    if name == "cispo":
+        weight = ratio.detach().clamp(min=lower, max=upper)
+        per_token = -weight * adv * lp
+        clipped = (ratio.detach() < lower) | (ratio.detach() > upper)
+    else:
+        unclipped = -adv * ratio
+        clipped_loss = -adv * ratio.clamp(min=lower, max=upper)
+        per_token = torch.maximum(unclipped, clipped_loss)
+        clipped = clipped_loss > unclipped
+        if dual is not None:
+            bound = -adv * dual
+            dual_active = (adv < 0) & (per_token > bound)
+            per_token = torch.where(adv < 0, torch.minimum(per_token, bound), per_token)
+            clipped = clipped | dual_active
+
+    if token_weights is not None:
+        if token_weights.shape != logprobs.shape:
+            raise ValueError(
+                f"compute_policy_loss: token_weights {tuple(token_weights.shape)} must be "
+                f"{tuple(logprobs.shape)}"
+            )
+        per_token = per_token * torch.where(valid, token_weights.detach().to(torch.float32), zeros)
+    loss = aggregate_loss(per_token, mask, agg, max_response_length)
+
+    with torch.no_grad():
+        n = valid.sum().clamp(min=1).to(torch.float32)
+        has_tokens = bool(valid.any())
+        approx_kl = torch.where(valid, torch.exp(token_log_ratio) - 1.0 - token_log_ratio, zeros)
+        metrics = {
+            "clipfrac": float(((clipped & valid).sum() / n).item()),
+            "clipfrac/dual": float(((dual_active & valid).sum() / n).item()),
+            "approx_kl": float((approx_kl.sum() / n).item()),
+            "ratio/mean": float((torch.where(valid, ratio, zeros).sum() / n).item()) if has_tokens else 1.0,
+            "ratio/max": float(ratio[valid].max().item()) if has_tokens else 1.0,
+        }
+    return loss, metrics
+
+
+def tis_weights(old_logprobs: Tensor, rollout_logprobs: Tensor, cap: float) -> Tensor:
+    """Truncated importance-sampling weights ``min(exp(old - rollout), cap)``, detached.
+
+    Corrects the mismatch between the rollout engine's sampling probabilities (vLLM) and the
+    learner's ``pi_old`` (Yao et al. 2025, "Your Efficient RL Framework Secretly Brings You
+    Off-Policy RL Training", truncated IS with ``C = 2``). Pass the result as ``token_weights``
+    to :func:`compute_policy_loss`. Float32 ``[B, T]``; ``cap`` must be finite and > 0.
+    """
+    if not math.isfinite(cap) or cap <= 0:
+        raise ValueError(f"tis_weights: cap must be a finite number > 0, got {cap}")
+    if old_logprobs.shape != rollout_logprobs.shape:
+        raise ValueError(
+            f"tis_weights: old_logprobs {tuple(old_logprobs.shape)} and rollout_logprobs "
+            f"{tuple(rollout_logprobs.shape)} must have the same shape"
+        )
+    diff = old_logprobs.detach().to(torch.float32) - rollout_logprobs.detach().to(torch.float32)
+    return torch.exp(diff.clamp(max=math.log(cap)))
+
+
+def _bapo_positive_share(
+    ratios: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    c_low: float,
+    c_high: float,
+    reduce_fn: Callable[[Tensor], Tensor] | None,
+) -> float:
+    eff = torch.where(adv >= 0, ratios.clamp(max=c_high), ratios.clamp(min=c_low)) * adv * mask
+    stats = torch.stack([eff.clamp(min=0).sum(), (-eff).clamp(min=0).sum()])
+    if reduce_fn is not None:
+        stats = reduce_fn(stats)
+    pos, neg = float(stats[0]), float(stats[1])
+    return 1.0 if pos + neg <= 0 else pos / (pos + neg)
+
+
+def bapo_adapt_bounds(
+    ratios: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    *,
+    c_low: float = 0.6,
+    c_high: float = 1.2,
+    rho0: float = 0.5,
+    delta: float = 0.05,
+    c_low_max: float = 0.8,
+    c_high_max: float = 2.0,
+    reduce_fn: Callable[[Tensor], Tensor] | None = None,
+) -> tuple[float, float]:
+    """Adapt BAPO's ratio bounds so positive-advantage tokens carry enough of the loss.
+
+    BAPO (arXiv 2510.18927). ``ratios`` are ``pi_theta / pi_behaviour`` ``[B, T]``, advantages
+    ``[B]`` or ``[B, T]``. Contributions over masked tokens::
+
+        pos = sum_{A >= 0} min(r, c_high) * A      neg = sum_{A < 0} |max(r, c_low) * A|
+
+    While ``pos / (pos + neg) < rho0``: raise ``c_low`` by ``delta`` up to ``c_low_max``; once it
+    is there, raise ``c_high`` by ``delta`` up to ``c_high_max``. Returns the final
+    ``(c_low, c_high)`` as floats (log them); pass them to ``compute_policy_loss("bapo", ...,
+    clip_low=c_low, clip_high=c_high)``. No signal (``pos + neg == 0``) leaves the bounds as they
+    are. ``reduce_fn`` (optional) maps the 2-vector ``[pos, neg]`` to its global value (e.g. an
+    all-reduce sum) so that every data-parallel rank picks the same bounds.
+
+    Unverified: the paper's exact ratio form. We use the positive share ``pos / (pos + neg)``
+    (``shared/ALGORITHMS.md``); the authors' verl recipe compares ``pos / neg`` with its target
+    and lists ranges [0.6, 0.9] and [1.2, 3.0]. The effective-ratio contributions follow that
+    recipe; note that raising ``c_low`` there can only lower the measured share, so the search
+    in effect moves ``c_low`` to ``c_low_max`` before widening ``c_high`` whenever the batch is
+    negative-dominated.
+    """
+    for key, val in (("c_low", c_low), ("c_high", c_high), ("delta", delta), ("rho0", rho0)):
+        if not math.isfinite(val):
+            raise ValueError(f"bapo_adapt_bounds: {key} must be finite, got {val}")
+    if not 0 < c_low <= 1 <= c_high:
+        raise ValueError(f"bapo_adapt_bounds: need 0 < c_low <= 1 <= c_high, got {c_low}, {c_high}")
+    if ratios.shape != mask.shape or advantages.shape not in (mask.shape[:1], mask.shape):
+        raise ValueError(
+            f"bapo_adapt_bounds: ratios {tuple(ratios.shape)}, advantages {tuple(advantages.shape)} "
+            f"and mask {tuple(mask.shape)} do not match"
+        )
+    with torch.no_grad():
+        m = mask.to(torch.float32)
+        r = torch.where(m != 0, ratios.to(torch.float32), torch.ones_like(m))
+        adv = advantages.to(torch.float32)
+        adv = adv.unsqueeze(-1).expand_as(r) if adv.dim() == 1 else adv
+        adv = torch.where(m != 0, adv, torch.zeros_like(adv))
+        low, high = float(c_low), float(c_high)
+        share = _bapo_positive_share(r, adv, m, low, high, reduce_fn)
+        while delta > 0 and share < rho0 and low < c_low_max:
+            low = min(round(low + delta, 10), c_low_max)
+            share = _bapo_positive_share(r, adv, m, low, high, reduce_fn)
+        while delta > 0 and share < rho0 and high < c_high_max:
+            high = min(round(high + delta, 10), c_high_max)
+            share = _bapo_positive_share(r, adv, m, low, high, reduce_fn)
+    return low, high

@@ -1,0 +1,555 @@
+"""Tests for rlengine.algorithms: hand-computed values, edge cases and gradient behaviour."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import pytest
+import torch
+
+from rlengine.algorithms import (
+    ADVANTAGES,
+    AGGREGATIONS,
+    ALGORITHM_KEYS,
+    KL_KINDS,
+    KL_PLACEMENTS,
+    POLICY_LOSSES,
+    PRESETS,
+    aggregate_loss,
+    apply_preset,
+    bapo_adapt_bounds,
+    compute_advantages,
+    compute_policy_loss,
+    entropy_from_logits,
+    kl_penalty,
+    overlong_reward_penalty,
+    tis_weights,
+)
+
+LOSS_BOUNDS = {"ppo": (0.2, 0.2), "gspo": (3e-4, 4e-4), "cispo": (1.0, 0.2), "bapo": (0.6, 1.2)}
+
+
+def _finite(t: torch.Tensor) -> bool:
+    return bool(torch.isfinite(t).all())
+
+
+def _loss(name, lp, old, adv, mask, agg="token_mean", **kw):
+    low, high = LOSS_BOUNDS[name]
+    kw.setdefault("clip_low", low)
+    kw.setdefault("clip_high", high)
+    return compute_policy_loss(name, lp, old, adv, mask, agg, **kw)
+
+
+def _grad(name, log_ratios, adv, agg="token_mean", mask=None, **kw):
+    """Gradient of the loss w.r.t. logprobs for given per-token log-ratios."""
+    old = torch.full_like(log_ratios, -1.0)
+    lp = (old + log_ratios).clone().requires_grad_(True)
+    mask = torch.ones_like(log_ratios) if mask is None else mask
+    loss, metrics = _loss(name, lp, old, adv, mask, agg, **kw)
+    loss.backward()
+    return loss, lp.grad, metrics
+
+
+# ----------------------------------------------------------------------------- advantages
+
+R = torch.tensor([1.0, 0.0, 0.0, 2.0, 4.0])
+G = torch.tensor([0, 0, 0, 1, 1])
+
+
+def test_grpo_dr_grpo_rloo_hand_values():
+    s0 = math.sqrt(1 / 3)  # unbiased std of [1, 0, 0]
+    s1 = math.sqrt(2.0)  # unbiased std of [2, 4]
+    grpo = [(2 / 3) / s0, (-1 / 3) / s0, (-1 / 3) / s0, -1 / s1, 1 / s1]
+    torch.testing.assert_close(compute_advantages("grpo", R, G, eps=0.0), torch.tensor(grpo))
+    torch.testing.assert_close(compute_advantages("grpo", R, G), torch.tensor(grpo), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        compute_advantages("dr_grpo", R, G), torch.tensor([2 / 3, -1 / 3, -1 / 3, -1.0, 1.0])
+    )
+    torch.testing.assert_close(compute_advantages("rloo", R, G), torch.tensor([1.0, -0.5, -0.5, -2.0, 2.0]))
+
+
+def test_reinforce_pp_hand_values():
+    vals = R.tolist()
+    mu, sd = statistics.mean(vals), statistics.stdev(vals)
+    expected = torch.tensor([(v - mu) / sd for v in vals])
+    torch.testing.assert_close(compute_advantages("reinforce_pp", R, G, eps=0.0), expected)
+    centered = [2 / 3, -1 / 3, -1 / 3, -1.0, 1.0]
+    mu, sd = statistics.mean(centered), statistics.stdev(centered)
+    expected = torch.tensor([(v - mu) / sd for v in centered])
+    torch.testing.assert_close(compute_advantages("reinforce_pp_baseline", R, G, eps=0.0), expected)
+
+
+@pytest.mark.parametrize("name", ADVANTAGES)
+def test_group_ids_need_not_be_contiguous(name):
+    shuffled_ids = torch.tensor([7, 7, 7, -3, -3])
+    torch.testing.assert_close(compute_advantages(name, R, shuffled_ids), compute_advantages(name, R, G))
+    perm = torch.tensor([3, 0, 4, 1, 2])
+    out = compute_advantages(name, R[perm], G[perm])
+    torch.testing.assert_close(out, compute_advantages(name, R, G)[perm])
+
+
+@pytest.mark.parametrize("name", ADVANTAGES)
+def test_all_equal_group_is_exactly_zero(name):
+    rewards = torch.tensor([0.1, 0.1, 0.1, 1.0, 0.0, 0.3, 0.3])
+    groups = torch.tensor([0, 0, 0, 1, 1, 2, 2])
+    adv = compute_advantages(name, rewards, groups)
+    assert _finite(adv)
+    assert adv[[0, 1, 2, 5, 6]].eq(0).all()
+    assert adv[3] > 0 and adv[4] < 0
+
+
+@pytest.mark.parametrize("name", ADVANTAGES)
+def test_singleton_groups(name):
+    rewards = torch.tensor([1.0, 0.0, 3.0])
+    adv = compute_advantages(name, rewards, torch.tensor([0, 0, 1]))
+    assert _finite(adv)
+    if name == "reinforce_pp":  # batch baseline: the singleton keeps its whitened value
+        mu, sd = statistics.mean([1.0, 0.0, 3.0]), statistics.stdev([1.0, 0.0, 3.0])
+        assert adv[2].item() == pytest.approx((3.0 - mu) / sd, rel=1e-5)
+    else:
+        assert adv[2].item() == 0.0
+        assert adv[0] > 0 > adv[1]
+
+
+@pytest.mark.parametrize("name", ADVANTAGES)
+@pytest.mark.parametrize(
+    "rewards,groups",
+    [([0.5], [0]), ([0.7, 0.7, 0.7, 0.7], [0, 0, 1, 1]), ([0.1] * 3, [0, 1, 2]), ([2.0, 2.0], [0, 1])],
+)
+def test_degenerate_batches_give_zero(name, rewards, groups):
+    adv = compute_advantages(name, torch.tensor(rewards), torch.tensor(groups))
+    assert adv.dtype == torch.float32 and adv.eq(0).all()
+
+
+def test_advantage_input_handling():
+    assert compute_advantages("grpo", torch.zeros(0), torch.zeros(0, dtype=torch.long)).shape == (0,)
+    bf16 = compute_advantages("grpo", R.to(torch.bfloat16), G)
+    assert bf16.dtype == torch.float32
+    torch.testing.assert_close(bf16, compute_advantages("grpo", R, G))
+    torch.testing.assert_close(
+        compute_advantages("rloo", R.tolist(), G.tolist()), compute_advantages("rloo", R, G)
+    )
+    with pytest.raises(ValueError, match="grpo, dr_grpo, rloo"):
+        compute_advantages("grp", R, G)
+    with pytest.raises(ValueError, match="same length"):
+        compute_advantages("grpo", R, G[:3])
+    with pytest.raises(ValueError, match="NaN"):
+        compute_advantages("grpo", torch.tensor([1.0, float("nan")]), torch.tensor([0, 0]))
+
+
+def test_overlong_reward_penalty():
+    lengths = torch.tensor([0, 6, 7, 8, 10, 11])
+    torch.testing.assert_close(
+        overlong_reward_penalty(lengths, 10, 4), torch.tensor([0.0, 0.0, -0.25, -0.5, -1.0, -1.0])
+    )
+    torch.testing.assert_close(overlong_reward_penalty([3, 10, 11], 10, 0), torch.tensor([0.0, 0.0, -1.0]))
+    torch.testing.assert_close(overlong_reward_penalty([0, 5, 10], 10, 10), torch.tensor([0.0, -0.5, -1.0]))
+    with pytest.raises(ValueError, match="overlong_cache"):
+        overlong_reward_penalty([1], 10, 11)
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+LOSS = torch.tensor([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0]])
+MASK = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+AGG_EXPECTED = {
+    "token_mean": 10 / 4,
+    "seq_mean_token_mean": (2.0 + 4.0) / 2,
+    "seq_mean_token_sum": (6.0 + 4.0) / 2,
+    "seq_mean_token_sum_norm": 10 / (2 * 3),
+}
+
+
+@pytest.mark.parametrize("agg", AGGREGATIONS)
+def test_aggregate_hand_values(agg):
+    assert aggregate_loss(LOSS, MASK, agg).item() == pytest.approx(AGG_EXPECTED[agg])
+    assert aggregate_loss(LOSS, MASK.bool(), agg).item() == pytest.approx(AGG_EXPECTED[agg])
+
+
+def test_aggregate_norm_uses_max_response_length():
+    assert aggregate_loss(
+        LOSS, MASK, "seq_mean_token_sum_norm", max_response_length=5
+    ).item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("agg", AGGREGATIONS)
+def test_aggregate_all_masked_row_with_garbage(agg):
+    loss = torch.cat([LOSS, torch.tensor([[float("nan"), float("inf"), -float("inf")]])]).requires_grad_(True)
+    mask = torch.cat([MASK, torch.zeros(1, 3)])
+    out = aggregate_loss(loss, mask, agg)
+    expected = 10 / (3 * 3) if agg == "seq_mean_token_sum_norm" else AGG_EXPECTED[agg]
+    assert out.item() == pytest.approx(expected)
+    out.backward()
+    assert _finite(loss.grad) and loss.grad[2].eq(0).all()
+
+
+@pytest.mark.parametrize("agg", AGGREGATIONS)
+@pytest.mark.parametrize("shape", [(2, 3), (2, 0), (0, 3)])
+def test_aggregate_empty(agg, shape):
+    loss = torch.randn(shape).requires_grad_(True)
+    out = aggregate_loss(loss, torch.zeros(shape), agg)
+    assert out.item() == 0.0
+    out.backward()
+    assert _finite(loss.grad)
+
+
+def test_aggregate_errors():
+    with pytest.raises(ValueError, match="token_mean"):
+        aggregate_loss(LOSS, MASK, "mean")
+    with pytest.raises(ValueError, match=r"\[B, T\]"):
+        aggregate_loss(LOSS, MASK[:1], "token_mean")
+
+
+# ----------------------------------------------------------------------------- policy losses
+
+LR = torch.log(torch.tensor([[1.5, 0.5, 1.0]]))  # per-token log ratios
+
+
+def test_ppo_hand_values():
+    loss, _, m = _grad("ppo", LR, torch.tensor([1.0]))
+    assert loss.item() == pytest.approx(-(1.2 + 0.5 + 1.0) / 3, abs=1e-6)
+    assert m["clipfrac"] == pytest.approx(1 / 3)
+    assert m["ratio/mean"] == pytest.approx(1.0, abs=1e-6) and m["ratio/max"] == pytest.approx(1.5)
+    kl = sum(r - 1 - math.log(r) for r in (1.5, 0.5, 1.0)) / 3
+    assert m["approx_kl"] == pytest.approx(kl, rel=1e-5)
+    assert all(isinstance(v, float) for v in m.values())
+    loss, _, m = _grad("ppo", LR, torch.tensor([-1.0]))
+    assert loss.item() == pytest.approx((1.5 + 0.8 + 1.0) / 3, abs=1e-6)
+    assert m["clipfrac"] == pytest.approx(1 / 3)
+
+
+def test_ppo_asymmetric_clip_and_token_advantages():
+    lr = torch.log(torch.tensor([[1.25, 1.25]]))
+    loss, grad, m = _grad("ppo", lr, torch.tensor([[1.0, -1.0]]), clip_low=0.2, clip_high=0.28)
+    # token 0: A>0, r=1.25 < 1.28 unclipped; token 1: A<0, r=1.25 > 1.2 -> -min(-1.25, -1.2) = 1.25
+    assert loss.item() == pytest.approx((-1.25 + 1.25) / 2, abs=1e-6)
+    assert grad[0, 0].item() == pytest.approx(-1.25 / 2, rel=1e-5)
+    assert grad[0, 1].item() == pytest.approx(1.25 / 2, rel=1e-5)
+    assert m["clipfrac"] == 0.0
+
+
+def test_ppo_gradient_clipping_behaviour():
+    # A > 0 and r > 1 + eps: zero gradient; r < 1 - eps: the unclipped side keeps a gradient.
+    _, grad, _ = _grad("ppo", LR, torch.tensor([1.0]))
+    assert grad[0, 0].item() == 0.0
+    assert grad[0, 1].item() == pytest.approx(-0.5 / 3, rel=1e-5)
+    assert grad[0, 2].item() == pytest.approx(-1.0 / 3, rel=1e-5)
+    # A < 0 and r < 1 - eps: zero gradient; r > 1 + eps keeps its gradient.
+    _, grad, _ = _grad("ppo", LR, torch.tensor([-1.0]))
+    assert grad[0, 1].item() == 0.0
+    assert grad[0, 0].item() == pytest.approx(1.5 / 3, rel=1e-5)
+
+
+def test_cispo_hand_values_and_every_token_keeps_gradient():
+    old = torch.full((1, 3), -1.0)
+    lp = (old + LR).clone().requires_grad_(True)
+    loss, m = compute_policy_loss(
+        "cispo", lp, old, torch.tensor([1.0]), torch.ones(1, 3), "token_mean", clip_low=1.0, clip_high=0.2
+    )
+    weights = torch.tensor([1.2, 0.5, 1.0])  # min(r, 1.2), no lower bound
+    assert loss.item() == pytest.approx(-(weights * lp.detach()[0]).sum().item() / 3, rel=1e-5)
+    loss.backward()
+    torch.testing.assert_close(lp.grad[0], -weights / 3)
+    assert m["clipfrac"] == pytest.approx(1 / 3)
+    _, ppo_grad, _ = _grad("ppo", LR, torch.tensor([1.0]))
+    assert ppo_grad[0, 0].item() == 0.0 and lp.grad[0, 0].item() != 0.0
+
+
+def test_dual_clip():
+    lr = torch.log(torch.tensor([[5.0, 2.0]]))
+    adv = torch.tensor([-1.0])
+    loss, grad, m = _grad("ppo", lr, adv, dual_clip=3.0)
+    assert loss.item() == pytest.approx((3.0 + 2.0) / 2, rel=1e-5)  # token 0 capped at c*|A|
+    assert grad[0, 0].item() == 0.0 and grad[0, 1].item() == pytest.approx(1.0, rel=1e-5)
+    assert m["clipfrac/dual"] == pytest.approx(0.5)
+    loss, grad, _ = _grad("ppo", lr, adv)
+    assert loss.item() == pytest.approx((5.0 + 2.0) / 2, rel=1e-5)
+    assert grad[0, 0].item() == pytest.approx(2.5, rel=1e-5)
+    _, grad, _ = _grad("ppo", lr, torch.tensor([1.0]), dual_clip=3.0)  # A > 0: dual clip inactive
+    assert grad.eq(0).all()  # both r > 1.2: plain clipping
+
+
+def test_bapo_uses_ratio_bounds_and_default_dual_clip():
+    lr = torch.log(torch.tensor([[1.5, 0.5, 5.0]]))
+    adv = torch.tensor([[1.0, -1.0, -1.0]])
+    loss, grad, m = _grad("bapo", lr, adv)  # bounds [0.6, 1.2], dual clip 3
+    assert loss.item() == pytest.approx((-1.2 + 0.6 + 3.0) / 3, rel=1e-5)
+    assert grad.eq(0).all()
+    assert m["clipfrac"] == pytest.approx(1.0)
+    loss, _, _ = _grad("bapo", lr, adv, clip_low=0.4, clip_high=2.0, dual_clip=10.0)
+    assert loss.item() == pytest.approx((-1.5 + 0.5 + 5.0) / 3, rel=1e-5)
+    with pytest.raises(ValueError, match="ratio bounds"):
+        _grad("bapo", lr, adv, clip_low=0.2, clip_high=0.2)
+
+
+def test_gspo_clips_on_sequence_ratio():
+    # Token ratios e^0.5 and e^-0.5 average to s = 1: not clipped, although each token is far
+    # outside [1 - 3e-4, 1 + 4e-4]; each token gets gradient -A * s / 2.
+    lr = torch.tensor([[0.5, -0.5]])
+    loss, grad, m = _grad("gspo", lr, torch.tensor([1.0]), agg="seq_mean_token_mean")
+    assert loss.item() == pytest.approx(-1.0, abs=1e-6)
+    torch.testing.assert_close(grad, torch.tensor([[-0.5, -0.5]]))
+    assert m["clipfrac"] == 0.0 and m["ratio/max"] == pytest.approx(1.0)
+    # Token-level ppo with the same epsilons clips token 0 (A > 0, r > 1 + eps).
+    _, ppo_grad, _ = _grad("ppo", lr, torch.tensor([1.0]), clip_low=3e-4, clip_high=4e-4)
+    assert ppo_grad[0, 0].item() == 0.0
+    # Mean log-ratio 0.2: s = e^0.2 > 1 + 4e-4, so A > 0 is clipped for the whole sequence...
+    lr = torch.tensor([[0.1, 0.3]])
+    loss, grad, m = _grad("gspo", lr, torch.tensor([1.0]), agg="seq_mean_token_mean")
+    assert loss.item() == pytest.approx(-(1 + 4e-4), rel=1e-6)
+    assert grad.eq(0).all() and m["clipfrac"] == 1.0
+    # ...while A < 0 keeps the gradient s / |y| on every token.
+    loss, grad, _ = _grad("gspo", lr, torch.tensor([-1.0]), agg="seq_mean_token_mean")
+    torch.testing.assert_close(grad, torch.full((1, 2), math.exp(0.2) / 2))
+
+
+def test_gspo_ignores_masked_tokens_in_sequence_ratio():
+    lr = torch.tensor([[0.0, 0.0, 30.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    _, grad, m = _grad("gspo", lr, torch.tensor([1.0]), agg="seq_mean_token_mean", mask=mask)
+    torch.testing.assert_close(grad, torch.tensor([[-0.5, -0.5, 0.0]]))
+    assert m["ratio/max"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("name", POLICY_LOSSES)
+@pytest.mark.parametrize("agg", AGGREGATIONS)
+def test_flipped_advantage_flips_gradient(name, agg):
+    lr = torch.tensor([[0.0001, -0.0001, 0.0], [0.0, 0.0001, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    adv = torch.tensor([0.7, -1.3])
+    _, g_pos, _ = _grad(name, lr, adv, agg, mask)
+    _, g_neg, _ = _grad(name, lr, -adv, agg, mask)
+    assert (g_pos * mask).abs().sum() > 0
+    torch.testing.assert_close(g_neg, -g_pos)
+    # Minimising the loss raises the logprobs of tokens with A > 0.
+    assert (g_pos[0, :3] < 0).all() and (g_pos[1, :2] > 0).all()
+
+
+@pytest.mark.parametrize("name", POLICY_LOSSES)
+@pytest.mark.parametrize("agg", AGGREGATIONS)
+def test_all_masked_row_contributes_nothing(name, agg):
+    torch.manual_seed(0)
+    old = -torch.rand(3, 4) - 0.1
+    lp = old + 0.05 * torch.randn(3, 4)
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0], [0.0] * 4, [1.0, 1.0, 0.0, 0.0]])
+    adv = torch.tensor([1.0, -2.0, -0.5])
+    lp_bad, old_bad, adv_bad = lp.clone(), old.clone(), adv.clone()
+    lp_bad[1] = float("nan")
+    old_bad[1] = -float("inf")
+    lp_bad[0, 3] = float("inf")
+    adv_bad[1] = float("nan")
+    lp_bad.requires_grad_(True)
+    loss, m = _loss(name, lp_bad, old_bad, adv_bad, mask, agg)
+    loss.backward()
+    assert _finite(loss) and _finite(lp_bad.grad) and all(math.isfinite(v) for v in m.values())
+    assert lp_bad.grad[1].eq(0).all() and lp_bad.grad[0, 3].item() == 0.0
+    keep = torch.tensor([0, 2])
+    ref, _ = _loss(name, lp[keep], old[keep], adv[keep], mask[keep], agg, max_response_length=4)
+    if agg == "seq_mean_token_sum_norm":  # constant denominator B * L counts the empty row
+        assert loss.item() == pytest.approx(ref.item() * 2 / 3, rel=1e-5, abs=1e-7)
+    else:
+        assert loss.item() == pytest.approx(ref.item(), rel=1e-5, abs=1e-7)
+
+
+@pytest.mark.parametrize("name", POLICY_LOSSES)
+@pytest.mark.parametrize("agg", AGGREGATIONS)
+@pytest.mark.parametrize("shape", [(2, 3), (2, 0), (1, 1)])
+def test_empty_mask_and_zero_length(name, agg, shape):
+    lp = torch.randn(shape).requires_grad_(True)
+    loss, m = _loss(name, lp, torch.randn(shape), torch.ones(shape[0]), torch.zeros(shape), agg)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert _finite(lp.grad) and lp.grad.eq(0).all()
+    assert m["clipfrac"] == 0.0 and m["approx_kl"] == 0.0 and m["ratio/mean"] == 1.0
+
+
+@pytest.mark.parametrize("name", POLICY_LOSSES)
+@pytest.mark.parametrize("agg", AGGREGATIONS)
+def test_extreme_ratios_stay_finite(name, agg):
+    lr = torch.tensor([[50.0, -50.0, 0.0], [-50.0, 50.0, 1e-3]])
+    for adv in (torch.tensor([1.0, -1.0]), torch.tensor([-3.0, 2.0])):
+        for dual in (None, 3.0) if name != "cispo" else (None,):
+            loss, grad, m = _grad(name, lr, adv, agg, dual_clip=dual)
+            assert _finite(loss) and _finite(grad)
+            assert all(math.isfinite(v) for v in m.values())
+
+
+def test_batch_of_one_and_bf16():
+    lr = torch.tensor([[0.1, -0.2]])
+    loss32, _, m32 = _grad("ppo", lr, torch.tensor([0.5]))
+    old = torch.full((1, 2), -1.0)
+    lp = (old + lr).to(torch.bfloat16).requires_grad_(True)
+    loss16, m16 = compute_policy_loss(
+        "ppo",
+        lp,
+        old.to(torch.bfloat16),
+        torch.tensor([0.5], dtype=torch.bfloat16),
+        torch.ones(1, 2),
+        "token_mean",
+    )
+    assert loss16.dtype == torch.float32
+    assert loss16.item() == pytest.approx(loss32.item(), abs=2e-2)
+    loss16.backward()
+    assert lp.grad.dtype == torch.bfloat16 and _finite(lp.grad.float())
+
+
+def test_token_weights_scale_loss_and_are_constants():
+    lr = torch.tensor([[0.05, -0.05]])
+    base, g_base, _ = _grad("ppo", lr, torch.tensor([1.0]))
+    w = torch.full((1, 2), 2.0, requires_grad=True)
+    loss, g, _ = _grad("ppo", lr, torch.tensor([1.0]), token_weights=w)
+    assert loss.item() == pytest.approx(2 * base.item(), rel=1e-6)
+    torch.testing.assert_close(g, 2 * g_base)
+    assert w.grad is None
+
+
+def test_policy_loss_errors():
+    lp, mask = torch.zeros(1, 2), torch.ones(1, 2)
+    adv = torch.ones(1)
+    with pytest.raises(ValueError, match="ppo, gspo, cispo, bapo"):
+        compute_policy_loss("grpo", lp, lp, adv, mask, "token_mean")
+    with pytest.raises(ValueError, match="seq_mean_token_mean"):
+        compute_policy_loss("ppo", lp, lp, adv, mask, "sum")
+    with pytest.raises(ValueError, match="advantages"):
+        compute_policy_loss("ppo", lp, lp, torch.ones(3), mask, "token_mean")
+    with pytest.raises(ValueError, match="dual_clip"):
+        compute_policy_loss("ppo", lp, lp, adv, mask, "token_mean", dual_clip=0.5)
+    with pytest.raises(ValueError, match="dual_clip"):
+        compute_policy_loss("cispo", lp, lp, adv, mask, "token_mean", dual_clip=3.0)
+    with pytest.raises(ValueError, match="clip_low"):
+        compute_policy_loss("ppo", lp, lp, adv, mask, "token_mean", clip_low=-0.1)
+
+
+# ----------------------------------------------------------------------------- KL / entropy
+
+
+def test_kl_hand_values():
+    lp, ref = torch.log(torch.tensor([[0.5, 0.3]])), torch.log(torch.tensor([[0.25, 0.3]]))
+    ln2 = math.log(2)
+    expected = {"k1": ln2, "k2": 0.5 * ln2**2, "k3": 0.5 + ln2 - 1}
+    for kind in KL_KINDS:
+        out = kl_penalty(lp, ref, kind)
+        assert out[0, 0].item() == pytest.approx(expected[kind], rel=1e-5)
+        assert out[0, 1].item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_kl_k3_clamp_and_extremes():
+    lp = torch.tensor([[-60.0, 0.0, -1.0]], requires_grad=True)
+    ref = torch.tensor([[-10.0, -50.0, -1.0]])  # d = +50, -50, 0
+    k3 = kl_penalty(lp, ref, "k3")
+    assert k3[0, 0].item() == pytest.approx(math.exp(10) - 11, rel=1e-5)
+    assert k3[0, 1].item() == pytest.approx(math.exp(-10) + 9, rel=1e-5)
+    for kind in KL_KINDS:
+        out = kl_penalty(lp, ref, kind)
+        out.sum().backward()
+        assert _finite(out) and _finite(lp.grad)
+        if kind != "k1":
+            assert (out >= 0).all()
+        lp.grad = None
+    assert kl_penalty(lp.to(torch.bfloat16), ref.to(torch.bfloat16), "k2").dtype == torch.float32
+    with pytest.raises(ValueError, match="k1, k2, k3"):
+        kl_penalty(lp, ref, "k4")
+
+
+def test_entropy_from_logits():
+    probs = torch.tensor([0.5, 0.25, 0.25])
+    assert entropy_from_logits(probs.log()).item() == pytest.approx(1.5 * math.log(2), rel=1e-6)
+    assert entropy_from_logits(torch.zeros(4) + 1e4).item() == pytest.approx(math.log(4), rel=1e-6)
+    logits = torch.randn(2, 3, 11)
+    expected = torch.distributions.Categorical(logits=logits).entropy()
+    torch.testing.assert_close(entropy_from_logits(logits), expected, rtol=1e-5, atol=1e-6)
+    masked = torch.tensor(
+        [[0.0, -float("inf"), -float("inf")], [1.0, 1.0, -float("inf")]], requires_grad=True
+    )
+    out = entropy_from_logits(masked.to(torch.bfloat16))
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, torch.tensor([0.0, math.log(2)]))
+    entropy_from_logits(masked).sum().backward()
+    assert _finite(masked.grad)
+
+
+# ----------------------------------------------------------------------------- TIS / BAPO
+
+
+def test_tis_weights():
+    rollout = torch.tensor([[-1.0, -2.0, -0.5]])
+    old = rollout + torch.log(torch.tensor([[1.5, 3.0, 0.5]]))
+    old.requires_grad_(True)
+    w = tis_weights(old, rollout, 2.0)
+    torch.testing.assert_close(w, torch.tensor([[1.5, 2.0, 0.5]]))
+    assert not w.requires_grad and w.dtype == torch.float32
+    assert _finite(tis_weights(torch.tensor([[100.0]]), torch.tensor([[-100.0]]), 2.0))
+    with pytest.raises(ValueError, match="cap"):
+        tis_weights(old, rollout, 0.0)
+
+
+def test_bapo_adapt_bounds():
+    ones = torch.ones(1, 4)
+    # Positive-dominated batch: bounds unchanged.
+    assert bapo_adapt_bounds(ones, torch.tensor([[1.0, 1.0, 1.0, -1.0]]), ones) == (0.6, 1.2)
+    # Negative-dominated with ratios 1: neither bound changes the share, both go to their max.
+    low, high = bapo_adapt_bounds(ones, torch.tensor([[1.0, -1.0, -1.0, -1.0]]), ones)
+    assert (low, high) == (pytest.approx(0.8), pytest.approx(2.0))
+    assert isinstance(low, float) and isinstance(high, float)
+    # Positive token with r = 3: c_high widens until min(3, c_high) * 1 >= 1.5 (share 0.5).
+    ratios = torch.tensor([[3.0, 1.0, 1.0, 1.0]])
+    adv = torch.tensor([[1.0, -1.5, 0.0, 0.0]])
+    assert bapo_adapt_bounds(ratios, adv, ones) == (pytest.approx(0.8), pytest.approx(1.5))
+    # Masked-out negative tokens are ignored.
+    mask = torch.tensor([[1.0, 0.0, 1.0, 1.0]])
+    assert bapo_adapt_bounds(ratios, adv, mask) == (0.6, 1.2)
+    # reduce_fn sees [pos, neg] and its result decides (e.g. global stats from other ranks).
+    seen = []
+
+    def add_remote_negative(stats):
+        seen.append(stats.clone())
+        return stats + torch.tensor([0.0, 100.0])
+
+    assert bapo_adapt_bounds(ratios, adv, mask, reduce_fn=add_remote_negative) == (0.8, 2.0)
+    torch.testing.assert_close(seen[0], torch.tensor([1.2, 0.0]))
+    with pytest.raises(ValueError):
+        bapo_adapt_bounds(ratios, adv, mask, c_low=0.0)
+
+
+# ----------------------------------------------------------------------------- presets
+
+REQUIRED_PRESETS = ("grpo", "dr_grpo", "dapo", "gspo", "rloo", "reinforce_pp", "cispo")
+
+
+@pytest.mark.parametrize("preset", REQUIRED_PRESETS)
+def test_preset_values_are_valid(preset):
+    p = PRESETS[preset]
+    assert "arXiv" in p.paper and p.description
+    v = apply_preset(preset, {})
+    assert set(v) == set(ALGORITHM_KEYS)
+    assert v["advantage"] in ADVANTAGES and v["loss"] in POLICY_LOSSES and v["agg"] in AGGREGATIONS
+    assert v["kl_kind"] in KL_KINDS and v["kl_placement"] in KL_PLACEMENTS
+    assert v["kl_coef"] >= 0 and v["entropy_coef"] >= 0 and v["overlong_cache"] >= 0
+    assert isinstance(v["overlong_shaping"], bool) and isinstance(v["mask_truncated"], bool)
+    assert v["tis_cap"] is None or v["tis_cap"] > 0
+    # The values are accepted by the functions they configure.
+    adv = compute_advantages(v["advantage"], torch.tensor([1.0, 0.0, 1.0, 1.0]), torch.tensor([0, 0, 1, 1]))
+    lp = torch.zeros(4, 3, requires_grad=True)
+    loss, _ = compute_policy_loss(
+        v["loss"], lp, torch.zeros(4, 3), adv, torch.ones(4, 3), v["agg"],
+        clip_low=v["clip_low"], clip_high=v["clip_high"], dual_clip=v["dual_clip"],
+    )  # fmt: skip
+    loss.backward()
+    assert _finite(lp.grad) and lp.grad.abs().sum() > 0
+
+
+def test_preset_specifics_and_overrides():
+    assert (
+        PRESETS["grpo"].values["kl_coef"] == 0.04 and PRESETS["grpo"].values["agg"] == "seq_mean_token_mean"
+    )
+    assert PRESETS["dr_grpo"].values["agg"] == "seq_mean_token_sum_norm"
+    assert PRESETS["dapo"].values["clip_high"] == 0.28 and PRESETS["dapo"].values["overlong_shaping"] is True
+    assert "nonzero_variance" in PRESETS["dapo"].description
+    assert (PRESETS["gspo"].values["clip_low"], PRESETS["gspo"].values["clip_high"]) == (3e-4, 4e-4)
+    v = apply_preset("dapo", {"clip_high": 0.3, "tis_cap": 2.0, "kl_coef": 0.01})
+    assert (v["clip_high"], v["tis_cap"], v["kl_coef"]) == (0.3, 2.0, 0.01)
+    assert v["clip_low"] == 0.2 and PRESETS["dapo"].values["clip_high"] == 0.28  # preset untouched
+    assert apply_preset("grpo", {"dual_clip": None})["dual_clip"] is None
+    with pytest.raises(ValueError, match=r"valid presets: .*grpo.*did you mean 'dapo'"):
+        apply_preset("dapoo", {})
