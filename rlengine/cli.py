@@ -1,0 +1,121 @@
+"""``rlengine train | eval | config`` command line.
+
+    rlengine train CONFIG.yaml [section.key=value ...] [--ray-address auto]
+    rlengine train runs/my_run                     # resume a run directory
+    rlengine config show CONFIG.yaml [overrides]   # print the resolved config
+    rlengine config check CONFIG.yaml [overrides]  # validate only
+    rlengine eval --model PATH --benchmarks gsm8k,math500 --samples 4 ...
+    rlengine eval --compare A.json B.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from rlengine.config import ConfigError, dump_yaml, load_config
+
+
+def _configure_env() -> None:
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+
+def _load(path: str, overrides: list[str]):
+    target = Path(path)
+    if target.is_dir():
+        # a run directory: its resolved config, resumed from its newest checkpoint
+        if not (target / "config.yaml").is_file():
+            raise ConfigError(f"'{path}' is a directory without config.yaml (not a run directory)")
+        cfg = load_config(target / "config.yaml", ["resume=true", f"trainer.output_dir={target}", *overrides])
+        return cfg
+    return load_config(path, overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = _load(args.config, args.overrides)
+    if args.ray_address:
+        cfg.trainer.ray_address = args.ray_address
+    from rlengine.trainer import train
+
+    history = train(cfg)
+    if history:
+        last = history[-1]
+        print(f"finished step {last['step']}: reward/mean={last['reward/mean']:.4f} "
+              f"pass_rate/mean={last['pass_rate/mean']:.4f}; run directory: {cfg.run_dir}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    cfg = _load(args.config, args.overrides)
+    if args.action == "show":
+        print(dump_yaml(cfg), end="")
+    else:
+        print(f"{args.config}: OK")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rlengine.eval import run_eval_cli
+
+    return run_eval_cli(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rlengine", description="RL post-training engine for LLM reasoning")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train from a YAML config (or resume a run directory)")
+    train.add_argument("config", help="YAML file, or a run directory to resume")
+    train.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    train.add_argument("--ray-address", default=None, help="join this Ray cluster ('auto' for the local one)")
+    train.set_defaults(func=cmd_train)
+
+    config = sub.add_parser("config", help="show or check a config")
+    config.add_argument("action", choices=["show", "check"])
+    config.add_argument("config")
+    config.add_argument("overrides", nargs="*")
+    config.set_defaults(func=cmd_config)
+
+    ev = sub.add_parser("eval", help="evaluate a model on math benchmarks, or compare two results")
+    ev.add_argument("--model", help="built-in name, local HF directory, checkpoint dir or hub id")
+    ev.add_argument("--benchmarks", default="gsm8k,math500", help="comma-separated benchmark names or files")
+    ev.add_argument("--samples", type=int, default=1, help="samples per problem (n)")
+    ev.add_argument("--max-tokens", type=int, default=1024)
+    ev.add_argument("--limit", type=int, default=None, help="first N problems per benchmark")
+    ev.add_argument("--temperature", type=float, default=None, help="default 0 for n=1, else 0.6")
+    ev.add_argument("--top-p", type=float, default=None, help="default 1.0 for n=1, else 0.95")
+    ev.add_argument("--template", default=None, help="prompt template with {problem}")
+    ev.add_argument("--no-chat-template", action="store_true", help="do not wrap prompts in the chat template")
+    ev.add_argument("--answer-pattern", default=None, help="regex tried after \\boxed{} and before the last number")
+    ev.add_argument("--output", default=None, help="output directory (default: <model>/eval or runs/eval/<name>)")
+    ev.add_argument("--max-model-len", type=int, default=None)
+    ev.add_argument("--dtype", default="float32")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--num-engines", type=int, default=1)
+    ev.add_argument("--compare", nargs=2, metavar=("A", "B"), help="compare two summary/step JSON files or two models")
+    ev.add_argument("--ray-address", default=None)
+    ev.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _configure_env()
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as e:
+        if type(e).__name__ in ("DataError", "ModelError", "RewardConfigError"):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

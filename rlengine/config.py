@@ -1,0 +1,515 @@
+"""Typed schema of a run: YAML loading, dotted command-line overrides, validation.
+
+A run is one :class:`RunConfig`. Every section is a dataclass whose fields are documented
+below; YAML keys map 1:1 onto fields and any key can be overridden from the command line as
+``section.key=value`` (the value is parsed as YAML, so ``rollout.n=8`` is an int and
+``reward.functions=[math_verify,format]`` a list).
+
+Validation is strict and happens before anything heavy starts: an unknown key names the
+closest valid key, a wrong type names the expected type, an enum value lists the allowed
+values. Stage sections (``curriculum``, ``filter``, ``reward_weighting``, ``replay``) are
+validated against the config dataclass of the stage their ``name`` selects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config problem, with the dotted key path in the message."""
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass
+class ModelConfig:
+    name: str = "smollm2-135m-instruct"
+    """Built-in name (``smollm2-135m-instruct``), a local Hugging Face directory, or a hub id."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Learner and rollout dtype. fp32 on CPU (bf16 vLLM vs fp32 learner disagree by up to 1.4 nats)."""
+    trust_remote_code: bool = False
+    """Passed to transformers and vLLM."""
+    cache_dir: str | None = None
+    """Where built-in models are converted to (default ``$RLENGINE_CACHE`` or ``~/.cache/rlengine``)."""
+
+
+@dataclass
+class DataConfig:
+    source: str = "gsm8k_train"
+    """Shipped set name (``gsm8k_train``, ``math_train_rllm``, ...), ``synthetic_arithmetic``, a
+    ``.jsonl``/``.json``/``.parquet`` file, or a ``datasets`` name/path."""
+    split: str | None = None
+    """Split for ``datasets`` sources (default ``train``)."""
+    problem_field: str = "problem"
+    """Field holding the problem text."""
+    answer_field: str = "answer"
+    """Field holding the gold answer."""
+    id_field: str = "id"
+    """Field holding a unique id (generated when absent)."""
+    template: str = "{problem}\nPlease reason step by step, and put your final answer within \\boxed{}."
+    """Prompt template; ``{problem}`` and any other row field are placeholders (other braces are literal)."""
+    chat_template: bool = True
+    """Wrap the rendered template in the tokenizer's chat template."""
+    system_prompt: str | None = None
+    """Optional system message for the chat template."""
+    limit: int | None = None
+    """Use only the first N rows."""
+    synthetic_num: int = 2000
+    """``synthetic_arithmetic`` only: number of problems generated."""
+    synthetic_ops: list[str] = field(default_factory=lambda: ["add", "sub", "mul"])
+    """``synthetic_arithmetic`` only: operations."""
+    synthetic_min_digits: int = 1
+    """``synthetic_arithmetic`` only: fewest digits per operand."""
+    synthetic_max_digits: int = 4
+    """``synthetic_arithmetic`` only: most digits per operand."""
+
+
+@dataclass
+class RolloutConfig:
+    n: int = 4
+    """Responses sampled per prompt (group size G)."""
+    max_tokens: int = 256
+    """Maximum new tokens per response (L_max)."""
+    temperature: float = 1.0
+    """Sampling temperature; the learner divides its logits by the same value."""
+    top_p: float = 1.0
+    """Nucleus sampling. Keep 1.0 for training: the learner cannot reproduce a truncated distribution."""
+    num_engines: int = 1
+    """vLLM engines (Ray actors) in the pool."""
+    max_model_len: int = 1024
+    """vLLM context length (prompt + response)."""
+    gpu_memory_utilization: float = 0.5
+    """vLLM GPU memory share (GPU only)."""
+    kv_cache_gib: int = 2
+    """vLLM-CPU KV cache size in GiB (``VLLM_CPU_KVCACHE_SPACE``)."""
+    enforce_eager: bool = True
+    """Skip CUDA-graph capture / compilation (faster start, slower decode)."""
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments for ``vllm.LLM``."""
+
+
+@dataclass
+class RewardConfig:
+    functions: list[Any] = field(default_factory=lambda: ["math_verify"])
+    """Reward functions: built-in names (``math_verify``, ``format``, ``length``),
+    ``path/to/file.py:function`` or ``{function: ..., name: ..., weight: ..., kwargs: {...}}``."""
+    num_workers: int = 2
+    """Reward worker processes."""
+    timeout_s: float = 10.0
+    """Per-call timeout; a call that takes longer scores 0 and is counted in ``reward/timeouts``."""
+    correct_threshold: float = 0.5
+    """A response counts as passing (for ``pass_rate``) when the first objective is >= this."""
+
+
+@dataclass
+class AlgorithmConfig:
+    preset: str | None = None
+    """One of grpo, dr_grpo, dapo, gspo, rloo, reinforce_pp, cispo: sets the keys below;
+    keys given explicitly override it. See docs/algorithms.md."""
+    advantage: Literal["grpo", "dr_grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline"] = "grpo"
+    """Advantage estimator."""
+    loss: Literal["ppo", "gspo", "cispo", "bapo"] = "ppo"
+    """Policy loss."""
+    agg: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "seq_mean_token_sum_norm"] = (
+        "token_mean"
+    )
+    """Loss aggregation over tokens and sequences."""
+    clip_low: float = 0.2
+    """Lower clip (epsilon for ppo/gspo/cispo; the ratio bound itself for bapo)."""
+    clip_high: float = 0.2
+    """Upper clip (DAPO clip-higher uses 0.28)."""
+    dual_clip: float | None = None
+    """Dual-clip constant c (e.g. 3.0) for negative advantages; off when null."""
+    eps: float = 1e-6
+    """Added to the group std in grpo advantages."""
+    kl_coef: float = 0.0
+    """KL coefficient beta; the reference model is loaded only when > 0."""
+    kl_kind: Literal["k1", "k2", "k3"] = "k3"
+    """KL estimator."""
+    kl_placement: Literal["loss", "reward"] = "loss"
+    """Add the KL to the loss, or subtract beta * sum_t KL from the reward."""
+    entropy_coef: float = 0.0
+    """Entropy bonus coefficient (entropy is logged every step regardless)."""
+    overlong_shaping: bool = False
+    """DAPO soft overlong penalty added to the reward."""
+    overlong_cache: int = 0
+    """DAPO L_c: the penalty ramps over the last ``overlong_cache`` tokens before ``rollout.max_tokens``."""
+    mask_truncated: bool = False
+    """Mask responses that hit ``rollout.max_tokens`` out of the loss."""
+    tis_cap: float | None = None
+    """Truncated importance sampling cap C (e.g. 2.0) for the vLLM/learner mismatch; off when null."""
+
+
+@dataclass
+class LearnerConfig:
+    num_ranks: int = 1
+    """DeepSpeed data-parallel ranks (Ray actors)."""
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    """DeepSpeed ZeRO stage."""
+    lr: float = 1e-6
+    """Peak learning rate (AdamW)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """AdamW betas."""
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """Learning-rate schedule after warm-up."""
+    warmup_steps: int = 0
+    """Linear warm-up optimizer steps."""
+    min_lr_ratio: float = 0.0
+    """Cosine floor as a fraction of ``lr``."""
+    micro_batch_tokens: int = 4096
+    """Token budget (padded) of one micro-batch; gradients accumulate over micro-batches."""
+    mini_batch_size: int | None = None
+    """Responses per optimizer step; null = the whole rollout batch (one step per epoch)."""
+    ppo_epochs: int = 1
+    """Passes over each rollout batch."""
+    grad_clip: float = 1.0
+    """Gradient-norm clip (0 = off)."""
+    grad_checkpointing: bool = True
+    """Activation checkpointing in the policy."""
+    threads: int | None = None
+    """Torch CPU threads per rank (default: cores / ranks)."""
+
+
+@dataclass
+class EvaluationConfig:
+    every_n_steps: int = 0
+    """Evaluate every N steps (0 = never during training)."""
+    benchmarks: list[str] = field(default_factory=lambda: ["gsm8k"])
+    """Benchmark names (gsm8k, math500, aime24, aime25, amc23, minerva_math, olympiadbench)."""
+    samples: int = 1
+    """Samples per problem."""
+    max_tokens: int = 512
+    """Maximum new tokens per sample."""
+    temperature: float = 0.0
+    """Sampling temperature (0 = greedy)."""
+    top_p: float = 1.0
+    """Nucleus sampling."""
+    limit: int | None = 50
+    """Problems per benchmark (null = all)."""
+    template: str | None = None
+    """Prompt template (default: the benchmark's own)."""
+
+
+@dataclass
+class LoggingConfig:
+    tensorboard: bool = True
+    """Write TensorBoard events to ``<run>/tensorboard``."""
+    wandb: bool = False
+    """Log to Weights & Biases (needs ``pip install wandb``)."""
+    wandb_project: str = "rlengine"
+    """W&B project."""
+    progress: bool = True
+    """Console progress bar."""
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 10
+    """Training steps (one rollout batch each)."""
+    batch_size: int = 8
+    """Prompts (groups) per step."""
+    seed: int = 0
+    """Seed for data order, sampling and initialisation."""
+    output_dir: str | None = None
+    """Run directory (default ``runs/<run_name>``)."""
+    run_name: str = "run"
+    """Name of the run."""
+    save_every: int = 0
+    """Checkpoint every N steps (0 = only at the end)."""
+    keep_last: int = 2
+    """Checkpoints kept (older ones are deleted)."""
+    ray_address: str | None = None
+    """Ray cluster to join (``auto``); a local instance is started when null."""
+
+
+STAGE_SECTIONS = ("curriculum", "filter", "reward_weighting", "replay")
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    curriculum: Any = None
+    """Curriculum stage: ``{name: uniform | ..., <options>}``."""
+    filter: Any = None
+    """Filter stage: ``{name: none | ..., <options>}``."""
+    reward_weighting: Any = None
+    """Reward-weighting stage: ``{name: static | ..., <options>}``."""
+    replay: Any = None
+    """Replay stage: ``{name: none | ..., <options>}``."""
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    resume: bool = False
+    """Continue from the newest checkpoint in the run directory."""
+    config_dir: str | None = None
+    """Directory of the YAML file (relative paths resolve against it); set by the loader."""
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.trainer.output_dir or Path("runs") / self.trainer.run_name)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _closest(name: str, options: typing.Iterable[str]) -> str:
+    match = difflib.get_close_matches(name, list(options), n=1, cutoff=0.4)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(v) for v in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (ints widen to floats)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        errors = []
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, path)
+            except ConfigError as e:
+                errors.append(e)
+        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{path}: expected null, got {value!r}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value in allowed and type(value) is type(allowed[allowed.index(value)]):
+            return value
+        hint = _closest(str(value), [str(a) for a in allowed])
+        raise ConfigError(f"{path}: invalid value {value!r}; allowed: {', '.join(map(repr, allowed))}{hint}")
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, path)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {value!r} ({type(value).__name__})")
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        return [_coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r} ({type(value).__name__})")
+        return dict(value)
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is bool or tp is str:
+        if isinstance(value, tp):
+            return value
+    else:
+        raise TypeError(f"unsupported annotation {tp} at {path}")
+    raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+def from_dict(cls: type, data: Any, path: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{path}.{key}" if path else str(key)
+        if key not in names:
+            raise ConfigError(f"unknown key '{where}'{_closest(str(key), names)}; valid keys: {', '.join(names)}")
+        kwargs[key] = _coerce(value, hints[key], where)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> Any:
+    """Plain-data (YAML-serialisable) view of a config."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, list):
+        return [to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    return cfg
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """``["a.b=1", "c=x"]`` -> nested dict; values are parsed as YAML scalars/lists."""
+    result: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}': expected section.key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override '{item}': value is not valid YAML ({e})") from None
+        node = result
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}': '{part}' is not a section")
+        node[parts[-1]] = value
+    return result
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file '{path}' is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{path}': top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def build_config(raw: dict, config_dir: str | None = None) -> RunConfig:
+    """Validate a raw mapping (YAML + overrides) into a :class:`RunConfig`."""
+    from rlengine.algorithms.presets import apply_preset
+    from rlengine.stages import build_stage_config
+
+    raw = dict(raw)
+    algo = raw.get("algorithm") or {}
+    if isinstance(algo, dict) and algo.get("preset"):
+        try:
+            raw["algorithm"] = {"preset": algo["preset"], **apply_preset(algo["preset"], algo)}
+        except ValueError as e:
+            raise ConfigError(f"algorithm.preset: {e}") from None
+    stage_raw = {name: raw.pop(name, None) for name in STAGE_SECTIONS}
+    cfg = from_dict(RunConfig, raw)
+    for name in STAGE_SECTIONS:
+        setattr(cfg, name, build_stage_config(name, stage_raw[name]))
+    if config_dir is not None:
+        cfg.config_dir = config_dir
+    validate(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML file (or defaults when ``path`` is None), apply overrides, validate."""
+    raw = load_yaml(path) if path is not None else {}
+    raw = deep_merge(raw, parse_overrides(overrides or []))
+    config_dir = str(Path(path).resolve().parent) if path is not None else None
+    return build_config(raw, config_dir=raw.pop("config_dir", None) or config_dir)
+
+
+def _positive(value: float, path: str, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{path}: expected a {'non-negative' if allow_zero else 'positive'} number, got {value}")
+
+
+def validate(cfg: RunConfig) -> None:
+    """Cross-field checks, plus existence checks for data files and reward functions."""
+    _positive(cfg.rollout.n, "rollout.n")
+    _positive(cfg.rollout.max_tokens, "rollout.max_tokens")
+    _positive(cfg.rollout.num_engines, "rollout.num_engines")
+    _positive(cfg.rollout.temperature, "rollout.temperature")
+    if not 0 < cfg.rollout.top_p <= 1:
+        raise ConfigError(f"rollout.top_p: expected a value in (0, 1], got {cfg.rollout.top_p}")
+    _positive(cfg.learner.num_ranks, "learner.num_ranks")
+    _positive(cfg.learner.lr, "learner.lr", allow_zero=True)
+    _positive(cfg.learner.ppo_epochs, "learner.ppo_epochs")
+    _positive(cfg.learner.micro_batch_tokens, "learner.micro_batch_tokens")
+    if cfg.learner.mini_batch_size is not None:
+        _positive(cfg.learner.mini_batch_size, "learner.mini_batch_size")
+    _positive(cfg.trainer.max_steps, "trainer.max_steps", allow_zero=True)
+    _positive(cfg.trainer.batch_size, "trainer.batch_size")
+    _positive(cfg.algorithm.kl_coef, "algorithm.kl_coef", allow_zero=True)
+    if cfg.algorithm.tis_cap is not None:
+        _positive(cfg.algorithm.tis_cap, "algorithm.tis_cap")
+    if cfg.rollout.max_tokens >= cfg.rollout.max_model_len:
+        raise ConfigError(
+            f"rollout.max_tokens ({cfg.rollout.max_tokens}) must be smaller than rollout.max_model_len "
+            f"({cfg.rollout.max_model_len}), which also holds the prompt"
+        )
+    if cfg.algorithm.overlong_shaping and cfg.algorithm.overlong_cache > cfg.rollout.max_tokens:
+        raise ConfigError(
+            f"algorithm.overlong_cache ({cfg.algorithm.overlong_cache}) must be <= rollout.max_tokens "
+            f"({cfg.rollout.max_tokens}); the dapo preset uses the paper's 4096, set it for short runs"
+        )
+    _check_data(cfg)
+    _check_rewards(cfg)
+    _check_benchmarks(cfg)
+
+
+def _check_data(cfg: RunConfig) -> None:
+    from rlengine.data import SHIPPED
+
+    source = cfg.data.source
+    if source in SHIPPED or source == "synthetic_arithmetic":
+        return
+    if source.endswith((".jsonl", ".json", ".parquet")):
+        candidates = [Path(source)] + ([Path(cfg.config_dir) / source] if cfg.config_dir else [])
+        if not any(c.is_file() for c in candidates):
+            tried = ", ".join(str(c) for c in candidates)
+            raise ConfigError(f"data.source: file '{source}' not found (tried {tried})")
+
+
+def _check_rewards(cfg: RunConfig) -> None:
+    from reward.loader import RewardConfigError, load_reward_function, parse_reward_specs
+
+    try:
+        specs = parse_reward_specs(cfg.reward.functions)
+        for spec in specs:
+            load_reward_function(spec.function, base_dir=cfg.config_dir)
+    except (RewardConfigError, ValueError, TypeError) as e:
+        raise ConfigError(f"reward.functions: {e}") from None
+    if not specs:
+        raise ConfigError("reward.functions: at least one reward function is required")
+
+
+def _check_benchmarks(cfg: RunConfig) -> None:
+    from rlengine.data import BENCHMARKS
+
+    for i, name in enumerate(cfg.evaluation.benchmarks):
+        if name not in BENCHMARKS and not Path(name).suffix:
+            raise ConfigError(
+                f"evaluation.benchmarks[{i}]: unknown benchmark '{name}'{_closest(name, BENCHMARKS)}; "
+                f"valid: {', '.join(BENCHMARKS)} (or a .jsonl/.parquet path)"
+            )
+
+
+def dump_yaml(cfg: RunConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)

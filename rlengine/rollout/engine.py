@@ -1,0 +1,113 @@
+"""One vLLM engine inside a Ray actor, and the per-process environment it needs."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import ray
+
+EXTENSION = "rlengine.rollout.worker_ext.RLEngineWorkerExtension"
+
+
+def cpu_engine_env(cpus: list[int], kv_cache_gib: int) -> dict[str, str]:
+    """Environment for a vLLM-CPU engine pinned to ``cpus`` (set before vLLM is imported)."""
+    return {
+        "VLLM_CPU_OMP_THREADS_BIND": ",".join(str(c) for c in cpus),
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+        "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib),
+        "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+
+
+@ray.remote(num_cpus=0)
+class RolloutEngine:
+    """Owns one ``vllm.LLM``. Generates from token ids and reloads weights from a file."""
+
+    def __init__(self, model_path: str, options: dict[str, Any]) -> None:
+        from vllm import LLM
+
+        kwargs = dict(
+            model=model_path,
+            dtype=options["dtype"],
+            max_model_len=options["max_model_len"],
+            seed=options["seed"],
+            enforce_eager=options["enforce_eager"],
+            trust_remote_code=options["trust_remote_code"],
+            logprobs_mode="processed_logprobs",  # logprobs after temperature / top-p
+            worker_extension_cls=EXTENSION,
+            enable_prefix_caching=True,
+        )
+        if options.get("gpu"):
+            kwargs["gpu_memory_utilization"] = options["gpu_memory_utilization"]
+        kwargs.update(options.get("engine_kwargs") or {})
+        self.llm = LLM(**kwargs)
+
+    def ready(self) -> bool:
+        return True
+
+    def generate(self, prompt_token_ids: list[list[int]], sampling: dict[str, Any]) -> list[list[dict]]:
+        """Sample ``sampling['n']`` responses per prompt.
+
+        Returns, per prompt, a list of dicts with ``text``, ``token_ids``, ``logprobs`` (the
+        sampled token's behaviour logprob) and ``finish_reason`` (``stop`` or ``length``).
+        """
+        from vllm import SamplingParams
+
+        seeds = sampling.get("seeds")
+        params = []
+        for i in range(len(prompt_token_ids)):
+            params.append(
+                SamplingParams(
+                    n=sampling["n"],
+                    temperature=sampling["temperature"],
+                    top_p=sampling["top_p"],
+                    max_tokens=sampling["max_tokens"],
+                    logprobs=0 if sampling.get("logprobs", True) else None,
+                    seed=None if seeds is None else int(seeds[i]),
+                    stop_token_ids=sampling.get("stop_token_ids"),
+                )
+            )
+        prompts = [{"prompt_token_ids": ids} for ids in prompt_token_ids]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        results = []
+        for out in outputs:
+            group = []
+            for comp in out.outputs:
+                token_ids = list(comp.token_ids)
+                if comp.logprobs is not None:
+                    logprobs = [float(step[tok].logprob) for tok, step in zip(token_ids, comp.logprobs)]
+                else:
+                    logprobs = []
+                group.append(
+                    {
+                        "text": comp.text,
+                        "token_ids": token_ids,
+                        "logprobs": logprobs,
+                        "finish_reason": "length" if comp.finish_reason == "length" else "stop",
+                    }
+                )
+            results.append(group)
+        return results
+
+    def prompt_logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
+        """Logprob of every token after the first of each sequence under the current weights
+        (temperature 1). Used to check that weight sync reached the engine."""
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0)
+        outputs = self.llm.generate([{"prompt_token_ids": s} for s in sequences], params, use_tqdm=False)
+        result = []
+        for seq, out in zip(sequences, outputs):
+            lps = out.prompt_logprobs[1:]
+            result.append([float(step[tok].logprob) for tok, step in zip(seq[1:], lps)])
+        return result
+
+    def reload_weights(self, path: str) -> float:
+        """Load new weights from a safetensors file; drop the prefix cache. Returns seconds."""
+        start = time.perf_counter()
+        self.llm.collective_rpc("rlengine_reload_weights", args=(path,))
+        self.llm.reset_prefix_cache()
+        return time.perf_counter() - start
