@@ -1,0 +1,256 @@
+"""Answer extraction and math-equivalence grading (math-verify).
+
+Extraction order used everywhere in rlengine (training rewards and evaluation):
+
+1. the content of the last complete ``\\boxed{...}`` (nested braces handled; ``\\boxed 5`` without
+   braces and ``\\fbox{...}`` count too);
+2. the last match of a configurable regex ``answer_pattern`` (group 1 when it has groups);
+3. the last number in the text (integers, decimals, negatives, ``1,000`` -> ``1000``, ``3/4``).
+
+Grading parses the gold answer once (cached) and the extracted answer with math-verify and
+compares them symbolically/numerically. math-verify times out with ``signal.alarm``, which works only in
+the main thread of a process: in other threads (or when an outer alarm is already armed by the caller)
+the timeouts are disabled so that no one's alarm is clobbered.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import signal
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import product
+from typing import Any
+
+__all__ = [
+    "GradeResult",
+    "extract_answer",
+    "extract_boxed",
+    "grade",
+    "normalize_answer",
+    "parse_gold",
+]
+
+_BOXED_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+_NUMBER_RE = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|(?<![\w.])-?\.\d+")
+_INT_RE = re.compile(r"[-+]?\d+")
+_SCI_RE = re.compile(r"^(-?\d+(?:\.\d+)?)[eE]([+-]?\d+)$")
+
+
+@dataclass(frozen=True)
+class GradeResult:
+    """Outcome of grading one completion.
+
+    Attributes:
+        correct: the extracted answer is equivalent to the gold answer.
+        extracted: the extracted answer string, or None when nothing could be extracted.
+        timed_out: math-verify parsing or comparison hit its timeout (counted as wrong).
+    """
+
+    correct: bool
+    extracted: str | None
+    timed_out: bool = False
+
+
+def _match_braces(text: str, start: int) -> int | None:
+    """Return the index of the ``}`` closing the ``{`` at ``start`` (``\\{``/``\\}`` skipped), or None."""
+    depth = 0
+    i = start
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return None
+
+
+def extract_boxed(text: str) -> str | None:
+    """Content of the last complete, non-empty ``\\boxed{...}`` / ``\\fbox{...}`` / ``\\boxed x``."""
+    for match in reversed(list(_BOXED_RE.finditer(text))):
+        pos = match.end()
+        rest = text[pos:]
+        stripped = rest.lstrip()
+        if stripped.startswith("{"):
+            open_at = pos + (len(rest) - len(stripped))
+            close_at = _match_braces(text, open_at)
+            if close_at is None:
+                continue  # truncated box: fall back to an earlier complete one
+            content = text[open_at + 1 : close_at].strip()
+        elif rest[:1].isspace():
+            token = re.match(r"\s+([^\s$]+)", rest)
+            content = token.group(1).rstrip(".,;") if token else ""
+        else:
+            continue
+        if content:
+            return content
+    return None
+
+
+@lru_cache(maxsize=64)
+def _compile(pattern: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"invalid answer_pattern {pattern!r}: {exc}") from exc
+
+
+def _extract_by_pattern(text: str, pattern: str) -> str | None:
+    last = None
+    for match in _compile(pattern).finditer(text):
+        last = match
+    if last is None:
+        return None
+    if last.re.groups:
+        value = next((g for g in last.groups() if g is not None), None)
+    else:
+        value = last.group(0)
+    value = value.strip() if value is not None else None
+    return value or None
+
+
+def _extract_last_number(text: str) -> str | None:
+    matches = _NUMBER_RE.findall(text)
+    if not matches:
+        return None
+    return matches[-1].replace(",", "")
+
+
+def extract_answer(text: str, answer_pattern: str | None = None) -> str | None:
+    """Extract the final answer of a completion: last box, then ``answer_pattern``, then last number.
+
+    Args:
+        text: the model's completion.
+        answer_pattern: optional regex; its last match (group 1 if it has groups) is used when
+            the completion has no box. Raises ValueError if it does not compile.
+
+    Returns:
+        The answer string, or None when the text holds no box, no pattern match and no number.
+    """
+    boxed = extract_boxed(text)
+    if boxed is not None:
+        return boxed
+    if answer_pattern:
+        found = _extract_by_pattern(text, answer_pattern)
+        if found is not None:
+            return found
+    return _extract_last_number(text)
+
+
+def normalize_answer(answer: str) -> str:
+    """Cheap canonical string form of an answer (used for equality shortcuts and majority voting)."""
+    s = answer.strip()
+    s = re.sub(r"\\(?:left|right)(?![A-Za-z])", "", s)
+    s = re.sub(r"\\[dt]frac", r"\\frac", s)
+    s = re.sub(r"\\[,!;: ]", "", s)
+    s = re.sub(r"\\(?:text|textbf|mathrm|mbox)\s*\{\s*([^{}]*?)\s*\}", r"\1", s)
+    s = s.replace("$", "").replace("\\%", "").replace("%", "")
+    s = re.sub(r"\s+", "", s)
+    s = s.rstrip(".")
+    if re.fullmatch(r"-?(?:\d{1,3}(?:,\d{3})+)(?:\.\d+)?", s):
+        s = s.replace(",", "")
+    if re.fullmatch(r"-?\d+\.\d*", s):
+        s = s.rstrip("0").rstrip(".")
+    return s
+
+
+def _alarm_timeout(timeout_s: float | None) -> int | None:
+    """The timeout to hand to math-verify: whole seconds, or None where signal.alarm must not be used."""
+    if timeout_s is None or timeout_s <= 0:
+        return None
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getitimer(signal.ITIMER_REAL)[0] > 0:
+        return None  # an outer deadline owns the alarm (e.g. RewardPool with num_workers=0)
+    return max(1, math.ceil(timeout_s))
+
+
+def _math_verify() -> Any:
+    import math_verify  # imported lazily: ~0.5 s, only paid by processes that grade
+
+    return math_verify
+
+
+def _parse_math(text: str, timeout: int | None) -> list[Any]:
+    """Parse an answer string with math-verify, trying ``\\boxed{}``, then ``$...$``, then raw text."""
+    mv = _math_verify()
+    sci = _SCI_RE.match(text.strip())
+    if sci:
+        text = f"{sci.group(1)}\\times 10^{{{sci.group(2)}}}"
+    for candidate in (f"\\boxed{{{text}}}", f"${text}$", text):
+        try:  # raise_on_error so that a TimeoutException reaches grade(); other errors: next form
+            parsed = mv.parse(candidate, parsing_timeout=timeout, raise_on_error=True)
+        except Exception:
+            continue
+        if parsed:
+            return parsed
+    return []
+
+
+@lru_cache(maxsize=4096)
+def _parse_gold_cached(gold: str) -> tuple[Any, ...]:
+    return tuple(_parse_math(gold, _alarm_timeout(5.0)))
+
+
+def parse_gold(gold: str) -> tuple[Any, ...]:
+    """Parse a gold answer once with math-verify (cached per string; a timeout is not cached)."""
+    return _parse_gold_cached(gold.strip())
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    return type(exc).__name__ == "TimeoutException"
+
+
+def grade(
+    completion: str, gold: str, *, answer_pattern: str | None = None, timeout_s: float = 5.0
+) -> GradeResult:
+    """Grade one completion against a gold answer.
+
+    Args:
+        completion: model output text.
+        gold: gold answer string (LaTeX or plain).
+        answer_pattern: optional regex used when the completion has no ``\\boxed{}``.
+        timeout_s: math-verify timeout for parsing and for each comparison (rounded up to whole
+            seconds; disabled outside the main thread). A timeout counts as wrong.
+
+    Returns:
+        GradeResult(correct, extracted, timed_out).
+    """
+    extracted = extract_answer(completion, answer_pattern)
+    if extracted is None:
+        return GradeResult(False, None, False)
+    norm_pred, norm_gold = normalize_answer(extracted), normalize_answer(gold)
+    if norm_pred == norm_gold:
+        return GradeResult(True, extracted, False)
+    if _INT_RE.fullmatch(norm_pred) and _INT_RE.fullmatch(norm_gold):
+        return GradeResult(int(norm_pred) == int(norm_gold), extracted, False)  # fast path, exact
+    timeout = _alarm_timeout(timeout_s)
+    mv = _math_verify()
+    timed_out = False
+    try:
+        gold_parsed = parse_gold(gold)
+        predicted = _parse_math(extracted, timeout)
+    except BaseException as exc:  # math-verify's TimeoutException derives from BaseException
+        if _is_timeout(exc):
+            return GradeResult(False, extracted, True)
+        if not isinstance(exc, Exception):
+            raise
+        return GradeResult(False, extracted, False)
+    for g, p in product(gold_parsed, predicted):
+        try:
+            if mv.verify(g, p, timeout_seconds=timeout, raise_on_error=True):
+                return GradeResult(True, extracted, False)
+        except BaseException as exc:
+            if _is_timeout(exc):
+                timed_out = True
+            elif not isinstance(exc, Exception):
+                raise
+    return GradeResult(False, extracted, timed_out)

@@ -1,0 +1,234 @@
+"""Reward specs from the config and loading of built-in or user reward functions.
+
+A ``function`` string is one of:
+
+* a built-in name (``math_verify``, ``format``, ``length``, ...; see ``reward.builtin``);
+* ``path/to/file.py:function``: a Python file; a relative path is looked up against ``base_dir``
+  (the directory of the YAML config) first, then the current directory;
+* ``package.module:function``: an importable module.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reward.builtin import BUILTIN_REWARDS
+
+__all__ = [
+    "RewardConfigError",
+    "RewardSpec",
+    "load_reward_function",
+    "load_reward_functions",
+    "parse_reward_specs",
+]
+
+_SPEC_KEYS = ("function", "name", "weight", "kwargs")
+
+
+class RewardConfigError(ValueError):
+    """A reward entry in the config is invalid or its function cannot be loaded."""
+
+
+@dataclass
+class RewardSpec:
+    """One reward objective.
+
+    Attributes:
+        name: objective name used in metrics (``reward/<name>/mean``) and in ``RewardResult.scores``.
+        function: built-in name, ``path/to/file.py:function`` or ``package.module:function``.
+        weight: weight used by static reward weighting.
+        kwargs: keyword arguments passed to the function on every call.
+    """
+
+    name: str
+    function: str
+    weight: float = 1.0
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def _default_name(function: str) -> str:
+    return function.rsplit(":", 1)[1] if ":" in function else function
+
+
+def _parse_entry(entry: Any, index: int) -> RewardSpec:
+    where = f"reward.functions[{index}]"
+    if isinstance(entry, str):
+        function = entry.strip()
+        if not function:
+            raise RewardConfigError(f"{where}: empty reward function name")
+        return RewardSpec(name=_default_name(function), function=function)
+    if not isinstance(entry, dict):
+        raise RewardConfigError(
+            f"{where}: expected a string (built-in name or 'file.py:function') or a mapping with "
+            f"keys {list(_SPEC_KEYS)}, got {type(entry).__name__}: {entry!r}"
+        )
+    unknown = sorted(set(entry) - set(_SPEC_KEYS))
+    if unknown:
+        raise RewardConfigError(f"{where}: unknown key(s) {unknown}; allowed keys: {list(_SPEC_KEYS)}")
+    if "function" in entry:
+        function, name = entry["function"], entry.get("name")
+    else:  # {name: math_verify, weight: 0.5}: the name is the function
+        function, name = entry.get("name"), None
+    if not isinstance(function, str) or not function.strip():
+        raise RewardConfigError(f"{where}: 'function' must be a non-empty string, got {function!r}")
+    function = function.strip()
+    name = _default_name(function) if name is None else name
+    if not isinstance(name, str) or not name:
+        raise RewardConfigError(f"{where}: 'name' must be a non-empty string, got {name!r}")
+    weight = entry.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+        raise RewardConfigError(f"{where} ({name}): 'weight' must be a number, got {weight!r}")
+    kwargs = entry.get("kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise RewardConfigError(f"{where} ({name}): 'kwargs' must be a mapping, got {kwargs!r}")
+    return RewardSpec(name=name, function=function, weight=float(weight), kwargs=dict(kwargs))
+
+
+def parse_reward_specs(entries: list[Any] | str | dict[str, Any]) -> list[RewardSpec]:
+    """Turn ``reward.functions`` config entries into :class:`RewardSpec` objects.
+
+    An entry is a string (``math_verify``, ``my_rewards.py:brevity``) or a mapping with ``function``
+    (or just ``name``), optional ``name`` (objective name), ``weight`` and ``kwargs``. The objective
+    name defaults to the built-in name or the Python function name. Objective names must be unique.
+    Does not import anything; see :func:`load_reward_functions`.
+    """
+    if isinstance(entries, (str, dict)):
+        entries = [entries]
+    if not isinstance(entries, (list, tuple)) or not entries:
+        raise RewardConfigError(
+            f"reward.functions must be a non-empty list of reward entries, got {entries!r}"
+        )
+    specs = [_parse_entry(entry, i) for i, entry in enumerate(entries)]
+    seen: dict[str, int] = {}
+    for i, spec in enumerate(specs):
+        if spec.name in seen:
+            raise RewardConfigError(
+                f"reward.functions[{i}]: objective name {spec.name!r} is already used by "
+                f"reward.functions[{seen[spec.name]}]; give one of them a distinct 'name:'"
+            )
+        seen[spec.name] = i
+    return specs
+
+
+def _resolve_file(path_str: str, base_dir: str | os.PathLike[str] | None) -> Path:
+    path = Path(path_str).expanduser()
+    if path.is_absolute():
+        candidates = [path]
+    else:
+        candidates = ([Path(base_dir) / path] if base_dir is not None else []) + [Path.cwd() / path]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    looked = ", ".join(str(c) for c in candidates)
+    raise RewardConfigError(f"reward function file not found: {path_str!r} (looked in: {looked})")
+
+
+def _import_file(path: Path) -> Any:
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
+    module_name = f"_rlengine_reward_{path.stem}_{digest}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise RewardConfigError(f"cannot import reward file {path}: not a Python source file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    parent = str(path.parent)
+    added = parent not in sys.path
+    if added:
+        sys.path.insert(0, parent)  # so the file can import helper modules next to it
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as exc:
+        del sys.modules[module_name]
+        if isinstance(exc, SyntaxError):
+            reason = f"SyntaxError: {exc.msg} (line {exc.lineno})"
+        elif isinstance(exc, Exception):
+            reason = f"{type(exc).__name__}: {exc}"
+        elif isinstance(exc, SystemExit):
+            reason = f"it called sys.exit({exc.code})"
+        else:
+            raise
+        raise RewardConfigError(f"failed to import reward file {path}: {reason}") from exc
+    finally:
+        if added and parent in sys.path:
+            sys.path.remove(parent)
+    return module
+
+
+def _public_callables(module: Any) -> list[str]:
+    return sorted(
+        k
+        for k, v in vars(module).items()
+        if callable(v) and not k.startswith("_") and not isinstance(v, type)
+    )
+
+
+def load_reward_function(function: str, base_dir: str | os.PathLike[str] | None = None) -> Callable[..., Any]:
+    """Resolve a ``function`` string to a callable (see the module docstring for the forms).
+
+    Raises:
+        RewardConfigError: unknown built-in (with the closest valid name), missing file, import
+            failure, missing attribute or a non-callable attribute.
+    """
+    function = function.strip()
+    if function in BUILTIN_REWARDS:
+        return BUILTIN_REWARDS[function]
+    if ":" not in function:
+        valid = sorted(BUILTIN_REWARDS)
+        close = difflib.get_close_matches(function, valid, n=1, cutoff=0.0)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        extra = " (a file needs ':function', e.g. my_rewards.py:score)" if function.endswith(".py") else ""
+        raise RewardConfigError(
+            f"unknown reward function {function!r}{extra}; built-in rewards are {valid}{hint} "
+            "Custom rewards are given as 'path/to/file.py:function' or 'package.module:function'."
+        )
+    target, attr = function.rsplit(":", 1)
+    if not target or not attr:
+        raise RewardConfigError(f"invalid reward function {function!r}: expected 'file.py:function'")
+    if target.endswith(".py") or "/" in target or os.sep in target:
+        path = _resolve_file(target, base_dir)
+        module = _import_file(path)
+        where = str(path)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except Exception as exc:
+            raise RewardConfigError(
+                f"cannot import module {target!r} for reward function {function!r}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        where = f"module {target}"
+    if not hasattr(module, attr):
+        available = _public_callables(module)
+        close = difflib.get_close_matches(attr, available, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise RewardConfigError(
+            f"reward function {attr!r} not found in {where}; functions defined there: {available}{hint}"
+        )
+    fn = getattr(module, attr)
+    if not callable(fn):
+        raise RewardConfigError(f"{attr!r} in {where} is not callable (it is a {type(fn).__name__})")
+    return fn
+
+
+def load_reward_functions(
+    specs: list[RewardSpec], base_dir: str | os.PathLike[str] | None = None
+) -> list[Callable[..., Any]]:
+    """Load the function of every spec (errors name the objective)."""
+    functions = []
+    for spec in specs:
+        try:
+            functions.append(load_reward_function(spec.function, base_dir))
+        except RewardConfigError as exc:
+            raise RewardConfigError(f"reward objective {spec.name!r}: {exc}") from exc
+    return functions
