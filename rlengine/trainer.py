@@ -185,7 +185,9 @@ class Trainer:
         """Fill ``Response.scores`` and ``Response.correct`` through the reward process pool."""
         from reward import RewardItem
 
-        items = [RewardItem(g.prompt["prompt"], r.text, g.prompt["answer"], g.prompt) for g in groups for r in g.responses]
+        metadata = [{k: v for k, v in g.prompt.items() if k != "prompt_ids"} for g in groups]
+        items = [RewardItem(g.prompt["prompt"], r.text, g.prompt["answer"], meta)
+                 for g, meta in zip(groups, metadata) for r in g.responses]
         result = self.rewards.score(items)
         flat = [r for g in groups for r in g.responses]
         first = self.objectives[0]
