@@ -1,0 +1,348 @@
+"""Prompt sources: shipped benchmark files, local JSONL/JSON/Parquet, HF datasets, synthetic.
+
+Every loader returns plain rows ``{"id": str, "problem": str, "answer": str, ...}`` where
+``...`` is every other field of the source row, kept as metadata (``level``, ``solution``,
+``subject`` ...). Stages, rewards and evaluation only rely on the three fixed keys.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "BENCHMARKS",
+    "BENCHMARK_DIR",
+    "SHIPPED",
+    "DataError",
+    "load_benchmark",
+    "load_prompt_source",
+    "shipped_path",
+]
+
+#: Folder inside the package holding the shipped JSONL files (and their README.md).
+BENCHMARK_DIR: Path = Path(__file__).resolve().parent / "benchmarks"
+
+#: Shipped name -> file name in :data:`BENCHMARK_DIR`.
+SHIPPED: dict[str, str] = {
+    name: f"{name}.jsonl"
+    for name in (
+        "gsm8k_train",
+        "gsm8k_test",
+        "math500_test",
+        "aime24_test",
+        "aime25_test",
+        "amc23_test",
+        "minerva_math_test",
+        "olympiadbench_test",
+        "math_train_rllm",
+        "math_lvl3to5_8k_train",
+        "aime_1983_2023_train",
+    )
+}
+
+#: Benchmark name -> shipped name of its evaluation file.
+BENCHMARKS: dict[str, str] = {
+    "gsm8k": "gsm8k_test",
+    "math500": "math500_test",
+    "aime24": "aime24_test",
+    "aime25": "aime25_test",
+    "amc23": "amc23_test",
+    "minerva_math": "minerva_math_test",
+    "olympiadbench": "olympiadbench_test",
+}
+
+SYNTHETIC_SOURCE = "synthetic_arithmetic"
+_FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
+# Field names that often hold the problem / answer in public datasets (used in hints).
+_PROBLEM_ALIASES = ("problem", "question", "prompt", "query", "input", "instruction")
+_ANSWER_ALIASES = ("answer", "final_answer", "solution", "target", "output", "label", "ground_truth")
+
+
+class DataError(ValueError):
+    """A prompt source cannot be loaded: missing file or field, empty source, bad option."""
+
+
+def _closest(name: str, options: Iterable[str]) -> str | None:
+    """Return the option most similar to ``name`` (difflib), or None if nothing is close."""
+    matches = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
+    return matches[0] if matches else None
+
+
+def shipped_path(name: str) -> Path:
+    """Return the path of a shipped file by shipped name or benchmark name."""
+    shipped = BENCHMARKS.get(name, name)
+    if shipped not in SHIPPED:
+        valid = sorted(SHIPPED) + sorted(BENCHMARKS)
+        hint = _closest(name, valid)
+        raise DataError(
+            f"unknown shipped data set {name!r}"
+            + (f" (did you mean {hint!r}?)" if hint else "")
+            + f"; valid names: {', '.join(valid)}"
+        )
+    return BENCHMARK_DIR / SHIPPED[shipped]
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: invalid JSON line ({e.msg})") from e
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
+    return rows
+
+
+def _read_json(path: Path) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from e
+    if isinstance(data, dict) and isinstance(data.get("data"), list):
+        data = data["data"]
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise DataError(f"{path}: a .json prompt file must hold a list of objects (or {{'data': [...]}})")
+    return data
+
+
+def _read_parquet(path: Path) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pylist()
+    except Exception as e:  # pyarrow raises several unrelated types for bad files
+        raise DataError(f"{path}: cannot read Parquet file ({type(e).__name__}: {e})") from e
+
+
+def _read_file(path: Path) -> list[dict[str, Any]]:
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return _read_jsonl(path)
+    if suffix == ".json":
+        return _read_json(path)
+    return _read_parquet(path)
+
+
+def _candidates(source: str, base_dir: str | os.PathLike[str] | None) -> list[Path]:
+    """Paths ``source`` may refer to, in lookup order: base_dir first, then cwd."""
+    p = Path(source).expanduser()
+    if p.is_absolute():
+        return [p]
+    out = [Path(base_dir).expanduser() / p] if base_dir is not None else []
+    out.append(Path.cwd() / p)
+    return out
+
+
+def _load_with_datasets(
+    source: str, split: str | None, limit: int | None, kwargs: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """Load ``source`` through ``datasets.load_dataset`` (hub name or local dataset dir)."""
+    try:
+        import datasets
+    except ImportError as e:  # pragma: no cover - datasets is a hard dependency
+        raise DataError(f"loading {source!r} needs the 'datasets' package: pip install datasets") from e
+    split = split or "train"
+    try:
+        ds = datasets.load_dataset(source, split=split, **kwargs)
+    except Exception as e:
+        raise DataError(
+            f"could not load prompt source {source!r} with datasets.load_dataset(split={split!r}): "
+            f"{type(e).__name__}: {e}. Valid sources: a shipped name ({', '.join(sorted(SHIPPED))}), "
+            f"a benchmark name ({', '.join(sorted(BENCHMARKS))}), a local .jsonl/.json/.parquet file, "
+            f"{SYNTHETIC_SOURCE!r}, or a Hugging Face dataset name / local dataset folder"
+        ) from e
+    if limit is not None:
+        ds = ds.select(range(min(limit, len(ds))))
+    return [dict(r) for r in ds]
+
+
+def _to_str_answer(value: Any) -> str:
+    """Convert an answer to a string: integral floats lose ``.0``, lists are joined with commas."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, (list, tuple)):
+        return ",".join(_to_str_answer(v) for v in value)
+    return str(value).strip()
+
+
+def _missing_field_error(
+    origin: str, kind: str, field: str, fields: list[str], aliases: tuple[str, ...]
+) -> DataError:
+    hint = _closest(field, fields)
+    if hint is None:
+        hint = next((a for a in aliases if a in fields), None)
+    msg = f"{origin}: {kind} field {field!r} not found; fields present: {fields}"
+    if hint is not None:
+        msg += f". Closest: {hint!r} (set {kind}_field={hint!r})"
+    return DataError(msg)
+
+
+def _normalise(
+    raw_rows: list[dict[str, Any]],
+    origin: str,
+    id_prefix: str,
+    problem_field: str,
+    answer_field: str,
+    id_field: str,
+) -> list[dict[str, Any]]:
+    """Map raw rows to ``{"id", "problem", "answer", **metadata}`` and validate them."""
+    if not raw_rows:
+        raise DataError(f"{origin}: the prompt source is empty (no rows)")
+    fields = list(raw_rows[0].keys())
+    if problem_field not in raw_rows[0]:
+        raise _missing_field_error(origin, "problem", problem_field, fields, _PROBLEM_ALIASES)
+    if answer_field not in raw_rows[0]:
+        raise _missing_field_error(origin, "answer", answer_field, fields, _ANSWER_ALIASES)
+    if id_field != "id" and id_field not in raw_rows[0]:
+        raise _missing_field_error(origin, "id", id_field, fields, ("id", "uid", "unique_id", "idx"))
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(raw_rows):
+        problem, answer = raw.get(problem_field), raw.get(answer_field)
+        if not isinstance(problem, str) or not problem.strip():
+            raise DataError(f"{origin}: row {i} has no usable {problem_field!r} text (got {problem!r})")
+        if answer is None or (isinstance(answer, str) and not answer.strip()):
+            raise DataError(f"{origin}: row {i} has an empty {answer_field!r} (got {answer!r})")
+        rid = raw.get(id_field)
+        rid = f"{id_prefix}/{i}" if rid is None or rid == "" else str(rid)
+        if rid in seen:
+            raise DataError(
+                f"{origin}: duplicate id {rid!r} at row {i}; ids must be unique "
+                f"(choose another id_field, or drop the {id_field!r} column to get generated ids)"
+            )
+        seen.add(rid)
+        row = dict(raw)
+        row.update(id=rid, problem=problem, answer=_to_str_answer(answer))
+        out.append(row)
+    return out
+
+
+def load_prompt_source(
+    source: str,
+    *,
+    split: str | None = None,
+    problem_field: str = "problem",
+    answer_field: str = "answer",
+    id_field: str = "id",
+    limit: int | None = None,
+    base_dir: str | os.PathLike[str] | None = None,
+    **synthetic_kwargs: Any,
+) -> list[dict[str, Any]]:
+    """Load prompts from any supported source as ``{"id", "problem", "answer", ...}`` rows.
+
+    ``source`` is resolved in this order:
+
+    1. ``"synthetic_arithmetic"``: :func:`rlengine.data.synthetic.make_arithmetic`, with
+       ``synthetic_kwargs`` (``num`` default 1000, ``seed`` default 0, ``ops``, ``min_digits``,
+       ``max_digits``).
+    2. A shipped name (:data:`SHIPPED`) or benchmark name (:data:`BENCHMARKS`). For a benchmark
+       name, ``split`` picks ``<name>_<split>`` when shipped (``"gsm8k"``, ``split="train"`` ->
+       ``gsm8k_train``); otherwise the benchmark's test file is used.
+    3. A local ``.jsonl``, ``.json`` (a list of objects) or ``.parquet`` file, looked up relative
+       to ``base_dir`` first, then the current directory.
+    4. Anything else goes to ``datasets.load_dataset(source, split=split or "train",
+       **synthetic_kwargs)``: a local dataset folder or a Hugging Face hub name (needs network
+       unless cached). Extra keyword arguments (e.g. ``name="main"``) are passed through.
+
+    Args:
+        source: see above.
+        split: dataset split for ``datasets`` sources and benchmark names.
+        problem_field: source field holding the problem text (copied to ``"problem"``).
+        answer_field: source field holding the reference answer (converted to str in ``"answer"``).
+        id_field: source field holding a unique id; when absent (default name ``"id"``), ids are
+            generated as ``<source>/<index>``.
+        limit: keep only the first ``limit`` rows.
+        base_dir: directory that relative file paths are resolved against first.
+        **synthetic_kwargs: options for the synthetic generator or ``datasets.load_dataset``.
+
+    Raises:
+        DataError: missing file (with the paths tried), missing field (with the fields present
+            and the closest name), empty source, bad option or unloadable dataset.
+    """
+    if limit is not None and int(limit) < 1:
+        raise DataError(f"limit must be a positive integer or None, got {limit!r}")
+    source = str(source)
+    if source == SYNTHETIC_SOURCE:
+        from rlengine.data.synthetic import make_arithmetic
+
+        opts = {"num": 1000, "seed": 0, **synthetic_kwargs}
+        try:
+            raw = make_arithmetic(**opts)
+        except TypeError as e:
+            raise DataError(
+                f"{SYNTHETIC_SOURCE}: bad option ({e}); allowed: num, seed, ops, min_digits, max_digits"
+            ) from e
+        return raw[:limit] if limit is not None else raw
+
+    if source in SHIPPED or source in BENCHMARKS:
+        name = source
+        if source in BENCHMARKS:
+            wanted = f"{source}_{split}" if split else None
+            name = wanted if wanted in SHIPPED else BENCHMARKS[source]
+        _reject_options(source, synthetic_kwargs)
+        path = shipped_path(name)
+        raw = _read_jsonl(path)
+        return _normalise(
+            raw[:limit] if limit else raw, f"{name} ({path})", name, problem_field, answer_field, id_field
+        )
+
+    candidates = _candidates(source, base_dir)
+    existing = next((p for p in candidates if p.exists()), None)
+    if existing is not None and existing.is_file():
+        if existing.suffix.lower() not in _FILE_SUFFIXES:
+            raise DataError(
+                f"{existing}: unsupported file type {existing.suffix!r}; use one of {', '.join(_FILE_SUFFIXES)}"
+                " (or a folder that datasets.load_dataset can read)"
+            )
+        _reject_options(source, synthetic_kwargs)
+        raw = _read_file(existing)
+        return _normalise(
+            raw[:limit] if limit else raw, str(existing), source, problem_field, answer_field, id_field
+        )
+    if existing is None and (source.lower().endswith(_FILE_SUFFIXES) or source.startswith((".", "/", "~"))):
+        tried = ", ".join(str(p) for p in candidates)
+        raise DataError(f"prompt file {source!r} not found; tried: {tried}")
+
+    target = str(existing) if existing is not None else source
+    raw = _load_with_datasets(target, split, limit, synthetic_kwargs)
+    origin = f"{source} (datasets, split={split or 'train'})"
+    return _normalise(raw, origin, source.rstrip("/"), problem_field, answer_field, id_field)
+
+
+def _reject_options(source: str, options: Mapping[str, Any]) -> None:
+    if options:
+        raise DataError(
+            f"{source}: unexpected options {sorted(options)}; extra keyword options are only for "
+            f"{SYNTHETIC_SOURCE!r} and datasets.load_dataset sources"
+        )
+
+
+def load_benchmark(name: str, limit: int | None = None) -> list[dict[str, Any]]:
+    """Load a shipped evaluation set by benchmark name (see :data:`BENCHMARKS`).
+
+    Shipped test names such as ``"math500_test"`` are accepted too.
+
+    Raises:
+        DataError: for an unknown name, listing the valid names and the closest one.
+    """
+    if name not in BENCHMARKS and name not in BENCHMARKS.values():
+        hint = _closest(name, list(BENCHMARKS) + list(BENCHMARKS.values()))
+        raise DataError(
+            f"unknown benchmark {name!r}"
+            + (f" (did you mean {hint!r}?)" if hint else "")
+            + f"; valid benchmarks: {', '.join(BENCHMARKS)}"
+        )
+    return load_prompt_source(BENCHMARKS.get(name, name), limit=limit)
