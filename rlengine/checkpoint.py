@@ -53,7 +53,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
 
 
-def save_checkpoint(run_dir: str | Path, step: int, learner: Any, tokenizer: Any, state: dict, keep_last: int) -> Path:
+def save_checkpoint(
+    run_dir: str | Path, step: int, learner: Any, tokenizer: Any, state: dict, keep_last: int
+) -> Path:
     """Write ``checkpoints/step_<step>`` atomically and prune to the newest ``keep_last``."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)

@@ -1,11 +1,11 @@
 """``rlengine train | eval | config`` command line.
 
-    rlengine train CONFIG.yaml [section.key=value ...] [--ray-address auto]
-    rlengine train runs/my_run                     # resume a run directory
-    rlengine config show CONFIG.yaml [overrides]   # print the resolved config
-    rlengine config check CONFIG.yaml [overrides]  # validate only
-    rlengine eval --model PATH --benchmarks gsm8k,math500 --samples 4 ...
-    rlengine eval --compare A.json B.json
+rlengine train CONFIG.yaml [section.key=value ...] [--ray-address auto]
+rlengine train runs/my_run                     # resume a run directory
+rlengine config show CONFIG.yaml [overrides]   # print the resolved config
+rlengine config check CONFIG.yaml [overrides]  # validate only
+rlengine eval --model PATH --benchmarks gsm8k,math500 --samples 4 ...
+rlengine eval --compare A.json B.json
 """
 
 from __future__ import annotations
@@ -44,8 +44,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     history = train(cfg)
     if history:
         last = history[-1]
-        print(f"finished step {last['step']}: reward/mean={last['reward/mean']:.4f} "
-              f"pass_rate/mean={last['pass_rate/mean']:.4f}; run directory: {cfg.run_dir}")
+        print(
+            f"finished step {last['step']}: reward/mean={last['reward/mean']:.4f} "
+            f"pass_rate/mean={last['pass_rate/mean']:.4f}; run directory: {cfg.run_dir}"
+        )
     return 0
 
 
@@ -59,7 +61,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from rlengine.eval import run_eval_cli
+    from rlengine.eval_cli import run_eval_cli
 
     return run_eval_cli(args)
 
@@ -89,14 +91,22 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--temperature", type=float, default=None, help="default 0 for n=1, else 0.6")
     ev.add_argument("--top-p", type=float, default=None, help="default 1.0 for n=1, else 0.95")
     ev.add_argument("--template", default=None, help="prompt template with {problem}")
-    ev.add_argument("--no-chat-template", action="store_true", help="do not wrap prompts in the chat template")
-    ev.add_argument("--answer-pattern", default=None, help="regex tried after \\boxed{} and before the last number")
-    ev.add_argument("--output", default=None, help="output directory (default: <model>/eval or runs/eval/<name>)")
+    ev.add_argument(
+        "--no-chat-template", action="store_true", help="do not wrap prompts in the chat template"
+    )
+    ev.add_argument(
+        "--answer-pattern", default=None, help="regex tried after \\boxed{} and before the last number"
+    )
+    ev.add_argument(
+        "--output", default=None, help="output directory (default: <model>/eval or runs/eval/<name>)"
+    )
     ev.add_argument("--max-model-len", type=int, default=None)
     ev.add_argument("--dtype", default="float32")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--num-engines", type=int, default=1)
-    ev.add_argument("--compare", nargs=2, metavar=("A", "B"), help="compare two summary/step JSON files or two models")
+    ev.add_argument(
+        "--compare", nargs=2, metavar=("A", "B"), help="compare two summary/step JSON files or two models"
+    )
     ev.add_argument("--ray-address", default=None)
     ev.set_defaults(func=cmd_eval)
     return parser

@@ -345,7 +345,9 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
     for key, value in data.items():
         where = f"{path}.{key}" if path else str(key)
         if key not in names:
-            raise ConfigError(f"unknown key '{where}'{_closest(str(key), names)}; valid keys: {', '.join(names)}")
+            raise ConfigError(
+                f"unknown key '{where}'{_closest(str(key), names)}; valid keys: {', '.join(names)}"
+            )
         kwargs[key] = _coerce(value, hints[key], where)
     return cls(**kwargs)
 
@@ -437,7 +439,9 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 def _positive(value: float, path: str, allow_zero: bool = False) -> None:
     if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"{path}: expected a {'non-negative' if allow_zero else 'positive'} number, got {value}")
+        raise ConfigError(
+            f"{path}: expected a {'non-negative' if allow_zero else 'positive'} number, got {value}"
+        )
 
 
 def validate(cfg: RunConfig) -> None:

@@ -39,26 +39,45 @@ def _clean(value: Any) -> Any:
 class MetricsLogger:
     """Writes metrics to every configured sink."""
 
-    def __init__(self, run_dir: Path, *, tensorboard: bool, wandb: bool, wandb_project: str, run_name: str,
-                 config: dict, resume_step: int = 0) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        tensorboard: bool,
+        wandb: bool,
+        wandb_project: str,
+        run_name: str,
+        config: dict,
+        resume_step: int = 0,
+    ) -> None:
         self.path = run_dir / "metrics.jsonl"
         if resume_step and self.path.exists():
             # drop lines from steps after the checkpoint we resume from
-            kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
+            kept = [
+                line
+                for line in self.path.read_text().splitlines()
+                if line and json.loads(line)["step"] <= resume_step
+            ]
             self.path.write_text("".join(line + "\n" for line in kept))
         self.file = open(self.path, "a", buffering=1)  # noqa: SIM115 - closed in close()
         self.tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
+            self.tb = SummaryWriter(
+                log_dir=str(run_dir / "tensorboard"), purge_step=resume_step + 1 if resume_step else None
+            )
         self.wandb = None
         if wandb:
             try:
                 import wandb as wandb_module
             except ImportError:
-                raise RuntimeError("logging.wandb is true but wandb is not installed: pip install wandb") from None
-            self.wandb = wandb_module.init(project=wandb_project, name=run_name, config=config, resume="allow")
+                raise RuntimeError(
+                    "logging.wandb is true but wandb is not installed: pip install wandb"
+                ) from None
+            self.wandb = wandb_module.init(
+                project=wandb_project, name=run_name, config=config, resume="allow"
+            )
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         self.file.write(json.dumps({k: _clean(v) for k, v in metrics.items()}) + "\n")

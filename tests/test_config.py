@@ -67,13 +67,17 @@ def test_unimportable_reward_path(tmp_path: Path) -> None:
 
 def test_plugin_reward_relative_to_yaml(tmp_path: Path) -> None:
     (tmp_path / "mine.py").write_text("def brevity(prompt, completion, answer, metadata):\n    return 1.0\n")
-    cfg = load_config(write(tmp_path, "reward:\n  functions: [math_verify, {function: mine.py:brevity, weight: 0.5}]\n"))
+    cfg = load_config(
+        write(tmp_path, "reward:\n  functions: [math_verify, {function: mine.py:brevity, weight: 0.5}]\n")
+    )
     assert cfg.reward.functions[1]["weight"] == 0.5
 
 
 def test_overrides_are_typed() -> None:
     assert parse_overrides(["trainer.max_steps=50", "rollout.n=8", "a.b=x"]) == {
-        "trainer": {"max_steps": 50}, "rollout": {"n": 8}, "a": {"b": "x"}
+        "trainer": {"max_steps": 50},
+        "rollout": {"n": 8},
+        "a": {"b": "x"},
     }
     cfg = load_config(None, ["trainer.max_steps=50", "rollout.n=8", "rollout.temperature=1"])
     assert cfg.trainer.max_steps == 50 and cfg.rollout.n == 8 and cfg.rollout.temperature == 1.0
@@ -82,8 +86,14 @@ def test_overrides_are_typed() -> None:
 
 
 def test_preset_then_explicit_keys() -> None:
-    cfg = load_config(None, ["algorithm.preset=dapo", "algorithm.overlong_cache=64", "algorithm.clip_high=0.3"])
-    assert cfg.algorithm.clip_high == 0.3 and cfg.algorithm.agg == "token_mean" and cfg.algorithm.overlong_shaping
+    cfg = load_config(
+        None, ["algorithm.preset=dapo", "algorithm.overlong_cache=64", "algorithm.clip_high=0.3"]
+    )
+    assert (
+        cfg.algorithm.clip_high == 0.3
+        and cfg.algorithm.agg == "token_mean"
+        and cfg.algorithm.overlong_shaping
+    )
     with pytest.raises(ConfigError, match="algorithm.preset"):
         load_config(None, ["algorithm.preset=grpoo"])
 
@@ -110,11 +120,15 @@ def test_shipped_quickstart_config_is_valid() -> None:
 
 def test_cli_config_check_and_show(tmp_path: Path) -> None:
     bad = write(tmp_path, "rollout:\n  temprature: 0.7\n")
-    proc = subprocess.run([sys.executable, "-m", "rlengine.cli", "config", "check", str(bad)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlengine.cli", "config", "check", str(bad)], capture_output=True, text=True
+    )
     assert proc.returncode == 2 and "did you mean 'temperature'" in proc.stderr
     good = write(tmp_path, "rollout:\n  n: 2\n")
-    proc = subprocess.run([sys.executable, "-m", "rlengine.cli", "config", "show", str(good), "trainer.max_steps=7"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlengine.cli", "config", "show", str(good), "trainer.max_steps=7"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "max_steps: 7" in proc.stdout and "n: 2" in proc.stdout

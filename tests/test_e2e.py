@@ -25,13 +25,31 @@ def text_length(prompt, completion, answer, metadata):
 def tiny_config(model_dir: str, output_dir, *extra: str):
     plugin = output_dir.parent / "my_rewards.py"
     plugin.write_text(PLUGIN)
-    return load_config(None, [
-        f"model.name={model_dir}", "data.source=synthetic_arithmetic", "data.synthetic_num=40",
-        "rollout.n=4", "rollout.max_tokens=12", "rollout.max_model_len=256",
-        f"reward.functions=[math_verify,{plugin}:text_length]", "learner.lr=1.0e-3", "learner.micro_batch_tokens=512",
-        "trainer.batch_size=4", "trainer.max_steps=3", "trainer.save_every=1", "trainer.keep_last=5",
-        f"trainer.output_dir={output_dir}", "logging.progress=false", *extra,
-    ])
+    return load_config(
+        None,
+        [
+            f"model.name={model_dir}",
+            "data.source=synthetic_arithmetic",
+            "data.synthetic_num=40",
+            "rollout.n=4",
+            "rollout.max_tokens=12",
+            "rollout.max_model_len=256",
+            f"reward.functions=[math_verify,{plugin}:text_length]",
+            "learner.lr=1.0e-3",
+            "learner.micro_batch_tokens=512",
+            "trainer.batch_size=4",
+            "trainer.max_steps=3",
+            "trainer.save_every=1",
+            "trainer.keep_last=5",
+            f"trainer.output_dir={output_dir}",
+            "logging.progress=false",
+            "evaluation.every_n_steps=3",
+            "evaluation.benchmarks=[gsm8k]",
+            "evaluation.limit=3",
+            "evaluation.max_tokens=8",
+            *extra,
+        ],
+    )
 
 
 def read_metrics(run_dir) -> list[dict]:
@@ -58,11 +76,20 @@ def test_train_then_resume_continues_exactly(tiny_model_dir, ray_session, tmp_pa
     metrics = read_metrics(run_a)
     assert [m["step"] for m in metrics] == [1, 2, 3]
     for line in metrics:
-        missing = [k for k in (*REQUIRED_METRICS, "reward/math_verify/mean", "reward/text_length/mean") if k not in line]
+        missing = [
+            k
+            for k in (*REQUIRED_METRICS, "reward/math_verify/mean", "reward/text_length/mean")
+            if k not in line
+        ]
         assert not missing, missing
         assert line["rollouts/generated"] == 16 and line["tokens/generated"] > 0
         assert line["rollout/logprob_diff_mean"] < 1e-3  # engines really got every new policy
         assert line["effective_ratio"] > 0 and line["grad_norm"] > 0
+    # eval during training: same grader, written to eval/step_N.json and the metrics log
+    eval_json = json.loads((run_a / "eval" / "step_3.json").read_text())
+    assert eval_json["benchmarks"]["gsm8k"]["problems"] == 3 and len(eval_json["records"]["gsm8k"]) == 3
+    assert metrics[2]["eval/gsm8k/avg@1"] == eval_json["benchmarks"]["gsm8k"]["avg@1"]
+    assert "eval/gsm8k/avg@1" not in metrics[0]
     final = latest_checkpoint(run_a)
     assert final is not None and final.name == "step_3"
     model = AutoModelForCausalLM.from_pretrained(final / "model")

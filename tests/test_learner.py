@@ -30,14 +30,16 @@ def test_plan_gives_every_rank_the_same_number_of_micro_batches() -> None:
     for step in range(len(plan[0])):
         assert len({len(p[step]) for p in plan}) == 1
     for epoch in range(2):
-        seen = [i for p in plan for step in p[epoch * 3:(epoch + 1) * 3] for micro in step for i in micro]
+        seen = [i for p in plan for step in p[epoch * 3 : (epoch + 1) * 3] for micro in step for i in micro]
         assert sorted(seen) == list(range(13))
     shares = split_over_ranks(list(range(13)), lengths, 3)
     loads = [sum(lengths[i] for i in s) for s in shares]
     assert max(loads) - min(loads) <= max(lengths)
 
 
-def reward_batch(seed: int, groups: int = 4, size: int = 4, length: int = 6) -> tuple[list[dict], torch.Tensor]:
+def reward_batch(
+    seed: int, groups: int = 4, size: int = 4, length: int = 6
+) -> tuple[list[dict], torch.Tensor]:
     """Random responses; some contain the target token. Reward = 1 if it appears."""
     rng = random.Random(seed)
     samples, rewards, index = [], [], []
@@ -53,13 +55,18 @@ def reward_batch(seed: int, groups: int = 4, size: int = 4, length: int = 6) -> 
 
 
 def target_logprob(learner) -> float:
-    probe = [{"prompt_ids": PROMPT + [5000] * k, "response_ids": [TARGET], "rollout_logprobs": []} for k in range(3)]
+    probe = [
+        {"prompt_ids": PROMPT + [5000] * k, "response_ids": [TARGET], "rollout_logprobs": []}
+        for k in range(3)
+    ]
     return sum(lp[0] for lp in learner.compute_logprobs(probe)) / 3
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sign", [1.0, -1.0])
-def test_grpo_steps_move_probability_the_way_the_reward_says(tiny_model_dir, ray_session, sign: float) -> None:
+def test_grpo_steps_move_probability_the_way_the_reward_says(
+    tiny_model_dir, ray_session, sign: float
+) -> None:
     """Rewarding the target token raises its probability; flipping the advantage lowers it.
 
     Run with both signs so a sign error anywhere (advantage, loss, optimizer) fails one case.
@@ -108,6 +115,8 @@ def test_weight_sync_engine_matches_learner(tiny_model_dir, rollout_pool, tmp_pa
         learner.export_weights(path)
         rollout_pool.sync_weights(path)
         engine_after = torch.tensor(rollout_pool.prompt_logprobs([sequence])[0])
-        assert torch.allclose(engine_after, learner_after, atol=1e-3), (engine_after - learner_after).abs().max()
+        assert torch.allclose(engine_after, learner_after, atol=1e-3), (
+            (engine_after - learner_after).abs().max()
+        )
     finally:
         learner.shutdown()

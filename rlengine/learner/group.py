@@ -149,7 +149,10 @@ class LearnerGroup:
         """Per-sample response-token logprobs under the policy or the reference model."""
         ref = ray.put(samples)
         parts = ray.get(
-            [rank.compute_logprobs.remote(ref, share, which) for rank, share in zip(self.ranks, self._shares(samples))]
+            [
+                rank.compute_logprobs.remote(ref, share, which)
+                for rank, share in zip(self.ranks, self._shares(samples))
+            ]
         )
         merged: dict[int, list] = {}
         for part in parts:
@@ -171,7 +174,9 @@ class LearnerGroup:
         )
         denominators = step_denominators(samples, plan, opts["agg"])
         ref = ray.put(samples)
-        results = ray.get([rank.train.remote(ref, plan[r], denominators) for r, rank in enumerate(self.ranks)])
+        results = ray.get(
+            [rank.train.remote(ref, plan[r], denominators) for r, rank in enumerate(self.ranks)]
+        )
         return merge_rank_metrics(results)
 
     def export_weights(self, path: str) -> None:

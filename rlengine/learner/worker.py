@@ -124,7 +124,12 @@ class LearnerRank:
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer,
-            lr_lambda(options["lr_schedule"], options["warmup_steps"], options["total_steps"], options["min_lr_ratio"]),
+            lr_lambda(
+                options["lr_schedule"],
+                options["warmup_steps"],
+                options["total_steps"],
+                options["min_lr_ratio"],
+            ),
         )
         ds_config = {
             "train_micro_batch_size_per_gpu": 1,
@@ -169,7 +174,9 @@ class LearnerRank:
         return logprobs, entropy
 
     @torch.no_grad()
-    def compute_logprobs(self, samples: list[dict], micro_batches: list[list[int]], which: str) -> dict[int, list]:
+    def compute_logprobs(
+        self, samples: list[dict], micro_batches: list[list[int]], which: str
+    ) -> dict[int, list]:
         """Logprobs of the response tokens under ``which`` (``policy`` or ``ref``), by sample index."""
         model = self.engine.module if which == "policy" else self.ref
         was_training = model.training
@@ -186,7 +193,9 @@ class LearnerRank:
 
     # ------------------------------------------------------------------ update
 
-    def train(self, samples: list[dict], plan: list[list[list[int]]], denominators: list[float]) -> dict[str, float]:
+    def train(
+        self, samples: list[dict], plan: list[list[list[int]]], denominators: list[float]
+    ) -> dict[str, float]:
         """Run every optimizer step of ``plan`` (this rank's micro-batches) and return metrics."""
         opts = self.options
         self.engine.train()
@@ -208,9 +217,7 @@ class LearnerRank:
                 mask = batch["mask"].to(self.device)
                 if not indices:
                     mask = torch.zeros_like(mask)  # dummy micro-batch keeps collectives in step
-                logprobs, entropy = self._token_logprobs(
-                    self.engine, batch, with_entropy=True
-                )
+                logprobs, entropy = self._token_logprobs(self.engine, batch, with_entropy=True)
                 old = batch["old_logprobs"].to(self.device) if "old_logprobs" in batch else logprobs.detach()
                 rollout_lp = batch["rollout_logprobs"].to(self.device)
                 token_weights = None
@@ -255,14 +262,18 @@ class LearnerRank:
                         if key in metrics:
                             add(f"actor/{key}", float(metrics[key]), tokens)
                     if "ratio/max" in metrics:
-                        sums["actor/ratio_max"] = max(sums.get("actor/ratio_max", 0.0), float(metrics["ratio/max"]))
+                        sums["actor/ratio_max"] = max(
+                            sums.get("actor/ratio_max", 0.0), float(metrics["ratio/max"])
+                        )
                         weights["actor/ratio_max"] = 1.0
                     valid = mask > 0
                     has_rollout = rollout_lp.abs().sum() > 0
                     if has_rollout:
                         gap = (logprobs.detach() - rollout_lp).abs()[valid]
                         add("rollout/logprob_diff_mean", float(gap.mean()), tokens)
-                        sums["rollout/logprob_diff_max"] = max(sums.get("rollout/logprob_diff_max", 0.0), float(gap.max()))
+                        sums["rollout/logprob_diff_max"] = max(
+                            sums.get("rollout/logprob_diff_max", 0.0), float(gap.max())
+                        )
                         weights["rollout/logprob_diff_max"] = 1.0
             grad_norm, skipped = self._step(finite)
             add("learner/skipped_steps", float(skipped))

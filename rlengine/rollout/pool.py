@@ -56,7 +56,11 @@ class RolloutPool:
         self._shm_before = set(glob.glob("/dev/shm/psm_*"))
         cpu_shares = split_cpus(available_cpus(), num_engines)
         for i in range(num_engines):
-            env = {"TOKENIZERS_PARALLELISM": "false"} if use_gpu else cpu_engine_env(cpu_shares[i], kv_cache_gib)
+            env = (
+                {"TOKENIZERS_PARALLELISM": "false"}
+                if use_gpu
+                else cpu_engine_env(cpu_shares[i], kv_cache_gib)
+            )
             actor = RolloutEngine.options(
                 num_gpus=1 if use_gpu else 0,
                 runtime_env={"env_vars": env},
@@ -69,7 +73,9 @@ class RolloutPool:
     def num_engines(self) -> int:
         return len(self.engines)
 
-    def submit(self, prompt_token_ids: list[list[int]], sampling: dict[str, Any]) -> list[tuple[ray.ObjectRef, int, int]]:
+    def submit(
+        self, prompt_token_ids: list[list[int]], sampling: dict[str, Any]
+    ) -> list[tuple[ray.ObjectRef, int, int]]:
         """Send prompts to the engines without waiting; returns (ref, start, end) chunks.
 
         Prompts are split into one contiguous chunk per engine so all engines stay busy.

@@ -1,19 +1,43 @@
 """Filter stage: which rolled-out groups the learner trains on.
 
-``none`` keeps every group. Later choices (``nonzero_variance``, ``balanced``) drop groups
-whose pass rate is outside a band and call ``refill`` to roll out more prompts.
+``none`` keeps every group. ``balanced`` (balanced online difficulty filtering, arXiv 2504.03380)
+keeps groups whose pass rate ``p`` lies in ``[low, high]``; ``nonzero_variance`` (DAPO dynamic
+sampling) keeps groups with ``0 < p < 1`` and is the same code with an open band. ``p`` is
+:attr:`Group.pass_rate`, the fraction of responses whose first objective passed, never the
+scalar reward.
+
+Refill. Round 1 is the trainer's initial rollout of ``target`` prompts. Groups carried over from
+the previous step are used first, then the new groups that pass. While fewer than ``target``
+groups are kept and fewer than ``max_rounds`` rounds were done, one more round asks ``refill``
+for ``ceil(shortfall / keep_rate)`` prompts, where ``keep_rate`` is the fraction of this step's
+new groups that passed so far, floored at ``1 / max_oversample`` (so a round asks for between
+``shortfall`` and ``max_oversample * shortfall`` prompts). When ``max_rounds`` is reached the step
+trains on what was kept, possibly fewer than ``target`` groups (possibly none: the trainer then
+skips the update); ``filter/shortfall`` records it.
+
+Carry-over. Kept groups beyond ``target`` go to a buffer (at most ``max_carry`` groups, oldest
+dropped first) that is part of the stage state, so it is checkpointed, and that is used first at
+the next step. Carried groups are one policy version old; the learner's importance ratio uses
+their recorded behaviour logprobs, and their scalar rewards were set at the step that made them.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rlengine.batch import Group
+from rlengine.batch import Group, Response
+from rlengine.config import ConfigError
 from rlengine.stages import StageContext, register
 
 Refill = Callable[[int], list[Group]]
 """``refill(num_prompts)`` selects more prompts from the curriculum, rolls them out and scores them."""
+
+log = logging.getLogger(__name__)
+_TOL = 1e-9
 
 
 @dataclass
@@ -31,10 +55,157 @@ class NoFilter:
 
     def keep(self, groups: list[Group], target: int, refill: Refill) -> tuple[list[Group], dict[str, float]]:
         """Return the groups to train on (ideally ``target`` of them) and stage metrics."""
-        return groups, {"filter/kept_fraction": 1.0, "filter/rounds": 1.0, "filter/extra_rollouts": 0.0}
+        return groups, {
+            "filter/kept_fraction": 1.0,
+            "filter/rounds": 1.0,
+            "filter/extra_rollouts": 0.0,
+            "filter/carried_over": 0.0,
+        }
 
     def state_dict(self) -> dict:
         return {}
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+@dataclass
+class NonzeroVarianceConfig:
+    name: str = "nonzero_variance"
+    """Stage name."""
+    max_rounds: int = 4
+    """Most rollout rounds per step, the initial rollout counting as round 1 (1 = never refill)."""
+    carry_over: bool = True
+    """Keep kept groups beyond ``trainer.batch_size`` for the next step, where they are used first."""
+    max_carry: int | None = None
+    """Most groups in the carry buffer (oldest dropped first); ``null`` = one batch (``trainer.batch_size``)."""
+    max_oversample: float = 4.0
+    """A refill round asks for at most ``max_oversample`` x the missing number of groups, in prompts."""
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        if self.max_rounds < 1:
+            raise ConfigError(
+                f"filter.max_rounds: expected an integer >= 1 (1 = no refill), got {self.max_rounds}"
+            )
+        if self.max_carry is not None and self.max_carry < 0:
+            raise ConfigError(f"filter.max_carry: expected null or an integer >= 0, got {self.max_carry}")
+        if not self.max_oversample >= 1:
+            raise ConfigError(f"filter.max_oversample: expected a number >= 1, got {self.max_oversample}")
+
+
+@dataclass
+class BalancedFilterConfig(NonzeroVarianceConfig):
+    name: str = "balanced"
+    """Stage name."""
+    low: float = 0.2
+    """Smallest pass rate kept (inclusive). 0.2 and 0.8 are the band reported for arXiv 2504.03380 by
+    secondary sources, unverified against the paper."""
+    high: float = 0.8
+    """Largest pass rate kept (inclusive)."""
+
+    def check(self) -> None:
+        super().check()
+        for key in ("low", "high"):
+            value = getattr(self, key)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"filter.{key}: expected a pass rate in [0, 1], got {value}")
+        if self.low > self.high:
+            raise ConfigError(f"filter.low ({self.low}) must be <= filter.high ({self.high})")
+
+
+def refill_size(shortfall: int, kept: int, generated: int, max_oversample: float) -> int:
+    """Prompts to ask for when ``shortfall`` groups are missing and ``kept`` of ``generated`` passed.
+
+    ``ceil(shortfall / keep_rate)``, with the keep rate floored at ``1 / max_oversample``.
+    """
+    cap = math.ceil(shortfall * max_oversample - 1e-9)
+    if kept <= 0 or generated <= 0:
+        return max(shortfall, cap)
+    return max(shortfall, min(cap, -(-shortfall * generated // kept)))
+
+
+def group_to_dict(group: Group) -> dict:
+    """Plain data (dicts, lists, numbers, strings) for checkpoints."""
+    return dataclasses.asdict(group)
+
+
+def group_from_dict(data: dict) -> Group:
+    responses = [Response(**r) for r in data["responses"]]
+    return Group(
+        prompt=data["prompt"],
+        prompt_ids=data["prompt_ids"],
+        responses=responses,
+        policy_version=data.get("policy_version", 0),
+    )
+
+
+@register("filter", "balanced", BalancedFilterConfig)
+class BalancedFilter:
+    """Keeps groups whose pass rate is in ``[low, high]``, refilling and carrying over surplus."""
+
+    def __init__(self, config: BalancedFilterConfig, context: StageContext | None = None) -> None:
+        self.config = config
+        self.buffer: list[Group] = []
+
+    def accepts(self, group: Group) -> bool:
+        p = group.pass_rate
+        return self.config.low - _TOL <= p <= self.config.high + _TOL
+
+    def keep(self, groups: list[Group], target: int, refill: Refill) -> tuple[list[Group], dict[str, float]]:
+        """Return up to ``target`` groups to train on (carried first) and the stage metrics."""
+        cfg = self.config
+        carried, self.buffer = self.buffer[:target], self.buffer[target:]
+        kept = list(carried)
+        passed = [g for g in groups if self.accepts(g)]
+        kept += passed
+        generated, num_passed, rounds, extra = len(groups), len(passed), 1, 0
+        while len(kept) < target and rounds < cfg.max_rounds:
+            new = refill(refill_size(target - len(kept), num_passed, generated, cfg.max_oversample))
+            rounds += 1
+            extra += sum(len(g.responses) for g in new)
+            generated += len(new)
+            passed = [g for g in new if self.accepts(g)]
+            num_passed += len(passed)
+            kept += passed
+            if not new:
+                break
+        batch, surplus = kept[:target], kept[target:]
+        leftover = self.buffer + surplus
+        cap = (target if cfg.max_carry is None else cfg.max_carry) if cfg.carry_over else 0
+        self.buffer = leftover[-cap:] if cap > 0 else []
+        dropped = len(leftover) - len(self.buffer)
+        shortfall = max(0, target - len(batch))
+        if shortfall:
+            log.warning(
+                "filter %s: %d of %d groups kept after %d rounds; training on what was kept",
+                self.stage_name,
+                len(batch),
+                target,
+                rounds,
+            )
+        return batch, {
+            "filter/kept_fraction": num_passed / generated if generated else 0.0,
+            "filter/rounds": float(rounds),
+            "filter/extra_rollouts": float(extra),
+            "filter/carried_over": float(len(carried)),
+            "filter/carry_buffer": float(len(self.buffer)),
+            "filter/dropped": float(dropped),
+            "filter/shortfall": float(shortfall),
+        }
+
+    def state_dict(self) -> dict:
+        return {"buffer": [group_to_dict(g) for g in self.buffer]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.buffer = [group_from_dict(d) for d in state.get("buffer", [])]
+
+
+@register("filter", "nonzero_variance", NonzeroVarianceConfig)
+class NonzeroVarianceFilter(BalancedFilter):
+    """DAPO dynamic sampling: keeps groups with ``0 < pass rate < 1`` (not all wrong, not all right)."""
+
+    def accepts(self, group: Group) -> bool:
+        return _TOL < group.pass_rate < 1.0 - _TOL
