@@ -1,0 +1,87 @@
+"""Generate the config reference (docs/config.md) from the field docstrings in the source.
+
+python -m rlengine.config_doc > docs/config.md
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+from rlengine import config
+from rlengine.stages import REGISTRY, STAGE_KINDS, _ensure_loaded
+
+SECTIONS = {
+    "model": config.ModelConfig,
+    "data": config.DataConfig,
+    "rollout": config.RolloutConfig,
+    "reward": config.RewardConfig,
+    "algorithm": config.AlgorithmConfig,
+    "learner": config.LearnerConfig,
+    "evaluation": config.EvaluationConfig,
+    "logging": config.LoggingConfig,
+    "trainer": config.TrainerConfig,
+}
+
+
+def field_docs(cls: type) -> list[tuple[str, str, str, str]]:
+    """(name, annotation, default, docstring) for every annotated field of a dataclass."""
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body
+    rows = []
+    for i, node in enumerate(body):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            doc = ""
+            if (
+                i + 1 < len(body)
+                and isinstance(body[i + 1], ast.Expr)
+                and isinstance(body[i + 1].value, ast.Constant)
+            ):
+                doc = " ".join(str(body[i + 1].value.value).split())
+            default = ast.unparse(node.value) if node.value is not None else ""
+            if default.startswith("field(default_factory=lambda: "):
+                default = default[len("field(default_factory=lambda: ") : -1]
+            elif default.startswith("field(default_factory="):
+                default = default[len("field(default_factory=") : -1] + "()"
+            rows.append((node.target.id, ast.unparse(node.annotation), default, doc))
+    return rows
+
+
+def table(cls: type, skip: tuple[str, ...] = ()) -> str:
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for name, annotation, default, doc in field_docs(cls):
+        if name in skip:
+            continue
+        cell = lambda s: s.replace("|", "\\|")  # noqa: E731
+        lines.append(f"| `{name}` | `{cell(annotation)}` | `{cell(default)}` | {cell(doc)} |")
+    return "\n".join(lines)
+
+
+def render() -> str:
+    _ensure_loaded()
+    parts = [
+        "# Config reference",
+        "",
+        "Generated from the field docstrings by `python -m rlengine.config_doc`; a test keeps it in sync.",
+        "Any key can be overridden on the command line as `section.key=value`. Top level: `resume` (bool).",
+    ]
+    for section, cls in SECTIONS.items():
+        parts += ["", f"## `{section}`", "", table(cls)]
+    for kind in STAGE_KINDS:
+        parts += [
+            "",
+            f"## `{kind}` (stage)",
+            "",
+            f"`{kind}.name` picks one of: " + ", ".join(f"`{n}`" for n in REGISTRY[kind]) + ".",
+        ]
+        for name, (cls, config_cls) in REGISTRY[kind].items():
+            summary = (inspect.getdoc(cls) or "").split("\n")[0]
+            parts += ["", f"### `{kind}.name: {name}`", "", summary]
+            if len(field_docs(config_cls)) > 1:
+                parts += ["", table(config_cls, skip=("name",))]
+    return "\n".join(parts) + "\n"
+
+
+if __name__ == "__main__":
+    print(render(), end="")
