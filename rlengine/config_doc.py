@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ast
 import inspect
-from pathlib import Path
 
 from rlengine import config
 from rlengine.stages import REGISTRY, STAGE_KINDS, _ensure_loaded
