@@ -15,6 +15,7 @@ from typing import Any
 import ray
 
 from rlengine.learner.worker import LearnerRank
+from rlengine.rollout.engine import QUIET_ENV
 from rlengine.rollout.pool import available_cpus
 
 
@@ -119,6 +120,7 @@ class LearnerGroup:
         self.ranks = []
         for rank in range(num_ranks):
             env = {
+                **QUIET_ENV,
                 "RANK": str(rank),
                 "LOCAL_RANK": "0" if use_gpu else str(rank),
                 "WORLD_SIZE": str(num_ranks),
@@ -126,7 +128,6 @@ class LearnerGroup:
                 "MASTER_ADDR": "127.0.0.1",
                 "MASTER_PORT": str(port),
                 "OMP_NUM_THREADS": str(threads),
-                "TOKENIZERS_PARALLELISM": "false",
             }
             if not use_gpu:
                 env["DS_ACCELERATOR"] = "cpu"

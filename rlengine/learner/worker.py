@@ -95,7 +95,10 @@ class LearnerRank:
         if threads:
             torch.set_num_threads(int(threads))
         import deepspeed
+        import transformers
         from transformers import AutoModelForCausalLM
+
+        transformers.utils.logging.disable_progress_bar()
 
         self.options = options
         self.rank = int(os.environ["RANK"])

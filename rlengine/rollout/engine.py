@@ -11,14 +11,23 @@ import ray
 EXTENSION = "rlengine.rollout.worker_ext.RLEngineWorkerExtension"
 
 
+QUIET_ENV = {
+    "TOKENIZERS_PARALLELISM": "false",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "ERROR"),
+    "PYTHONWARNINGS": "ignore",
+}
+"""Environment for actors: keep the driver's console for the progress bar."""
+
+
 def cpu_engine_env(cpus: list[int], kv_cache_gib: int) -> dict[str, str]:
     """Environment for a vLLM-CPU engine pinned to ``cpus`` (set before vLLM is imported)."""
     return {
+        **QUIET_ENV,
         "VLLM_CPU_OMP_THREADS_BIND": ",".join(str(c) for c in cpus),
         "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
         "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib),
-        "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "ERROR"),
-        "TOKENIZERS_PARALLELISM": "false",
     }
 
 

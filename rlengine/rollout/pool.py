@@ -8,7 +8,7 @@ from typing import Any
 
 import ray
 
-from rlengine.rollout.engine import RolloutEngine, cpu_engine_env
+from rlengine.rollout.engine import QUIET_ENV, RolloutEngine, cpu_engine_env
 
 
 def available_cpus() -> list[int]:
@@ -54,11 +54,7 @@ class RolloutPool:
         self.engines = []
         cpu_shares = split_cpus(available_cpus(), num_engines)
         for i in range(num_engines):
-            env = (
-                {"TOKENIZERS_PARALLELISM": "false"}
-                if use_gpu
-                else cpu_engine_env(cpu_shares[i], kv_cache_gib)
-            )
+            env = dict(QUIET_ENV) if use_gpu else cpu_engine_env(cpu_shares[i], kv_cache_gib)
             actor = RolloutEngine.options(
                 num_gpus=1 if use_gpu else 0,
                 runtime_env={"env_vars": env},
