@@ -172,7 +172,7 @@ def _eval_model(model: str, args: argparse.Namespace) -> tuple[dict, dict, Path]
             top_p=top_p,
             seed=args.seed,
         )
-        result = evaluate(generate, benchmarks, samples=args.samples)
+        result = evaluate(generate, benchmarks, samples=args.samples, answer_pattern=args.answer_pattern)
     finally:
         pool.shutdown()
     if args.output:
