@@ -1,0 +1,370 @@
+"""Filter stage: keep rule, refill loop, carry-over, config checks (pure logic), and the trainer
+step with the filter on stub actors. The real-stack run is the last test (marked slow)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlengine.batch import Group, Response
+from rlengine.config import ConfigError, load_config
+from rlengine.stages import REGISTRY, StageContext, build_stage, build_stage_config
+from rlengine.stages.filter import BalancedFilter, NonzeroVarianceFilter, refill_size
+
+
+def make_group(pass_rate: float, n: int = 4, tag: str = "g") -> Group:
+    passes = round(pass_rate * n)
+    responses = [
+        Response(
+            text=f"{tag}-{i}",
+            token_ids=[i, i + 1],
+            logprobs=[-0.5, -0.25],
+            finish_reason="stop",
+            scores={"acc": float(i < passes)},
+            reward=float(i < passes),
+            correct=i < passes,
+        )
+        for i in range(n)
+    ]
+    return Group(
+        prompt={"id": tag, "prompt": f"p {tag}", "answer": "1", "operands": [1, 2]},
+        prompt_ids=[7, 8, 9],
+        responses=responses,
+        policy_version=3,
+    )
+
+
+def groups(rates: list[float], prefix: str, n: int = 4) -> list[Group]:
+    return [make_group(p, n, f"{prefix}{i}") for i, p in enumerate(rates)]
+
+
+class ScriptedRefill:
+    """Answers refill round k with the k-th scripted list of pass rates (cut or padded to the ask)."""
+
+    def __init__(self, *rounds: list[float]) -> None:
+        self.rounds = list(rounds)
+        self.requests: list[int] = []
+
+    def __call__(self, num_prompts: int) -> list[Group]:
+        self.requests.append(num_prompts)
+        rates = self.rounds.pop(0) if self.rounds else []
+        rates = (rates + [0.0] * num_prompts)[:num_prompts]
+        return groups(rates, f"r{len(self.requests)}-")
+
+
+def stage(name: str, *overrides: str):
+    config = build_stage_config("filter", {"name": name, **parse(overrides)})
+    return build_stage(
+        "filter", config, StageContext(rows=[], seed=0, objectives=["acc"], reward_weights=[1.0])
+    )
+
+
+def parse(overrides) -> dict:
+    out = {}
+    for item in overrides:
+        key, value = item.split("=")
+        out[key] = json.loads(value)
+    return out
+
+
+def ids(batch: list[Group]) -> list[str]:
+    return [g.prompt["id"] for g in batch]
+
+
+# --------------------------------------------------------------------------- keep rule
+
+
+def test_balanced_keeps_inclusive_band() -> None:
+    f = stage("balanced")
+    batch, metrics = f.keep(groups([0.0, 0.25, 0.5, 0.75, 1.0], "a"), 3, ScriptedRefill())
+    assert ids(batch) == ["a1", "a2", "a3"]
+    assert metrics["filter/kept_fraction"] == pytest.approx(3 / 5) and metrics["filter/rounds"] == 1
+    # boundaries are inclusive: with n=5, p = 0.2 and 0.8 are kept, 0.0 / 1.0 are not
+    f = stage("balanced")
+    batch, _ = f.keep(groups([0.0, 0.2, 0.8, 1.0], "b", n=5), 2, ScriptedRefill())
+    assert ids(batch) == ["b1", "b2"]
+    # a narrower band drops what the default keeps
+    f = stage("balanced", "low=0.5", "high=0.5")
+    batch, _ = f.keep(groups([0.25, 0.5, 0.75], "c"), 1, ScriptedRefill())
+    assert ids(batch) == ["c1"]
+
+
+def test_nonzero_variance_is_open_unit_band() -> None:
+    f = stage("nonzero_variance")
+    assert isinstance(f, NonzeroVarianceFilter) and isinstance(f, BalancedFilter)
+    # p = 0.1 (n=10) is outside balanced's default band but has variance, so DAPO keeps it
+    rates = [0.0, 0.1, 0.9, 1.0]
+    batch, _ = f.keep(groups(rates, "a", n=10), 2, ScriptedRefill())
+    assert ids(batch) == ["a1", "a2"]
+    batch, _ = stage("balanced").keep(groups(rates, "a", n=10), 2, ScriptedRefill(*[[]] * 3))
+    assert ids(batch) == []
+
+
+def test_registry_and_defaults() -> None:
+    assert {"none", "nonzero_variance", "balanced"} <= set(REGISTRY["filter"])
+    cfg = load_config(None, ["filter.name=balanced"]).filter
+    got = (cfg.name, cfg.low, cfg.high, cfg.max_rounds, cfg.carry_over, cfg.max_carry)
+    assert got == ("balanced", 0.2, 0.8, 4, True, None)
+    cfg = load_config(None, ["filter.name=nonzero_variance", "filter.max_rounds=2"]).filter
+    assert (cfg.name, cfg.max_rounds, cfg.carry_over) == ("nonzero_variance", 2, True)
+
+
+# --------------------------------------------------------------------------- refill loop
+
+
+def test_refill_size_rule() -> None:
+    assert refill_size(2, kept=2, generated=4, max_oversample=4.0) == 4  # keep rate 1/2 -> 2 / 0.5
+    assert refill_size(1, kept=3, generated=8, max_oversample=4.0) == 3  # ceil(8 / 3)
+    assert refill_size(3, kept=0, generated=8, max_oversample=4.0) == 12  # nothing kept: cap
+    assert refill_size(3, kept=1, generated=100, max_oversample=2.0) == 6  # rate floored at 1/2
+    assert refill_size(3, kept=8, generated=8, max_oversample=4.0) == 3  # never below the shortfall
+
+
+def test_refill_until_target_exact_counts() -> None:
+    f = stage("balanced")
+    source = ScriptedRefill([0.5, 0.0, 0.0, 0.0], [0.5, 0.25, 0.75])
+    batch, m = f.keep(groups([0.0, 1.0, 0.5, 0.5], "a"), 4, source)
+    # round 1 keeps 2 of 4 -> asks 2 / (2/4) = 4; round 2 keeps 1 -> asks ceil(1 * 8 / 3) = 3
+    assert source.requests == [4, 3]
+    assert ids(batch) == ["a2", "a3", "r1-0", "r2-0"]
+    assert m["filter/rounds"] == 3 and m["filter/extra_rollouts"] == (4 + 3) * 4
+    assert m["filter/kept_fraction"] == pytest.approx(6 / 11)
+    assert m["filter/carried_over"] == 0 and m["filter/shortfall"] == 0
+    assert m["filter/carry_buffer"] == 2 and ids(f.buffer) == ["r2-1", "r2-2"]
+
+
+def test_max_rounds_then_train_on_what_was_kept() -> None:
+    f = stage("balanced", "max_rounds=3")
+    source = ScriptedRefill([0.0] * 16, [0.5] + [0.0] * 15)
+    batch, m = f.keep(groups([0.5, 1.0, 1.0, 1.0], "a"), 4, source)
+    # round 2: ceil(3 * 4 / 1) = 12; round 3: ceil(3 * 16 / 1) = 48, capped at max_oversample * 3 = 12
+    assert source.requests == [12, 12]
+    assert ids(batch) == ["a0", "r2-0"] and m["filter/rounds"] == 3 and m["filter/shortfall"] == 2
+    assert m["filter/extra_rollouts"] == (12 + 12) * 4 and f.buffer == []
+    # max_rounds=1: never refills
+    f, source = stage("nonzero_variance", "max_rounds=1"), ScriptedRefill([0.5] * 8)
+    batch, m = f.keep(groups([0.5, 0.0], "a"), 2, source)
+    assert source.requests == [] and ids(batch) == ["a0"] and m["filter/rounds"] == 1
+
+
+def test_nothing_survives_returns_empty_batch() -> None:
+    f = stage("nonzero_variance", "max_rounds=2")
+    source = ScriptedRefill()
+    batch, m = f.keep(groups([1.0, 1.0], "a"), 2, source)
+    assert batch == [] and source.requests == [8]
+    assert m["filter/kept_fraction"] == 0 and m["filter/shortfall"] == 2 and m["filter/rounds"] == 2
+
+
+# --------------------------------------------------------------------------- carry-over
+
+
+def test_carry_over_survives_checkpoint_and_is_used_first(tmp_path: Path) -> None:
+    f = stage("balanced")
+    batch, m = f.keep(groups([0.5, 0.5, 0.5, 0.25, 0.75, 0.0], "a"), 3, ScriptedRefill())
+    assert (
+        ids(batch) == ["a0", "a1", "a2"] and ids(f.buffer) == ["a3", "a4"] and m["filter/carry_buffer"] == 2
+    )
+    saved = [Group(**{**vars(g)}) for g in f.buffer]
+
+    torch.save({"filter": f.state_dict()}, tmp_path / "state.pt")
+    state = torch.load(tmp_path / "state.pt", weights_only=True)  # plain data only
+    resumed = stage("balanced")
+    resumed.load_state_dict(state["filter"])
+    assert resumed.buffer == saved and resumed.buffer[0].pass_rate == 0.25
+    assert resumed.buffer[0].responses[0].logprobs == [-0.5, -0.25] and resumed.buffer[0].policy_version == 3
+
+    source = ScriptedRefill()
+    batch, m = resumed.keep(groups([0.0, 0.5, 1.0], "b"), 3, source)
+    assert ids(batch) == ["a3", "a4", "b1"] and source.requests == []
+    assert m["filter/carried_over"] == 2 and m["filter/rounds"] == 1 and resumed.buffer == []
+    assert m["filter/kept_fraction"] == pytest.approx(1 / 3)  # counts this step's new groups only
+
+
+def test_carry_off_and_cap() -> None:
+    f = stage("balanced", "carry_over=false")
+    _, m = f.keep(groups([0.5] * 5, "a"), 2, ScriptedRefill())
+    assert f.buffer == [] and f.state_dict() == {"buffer": []} and m["filter/dropped"] == 3
+    f = stage("balanced", "max_carry=2")
+    _, m = f.keep(groups([0.5] * 5, "a"), 1, ScriptedRefill())
+    assert ids(f.buffer) == ["a3", "a4"] and m["filter/dropped"] == 2  # oldest surplus dropped first
+
+
+# --------------------------------------------------------------------------- config validation
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["filter.low=0.9", "filter.high=0.2"], r"filter.low \(0.9\) must be <= filter.high \(0.2\)"),
+        (["filter.low=-0.1"], r"filter.low: expected a pass rate in \[0, 1\], got -0.1"),
+        (["filter.high=1.5"], r"filter.high: expected a pass rate in \[0, 1\], got 1.5"),
+        (["filter.max_rounds=0"], r"filter.max_rounds: expected an integer >= 1"),
+        (["filter.max_carry=-1"], r"filter.max_carry: expected null or an integer >= 0"),
+        (["filter.max_oversample=0.5"], r"filter.max_oversample: expected a number >= 1"),
+        (["filter.low=high"], r"filter.low: expected float"),
+    ],
+)
+def test_balanced_config_errors(overrides, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, ["filter.name=balanced", *overrides])
+
+
+def test_nonzero_variance_has_no_band_keys() -> None:
+    with pytest.raises(ConfigError, match=r"unknown key 'filter.low'"):
+        load_config(None, ["filter.name=nonzero_variance", "filter.low=0.1"])
+
+
+# --------------------------------------------------------------------------- trainer step (stub actors)
+
+
+class StubPool:
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def generate(self, prompt_token_ids, sampling):
+        self.calls.append(len(prompt_token_ids))
+        return [
+            [
+                {"text": str(k), "token_ids": [1, 2, 3], "logprobs": [-1.0] * 3, "finish_reason": "stop"}
+                for k in range(sampling["n"])
+            ]
+            for _ in prompt_token_ids
+        ]
+
+    def sync_weights(self, path):
+        return 0.0
+
+
+class StubRewards:
+    """Response k of a prompt passes when k < passes(prompt id)."""
+
+    def __init__(self, passes) -> None:
+        self.passes = passes
+
+    def score(self, items):
+        from types import SimpleNamespace
+
+        values = [float(int(it.completion) < self.passes(it.metadata["id"])) for it in items]
+        return SimpleNamespace(scores={"acc": values}, errors=0, timeouts=0)
+
+
+class StubLearner:
+    def __init__(self) -> None:
+        self.trained: list[int] = []
+
+    def train(self, samples, seed):
+        self.trained.append(len(samples))
+        return {"loss/policy": 0.1, "grad_norm": 1.0}
+
+    def export_weights(self, path):
+        pass
+
+
+class StubLogger:
+    def __init__(self) -> None:
+        self.histograms: dict[str, list[float]] = {}
+
+    def histogram(self, tag, values, step):
+        self.histograms[tag] = list(values)
+
+
+def stub_trainer(tmp_path: Path, passes, *overrides: str):
+    from rlengine.data import make_arithmetic
+    from rlengine.trainer import Trainer
+
+    cfg = load_config(
+        None, ["trainer.batch_size=4", "rollout.n=4", "reward.functions=[math_verify]", *overrides]
+    )
+    rows = [{**r, "prompt": r["problem"], "prompt_ids": [5, 6]} for r in make_arithmetic(40, seed=0)]
+    context = StageContext(rows=rows, seed=0, objectives=["acc"], reward_weights=[1.0])
+    t = Trainer.__new__(Trainer)
+    t.cfg, t.objectives, t.step_index, t.weights_dir = cfg, ["acc"], 0, tmp_path
+    for kind in ("curriculum", "filter", "reward_weighting", "replay"):
+        setattr(t, kind, build_stage(kind, getattr(cfg, kind), context))
+    t.pool, t.rewards, t.learner, t.logger = StubPool(), StubRewards(passes), StubLearner(), StubLogger()
+    return t
+
+
+def test_trainer_counts_refill_rounds(tmp_path: Path) -> None:
+    # prompt i of the synthetic set: i % 3 == 0 -> 2 of 4 pass, else none pass
+    t = stub_trainer(
+        tmp_path,
+        lambda pid: 2 if int(pid.split("/")[-1]) % 3 == 0 else 0,
+        "filter.name=balanced",
+        "filter.max_rounds=4",
+    )
+    m = t.step()
+    assert len(t.pool.calls) == m["filter/rounds"] >= 2 and t.pool.calls[0] == 4
+    assert m["rollouts/generated"] == 4 * sum(t.pool.calls) == 16 + m["filter/extra_rollouts"]
+    generated = t.logger.histograms["pass_rate/generated"]
+    assert len(generated) == sum(t.pool.calls) and m["pass_rate/mean"] == pytest.approx(
+        sum(generated) / len(generated)
+    )
+    assert t.logger.histograms["pass_rate/kept"] == [0.5] * len(t.logger.histograms["pass_rate/kept"])
+    assert m["effective_ratio"] == 1.0 and m["rollouts/kept"] == 4 * (4 - m["filter/shortfall"])
+    assert t.learner.trained == [m["rollouts/kept"]]
+
+
+def test_trainer_step_survives_empty_batch(tmp_path: Path) -> None:
+    t = stub_trainer(tmp_path, lambda pid: 0, "filter.name=nonzero_variance", "filter.max_rounds=2")
+    m = t.step()
+    assert t.learner.trained == [] and m["train/skipped"] == 1.0 and m["filter/shortfall"] == 4
+    assert m["rollouts/kept"] == 0 and m["effective_ratio"] == 0.0 and m["rollouts/generated"] == 4 * (4 + 16)
+    assert all(not (isinstance(v, float) and math.isnan(v)) for v in m.values())
+    json.dumps(m, allow_nan=False)
+
+
+# --------------------------------------------------------------------------- real stack
+
+EVEN = """
+def even_length(prompt, completion, answer, metadata):
+    # first objective: passes for about half of random completions, so pass rates vary per group
+    return 1.0 if len(completion) % 2 == 0 else 0.0
+"""
+
+
+@pytest.mark.slow
+def test_balanced_filter_real_stack(tiny_model_dir, ray_session, tmp_path) -> None:
+    from rlengine.trainer import train
+
+    plugin = tmp_path / "even_rewards.py"
+    plugin.write_text(EVEN)
+    run = tmp_path / "run"
+    cfg = load_config(
+        None,
+        [
+            f"model.name={tiny_model_dir}",
+            "data.source=synthetic_arithmetic",
+            "data.synthetic_num=40",
+            "rollout.n=2",
+            "rollout.max_tokens=12",
+            "rollout.max_model_len=256",
+            f"reward.functions=[{plugin}:even_length]",
+            "learner.lr=1.0e-3",
+            "learner.micro_batch_tokens=512",
+            "filter.name=balanced",
+            "filter.max_rounds=4",
+            "trainer.batch_size=4",
+            "trainer.max_steps=3",
+            "trainer.save_every=0",
+            f"trainer.output_dir={run}",
+            "logging.progress=false",
+        ],
+    )
+    train(cfg)
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2, 3]
+    for m in metrics:
+        for key in ("filter/kept_fraction", "filter/rounds", "filter/extra_rollouts", "filter/carried_over"):
+            assert key in m, key
+        assert m["filter/rounds"] >= 1 and 0 < m["filter/kept_fraction"] <= 1
+        assert m["rollouts/generated"] == 2 * 4 + m["filter/extra_rollouts"]
+        if m["filter/shortfall"] == 0:
+            assert m["effective_ratio"] == 1.0 and m["rollouts/kept"] == 2 * 4
+    assert sum(m["filter/extra_rollouts"] for m in metrics) > 0  # n=2 keeps ~half: refill must have run
+    state = torch.load(run / "checkpoints/step_3/trainer_state.pt", weights_only=False)
+    assert len(state["stages"]["filter"]["buffer"]) == metrics[-1]["filter/carry_buffer"]
