@@ -18,8 +18,10 @@ skips the update); ``filter/shortfall`` records it.
 Carry-over. Kept groups beyond ``target`` go to a buffer (at most ``max_carry`` groups, oldest
 dropped first) that is part of the stage state, so it is checkpointed, and that is used first at
 the next step. Carried groups are older than the current policy (one version with the default
-``max_carry``); the learner's importance ratio uses their recorded behaviour logprobs, and their
-scalar rewards were set at the step that made them.
+``max_carry``). With one PPO epoch the learner's ratio is taken against its own current
+logprobs, so they are trained as on-policy; set ``algorithm.tis_cap`` to weight every token by
+min(pi_learner / pi_behaviour, C) using their recorded behaviour logprobs. Their scalar rewards
+were set at the step that made them.
 """
 
 from __future__ import annotations
