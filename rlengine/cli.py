@@ -120,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
+    except FileExistsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except (ValueError, FileNotFoundError) as e:
         if type(e).__name__ in ("DataError", "ModelError", "RewardConfigError"):
             print(f"error: {e}", file=sys.stderr)

@@ -59,6 +59,8 @@ class MetricsLogger:
                 if line and json.loads(line)["step"] <= resume_step
             ]
             self.path.write_text("".join(line + "\n" for line in kept))
+        elif not resume_step:
+            self.path.unlink(missing_ok=True)  # a fresh run starts a fresh log
         self.file = open(self.path, "a", buffering=1)  # noqa: SIM115 - closed in close()
         self.tb = None
         if tensorboard:

@@ -153,7 +153,12 @@ class Trainer:
         np.random.seed(cfg.trainer.seed)
         torch.manual_seed(cfg.trainer.seed)
 
-        checkpoint = latest_checkpoint(self.run_dir) if cfg.resume else None
+        checkpoint = latest_checkpoint(self.run_dir)
+        if checkpoint is not None and not cfg.resume:
+            raise FileExistsError(
+                f"run directory '{self.run_dir}' already has checkpoints (newest: {checkpoint.name}); "
+                "pass resume=true to continue it, or set trainer.output_dir / trainer.run_name to start a new run"
+            )
         self.model_path = resolve_model(
             cfg.model.name, cache_dir=cfg.model.cache_dir, trust_remote_code=cfg.model.trust_remote_code
         )

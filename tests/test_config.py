@@ -138,5 +138,7 @@ def test_config_reference_is_up_to_date() -> None:
     from rlengine.config_doc import render
 
     doc = Path(__file__).resolve().parents[1] / "docs" / "config.md"
-    assert doc.read_text() == render(), "docs/config.md is stale: python -m rlengine.config_doc > docs/config.md"
+    assert doc.read_text() == render(), (
+        "docs/config.md is stale: python -m rlengine.config_doc > docs/config.md"
+    )
     assert "`clip_high`" in doc.read_text() and "`micro_batch_tokens`" in doc.read_text()

@@ -66,3 +66,13 @@ def test_learner_options_follow_the_preset() -> None:
     options = learner_options(cfg)
     assert options["agg"] == "seq_mean_token_sum_norm" and options["max_response_length"] == 64
     assert options["loss"] == cfg.algorithm.loss and options["kl_coef"] == cfg.algorithm.kl_coef
+
+
+def test_existing_run_directory_needs_resume(tmp_path) -> None:
+    (tmp_path / "checkpoints" / "step_2").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "step_2" / "trainer_state.pt").write_bytes(b"x")
+    cfg = load_config(None, [f"trainer.output_dir={tmp_path}"])
+    with pytest.raises(
+        FileExistsError, match=r"already has checkpoints \(newest: step_2\); pass resume=true"
+    ):
+        Trainer(cfg)
