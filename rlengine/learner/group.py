@@ -139,12 +139,17 @@ class LearnerGroup:
         ray.get([r.ready.remote() for r in self.ranks])
 
     def _shares(self, samples: list[dict]) -> list[list[list[int]]]:
+        """Each rank's micro-batches for one pass over ``samples`` (a one-step plan)."""
         lengths = [len(s["prompt_ids"]) + len(s["response_ids"]) for s in samples]
-        shares = split_over_ranks(list(range(len(samples))), lengths, self.num_ranks)
-        budget = self.options["micro_batch_tokens"]
-        per_rank = [pack_micro_batches(s, lengths, budget) if s else [] for s in shares]
-        steps = max(1, max(len(p) for p in per_rank))
-        return [p + [[] for _ in range(steps - len(p))] for p in per_rank]
+        plan = plan_updates(
+            lengths,
+            ranks=self.num_ranks,
+            mini_batch_size=None,
+            ppo_epochs=1,
+            token_budget=self.options["micro_batch_tokens"],
+            seed=0,
+        )
+        return [rank_plan[0] for rank_plan in plan]
 
     def compute_logprobs(self, samples: list[dict], which: str = "policy") -> list[list[float]]:
         """Per-sample response-token logprobs under the policy or the reference model."""
