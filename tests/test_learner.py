@@ -141,3 +141,36 @@ def test_non_finite_step_is_skipped_and_logged(tiny_model_dir, ray_session) -> N
         assert metrics["learner/skipped_steps"] == 0.0 and learner.parameter_checksum() != checksum
     finally:
         learner.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("agg", ["token_mean", "seq_mean_token_mean"])
+def test_micro_batch_packing_does_not_change_the_gradient(tiny_model_dir, ray_session, agg: str) -> None:
+    """One sequence per micro-batch or all in one: the same gradient (norm before clipping)."""
+    from rlengine.learner import LearnerGroup
+
+    rng = random.Random(3)
+    samples = []
+    for i in range(8):
+        length = rng.randint(2, 12)  # unequal lengths: the aggregation weights matter
+        samples.append(
+            {
+                "prompt_ids": PROMPT,
+                "response_ids": [rng.randint(3000, 9000) for _ in range(length)],
+                "rollout_logprobs": [],
+                "advantage": 1.0 if i % 2 else -0.5,
+            }
+        )
+    norms = []
+    for budget in (16, 4096):
+        learner = LearnerGroup(
+            tiny_model_dir,
+            learner_options(agg=agg, micro_batch_tokens=budget, grad_clip=0.0),
+            num_ranks=1,
+            use_gpu=False,
+        )
+        try:
+            norms.append(learner.train(samples, seed=0)["grad_norm"])
+        finally:
+            learner.shutdown()
+    assert norms[0] > 0 and norms[0] == pytest.approx(norms[1], rel=1e-4), norms
