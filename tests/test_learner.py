@@ -55,6 +55,20 @@ def reward_batch(
     return samples, compute_advantages("grpo", torch.tensor(rewards), torch.tensor(index))
 
 
+def uneven_batch() -> list[dict]:
+    """8 responses of unequal length (so the aggregation weights matter) with fixed advantages."""
+    rng = random.Random(3)
+    return [
+        {
+            "prompt_ids": PROMPT,
+            "response_ids": [rng.randint(3000, 9000) for _ in range(rng.randint(2, 12))],
+            "rollout_logprobs": [],
+            "advantage": 1.0 if i % 2 else -0.5,
+        }
+        for i in range(8)
+    ]
+
+
 def target_logprob(learner) -> float:
     probe = [
         {"prompt_ids": PROMPT + [5000] * k, "response_ids": [TARGET], "rollout_logprobs": []}
@@ -150,18 +164,7 @@ def test_micro_batch_packing_does_not_change_the_gradient(tiny_model_dir, ray_se
     """One sequence per micro-batch or all in one: the same gradient (norm before clipping)."""
     from rlengine.learner import LearnerGroup
 
-    rng = random.Random(3)
-    samples = []
-    for i in range(8):
-        length = rng.randint(2, 12)  # unequal lengths: the aggregation weights matter
-        samples.append(
-            {
-                "prompt_ids": PROMPT,
-                "response_ids": [rng.randint(3000, 9000) for _ in range(length)],
-                "rollout_logprobs": [],
-                "advantage": 1.0 if i % 2 else -0.5,
-            }
-        )
+    samples = uneven_batch()
     norms = []
     for budget in (16, 4096):
         learner = LearnerGroup(
@@ -187,18 +190,7 @@ def test_two_ranks_and_zero3_give_the_same_gradient_as_one_rank(tiny_model_dir, 
 
     from rlengine.learner import LearnerGroup
 
-    rng = random.Random(3)
-    samples = []
-    for i in range(8):
-        length = rng.randint(2, 12)
-        samples.append(
-            {
-                "prompt_ids": PROMPT,
-                "response_ids": [rng.randint(3000, 9000) for _ in range(length)],
-                "rollout_logprobs": [],
-                "advantage": 1.0 if i % 2 else -0.5,
-            }
-        )
+    samples = uneven_batch()
     results = []
     for ranks, zero in ((1, 2), (2, 2), (2, 3)):
         learner = LearnerGroup(
