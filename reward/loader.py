@@ -10,18 +10,14 @@ A ``function`` string is one of:
 
 from __future__ import annotations
 
-import difflib
-import hashlib
-import importlib
-import importlib.util
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from reward.builtin import BUILTIN_REWARDS
+from rlengine.errors import did_you_mean
+from rlengine.plugins import PluginError, is_plugin_spec, load_object
 
 __all__ = [
     "RewardConfigError",
@@ -119,60 +115,6 @@ def parse_reward_specs(entries: list[Any] | str | dict[str, Any]) -> list[Reward
     return specs
 
 
-def _resolve_file(path_str: str, base_dir: str | os.PathLike[str] | None) -> Path:
-    path = Path(path_str).expanduser()
-    if path.is_absolute():
-        candidates = [path]
-    else:
-        candidates = ([Path(base_dir) / path] if base_dir is not None else []) + [Path.cwd() / path]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate.resolve()
-    looked = ", ".join(str(c) for c in candidates)
-    raise RewardConfigError(f"reward function file not found: {path_str!r} (looked in: {looked})")
-
-
-def _import_file(path: Path) -> Any:
-    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
-    module_name = f"_rlengine_reward_{path.stem}_{digest}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise RewardConfigError(f"cannot import reward file {path}: not a Python source file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    parent = str(path.parent)
-    added = parent not in sys.path
-    if added:
-        sys.path.insert(0, parent)  # so the file can import helper modules next to it
-    try:
-        spec.loader.exec_module(module)
-    except BaseException as exc:
-        del sys.modules[module_name]
-        if isinstance(exc, SyntaxError):
-            reason = f"SyntaxError: {exc.msg} (line {exc.lineno})"
-        elif isinstance(exc, Exception):
-            reason = f"{type(exc).__name__}: {exc}"
-        elif isinstance(exc, SystemExit):
-            reason = f"it called sys.exit({exc.code})"
-        else:
-            raise
-        raise RewardConfigError(f"failed to import reward file {path}: {reason}") from exc
-    finally:
-        if added and parent in sys.path:
-            sys.path.remove(parent)
-    return module
-
-
-def _public_callables(module: Any) -> list[str]:
-    return sorted(
-        k
-        for k, v in vars(module).items()
-        if callable(v) and not k.startswith("_") and not isinstance(v, type)
-    )
-
-
 def load_reward_function(function: str, base_dir: str | os.PathLike[str] | None = None) -> Callable[..., Any]:
     """Resolve a ``function`` string to a callable (see the module docstring for the forms).
 
@@ -183,41 +125,22 @@ def load_reward_function(function: str, base_dir: str | os.PathLike[str] | None 
     function = function.strip()
     if function in BUILTIN_REWARDS:
         return BUILTIN_REWARDS[function]
-    if ":" not in function:
+    if not is_plugin_spec(function):
         valid = sorted(BUILTIN_REWARDS)
-        close = difflib.get_close_matches(function, valid, n=1, cutoff=0.0)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
         extra = " (a file needs ':function', e.g. my_rewards.py:score)" if function.endswith(".py") else ""
         raise RewardConfigError(
-            f"unknown reward function {function!r}{extra}; built-in rewards are {valid}{hint} "
+            f"unknown reward function {function!r}{extra}; built-in rewards are {valid}"
+            f"{did_you_mean(function, valid, cutoff=0.0)}. "
             "Custom rewards are given as 'path/to/file.py:function' or 'package.module:function'."
         )
-    target, attr = function.rsplit(":", 1)
-    if not target or not attr:
-        raise RewardConfigError(f"invalid reward function {function!r}: expected 'file.py:function'")
-    if target.endswith(".py") or "/" in target or os.sep in target:
-        path = _resolve_file(target, base_dir)
-        module = _import_file(path)
-        where = str(path)
-    else:
-        try:
-            module = importlib.import_module(target)
-        except Exception as exc:
-            raise RewardConfigError(
-                f"cannot import module {target!r} for reward function {function!r}: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
-        where = f"module {target}"
-    if not hasattr(module, attr):
-        available = _public_callables(module)
-        close = difflib.get_close_matches(attr, available, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+    try:
+        fn = load_object(function, base_dir, what="reward function")
+    except PluginError as exc:
+        raise RewardConfigError(str(exc)) from exc
+    if not callable(fn) or isinstance(fn, type):
         raise RewardConfigError(
-            f"reward function {attr!r} not found in {where}; functions defined there: {available}{hint}"
+            f"{function!r} is not callable as a reward function (it is a {type(fn).__name__})"
         )
-    fn = getattr(module, attr)
-    if not callable(fn):
-        raise RewardConfigError(f"{attr!r} in {where} is not callable (it is a {type(fn).__name__})")
     return fn
 
 

@@ -15,11 +15,14 @@ import os
 import sys
 from pathlib import Path
 
-from rlengine.config import ConfigError, dump_yaml, load_config
+from reward.loader import RewardConfigError
+from rlengine.config import dump_yaml, load_config
+from rlengine.errors import ConfigError, DataError
+from rlengine.models import ModelError
+from rlengine.plugins import PluginError
 
 
 def _configure_env() -> None:
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
@@ -61,9 +64,34 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from rlengine.eval_cli import run_eval_cli
+    from rlengine.eval import format_table
+    from rlengine.eval.runner import EvalSettings, compare_runs, evaluate_model
 
-    return run_eval_cli(args)
+    settings = EvalSettings(
+        benchmarks=[b.strip() for b in args.benchmarks.split(",") if b.strip()],
+        samples=args.samples,
+        max_tokens=args.max_tokens,
+        limit=args.limit,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        template=args.template,
+        chat_template=not args.no_chat_template,
+        answer_pattern=args.answer_pattern,
+        max_model_len=args.max_model_len,
+        dtype=args.dtype,
+        seed=args.seed,
+        num_engines=args.num_engines,
+        ray_address=args.ray_address,
+    )
+    if args.compare:
+        print(compare_runs(args.compare[0], args.compare[1], settings))
+        return 0
+    if not args.model:
+        raise ConfigError("rlengine eval: give --model MODEL (or --compare A B)")
+    summary, _, output = evaluate_model(args.model, settings, args.output)
+    print(format_table(summary))
+    print(f"results written to {output}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--answer-pattern", default=None, help="regex tried after \\boxed{} and before the last number"
     )
     ev.add_argument(
-        "--output", default=None, help="output directory (default: <model>/eval or runs/eval/<name>)"
+        "--output",
+        default=None,
+        help="output directory (default: <run>/eval/step_N for a run's checkpoint, else runs/eval/<name>)",
     )
     ev.add_argument("--max-model-len", type=int, default=None)
     ev.add_argument("--dtype", default="float32")
@@ -120,14 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    except FileExistsError as e:
+    except (FileExistsError, DataError, ModelError, PluginError, RewardConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError) as e:
-        if type(e).__name__ in ("DataError", "ModelError", "RewardConfigError"):
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        raise
 
 
 if __name__ == "__main__":

@@ -13,19 +13,22 @@ validated against the config dataclass of the stage their ``name`` selects.
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 
+from reward.loader import RewardConfigError, load_reward_function, parse_reward_specs
+from rlengine.algorithms.losses import DEFAULT_CLIPS
+from rlengine.algorithms.presets import PRESETS, apply_preset
+from rlengine.data.sources import BENCHMARKS, SHIPPED
+from rlengine.data.templates import DEFAULT_MATH_TEMPLATE
+from rlengine.errors import ConfigError, did_you_mean
+from rlengine.schema import from_dict, to_dict
+from rlengine.stages.registry import STAGE_KINDS, build_stage_config
 
-class ConfigError(ValueError):
-    """A config problem, with the dotted key path in the message."""
+__all__ = ["ConfigError", "RunConfig", "build_config", "dump_yaml", "from_dict", "load_config", "to_dict"]
 
 
 # --------------------------------------------------------------------------- sections
@@ -56,7 +59,7 @@ class DataConfig:
     """Field holding the gold answer."""
     id_field: str = "id"
     """Field holding a unique id (generated when absent)."""
-    template: str = "{problem}\nPlease reason step by step, and put your final answer within \\boxed{}."
+    template: str = DEFAULT_MATH_TEMPLATE
     """Prompt template; ``{problem}`` and any other row field are placeholders (other braces are literal)."""
     chat_template: bool = True
     """Wrap the rendered template in the tokenizer's chat template."""
@@ -124,10 +127,12 @@ class AlgorithmConfig:
         "token_mean"
     )
     """Loss aggregation over tokens and sequences."""
-    clip_low: float = 0.2
-    """Lower clip (epsilon for ppo/gspo/cispo; the ratio bound itself for bapo)."""
-    clip_high: float = 0.2
-    """Upper clip (DAPO clip-higher uses 0.28)."""
+    clip_low: float | None = None
+    """Lower clip (epsilon for ppo/gspo/cispo; the ratio bound itself for bapo). Null = the loss's
+    default: ppo 0.2, gspo 3e-4, cispo 1.0 (no lower bound), bapo 0.6."""
+    clip_high: float | None = None
+    """Upper clip. Null = the loss's default: ppo 0.2 (DAPO clip-higher uses 0.28), gspo 4e-4,
+    cispo 3.0 (IS weight capped at 4), bapo 1.2."""
     dual_clip: float | None = None
     """Dual-clip constant c (e.g. 3.0) for negative advantages; off when null."""
     eps: float = 1e-6
@@ -169,7 +174,18 @@ class LearnerConfig:
     min_lr_ratio: float = 0.0
     """Cosine floor as a fraction of ``lr``."""
     micro_batch_tokens: int = 4096
-    """Token budget (padded) of one micro-batch; gradients accumulate over micro-batches."""
+    """Token budget of one micro-batch (rows x longest when padded, the sum when packed);
+    gradients accumulate over micro-batches. Micro-batches are cut from length-sorted samples."""
+    packing: bool = False
+    """Pack each micro-batch's sequences into one row (position ids restart per sequence) instead
+    of right-padding rows. Pays off with varlen attention (``attn_implementation:
+    flash_attention_2`` on GPU); with SDPA it builds a block-diagonal mask and is usually slower."""
+    attn_implementation: str | None = None
+    """Attention kernel for the learner's model (``sdpa``, ``flash_attention_2``, ``eager``);
+    null = the transformers default (SDPA)."""
+    zero_bucket_elements: int = 50_000_000
+    """DeepSpeed ZeRO reduce / all-gather / prefetch bucket size in elements (smaller = less
+    memory, more collective calls)."""
     mini_batch_size: int | None = None
     """Responses per optimizer step; null = the whole rollout batch (one step per epoch)."""
     ppo_epochs: int = 1
@@ -234,9 +250,6 @@ class TrainerConfig:
     """Ray cluster to join (``auto``); a local instance is started when null."""
 
 
-STAGE_SECTIONS = ("curriculum", "filter", "reward_weighting", "replay")
-
-
 @dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -267,100 +280,6 @@ class RunConfig:
 
 
 # --------------------------------------------------------------------------- parsing
-
-
-def _closest(name: str, options: typing.Iterable[str]) -> str:
-    match = difflib.get_close_matches(name, list(options), n=1, cutoff=0.4)
-    return f" (did you mean '{match[0]}'?)" if match else ""
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(v) for v in typing.get_args(tp))
-    if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return "null"
-    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
-
-
-def _coerce(value: Any, tp: Any, path: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; return it (ints widen to floats)."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        errors = []
-        for arg in typing.get_args(tp):
-            try:
-                return _coerce(value, arg, path)
-            except ConfigError as e:
-                errors.append(e)
-        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
-    if tp is type(None):
-        if value is None:
-            return None
-        raise ConfigError(f"{path}: expected null, got {value!r}")
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value in allowed and type(value) is type(allowed[allowed.index(value)]):
-            return value
-        hint = _closest(str(value), [str(a) for a in allowed])
-        raise ConfigError(f"{path}: invalid value {value!r}; allowed: {', '.join(map(repr, allowed))}{hint}")
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, path)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{path}: expected a list, got {value!r} ({type(value).__name__})")
-        (item_tp,) = typing.get_args(tp) or (Any,)
-        return [_coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping, got {value!r} ({type(value).__name__})")
-        return dict(value)
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is bool or tp is str:
-        if isinstance(value, tp):
-            return value
-    else:
-        raise TypeError(f"unsupported annotation {tp} at {path}")
-    raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
-
-
-def from_dict(cls: type, data: Any, path: str = "") -> Any:
-    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path or 'config'}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
-    kwargs = {}
-    for key, value in data.items():
-        where = f"{path}.{key}" if path else str(key)
-        if key not in names:
-            raise ConfigError(
-                f"unknown key '{where}'{_closest(str(key), names)}; valid keys: {', '.join(names)}"
-            )
-        kwargs[key] = _coerce(value, hints[key], where)
-    return cls(**kwargs)
-
-
-def to_dict(cfg: Any) -> Any:
-    """Plain-data (YAML-serialisable) view of a config."""
-    if dataclasses.is_dataclass(cfg):
-        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
-    if isinstance(cfg, list):
-        return [to_dict(v) for v in cfg]
-    if isinstance(cfg, dict):
-        return {k: to_dict(v) for k, v in cfg.items()}
-    return cfg
 
 
 def parse_overrides(overrides: list[str]) -> dict:
@@ -408,23 +327,34 @@ def load_yaml(path: str | Path) -> dict:
 
 
 def build_config(raw: dict, config_dir: str | None = None) -> RunConfig:
-    """Validate a raw mapping (YAML + overrides) into a :class:`RunConfig`."""
-    from rlengine.algorithms.presets import apply_preset
-    from rlengine.stages import build_stage_config
+    """Validate a raw mapping (YAML + overrides) into a :class:`RunConfig`.
 
+    Order: the algorithm preset fills what the user left out (its ``algorithm`` values, and its
+    stage sections when the user wrote none), then every section is type-checked, stage sections
+    against their stage's config dataclass, then loss-specific clip defaults are filled in and
+    cross-field checks run.
+    """
     raw = dict(raw)
     algo = raw.get("algorithm") or {}
-    if isinstance(algo, dict) and algo.get("preset"):
+    if isinstance(algo, dict) and algo.get("preset") is not None:
         try:
             raw["algorithm"] = {"preset": algo["preset"], **apply_preset(algo["preset"], algo)}
         except ValueError as e:
             raise ConfigError(f"algorithm.preset: {e}") from None
-    stage_raw = {name: raw.pop(name, None) for name in STAGE_SECTIONS}
+        for kind, section in PRESETS[algo["preset"]].stages.items():
+            if raw.get(kind) is None:
+                raw[kind] = dict(section)
+    stage_raw = {kind: raw.pop(kind, None) for kind in STAGE_KINDS}
     cfg = from_dict(RunConfig, raw)
-    for name in STAGE_SECTIONS:
-        setattr(cfg, name, build_stage_config(name, stage_raw[name]))
     if config_dir is not None:
         cfg.config_dir = config_dir
+    for kind in STAGE_KINDS:
+        setattr(cfg, kind, build_stage_config(kind, stage_raw[kind], cfg.config_dir))
+    default_low, default_high = DEFAULT_CLIPS[cfg.algorithm.loss]
+    if cfg.algorithm.clip_low is None:
+        cfg.algorithm.clip_low = default_low
+    if cfg.algorithm.clip_high is None:
+        cfg.algorithm.clip_high = default_high
     validate(cfg)
     return cfg
 
@@ -479,8 +409,6 @@ def validate(cfg: RunConfig) -> None:
 
 
 def _check_data(cfg: RunConfig) -> None:
-    from rlengine.data import SHIPPED
-
     source = cfg.data.source
     if source in SHIPPED or source == "synthetic_arithmetic":
         return
@@ -492,8 +420,6 @@ def _check_data(cfg: RunConfig) -> None:
 
 
 def _check_rewards(cfg: RunConfig) -> None:
-    from reward.loader import RewardConfigError, load_reward_function, parse_reward_specs
-
     try:
         specs = parse_reward_specs(cfg.reward.functions)
         for spec in specs:
@@ -505,12 +431,10 @@ def _check_rewards(cfg: RunConfig) -> None:
 
 
 def _check_benchmarks(cfg: RunConfig) -> None:
-    from rlengine.data import BENCHMARKS
-
     for i, name in enumerate(cfg.evaluation.benchmarks):
         if name not in BENCHMARKS and not Path(name).suffix:
             raise ConfigError(
-                f"evaluation.benchmarks[{i}]: unknown benchmark '{name}'{_closest(name, BENCHMARKS)}; "
+                f"evaluation.benchmarks[{i}]: unknown benchmark '{name}'{did_you_mean(name, BENCHMARKS)}; "
                 f"valid: {', '.join(BENCHMARKS)} (or a .jsonl/.parquet path)"
             )
 

@@ -1,7 +1,7 @@
-"""The step loop. Read ``Trainer.step`` top to bottom: it is the pseudo-code of DESIGN.md.
+"""The step loop. Read :meth:`Trainer.step` top to bottom: it is the pseudo-code of DESIGN.md.
 
 prompts  = curriculum.select(batch_size)
-groups   = rollout_pool.generate(prompts, n=G)   ; scores = rewards.score(groups)
+groups   = rollout_pool.generate(prompts, n=G); scores = rewards.score(groups)
 groups   = filter.keep(groups, refill=...)
 scalars  = reward_weighting.combine(scores)
 batch    = replay.mix(groups, scalars)
@@ -14,48 +14,35 @@ log(metrics); maybe eval; maybe checkpoint
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import statistics
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from reward import RewardItem, RewardPool, parse_reward_specs
 from rlengine.algorithms import compute_advantages, kl_penalty, overlong_reward_penalty
 from rlengine.batch import Group, Response
 from rlengine.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from rlengine.config import RunConfig, dump_yaml, to_dict
-from rlengine.logging import MetricsLogger
-from rlengine.stages import StageContext, build_stage
-
-
-def init_ray(address: str | None, num_cpus: int | None = None) -> None:
-    """Join ``address`` or start a local Ray instance (no dashboard, auth off)."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    if address:
-        ray.init(address=address, log_to_driver=True)
-    else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=True)
-
-
-def use_gpu() -> bool:
-    return torch.cuda.is_available()
+from rlengine.data import load_prompt_source, render_prompt
+from rlengine.eval.runner import evaluate_during_training
+from rlengine.runlog import LEARNER_METRICS, MetricsLogger
+from rlengine.runtime import init_ray, use_gpu
+from rlengine.stages import STAGE_KINDS, StageContext, build_stage
 
 
 def load_prompt_rows(cfg: RunConfig, tokenizer: Any) -> list[dict]:
     """Load the prompt source, render every prompt, tokenize it, drop prompts that do not fit."""
-    from rlengine.data import load_prompt_source, render_prompt
-
     data = cfg.data
     kwargs: dict[str, Any] = {}
     if data.source == "synthetic_arithmetic":
@@ -97,42 +84,37 @@ def load_prompt_rows(cfg: RunConfig, tokenizer: Any) -> list[dict]:
     return kept
 
 
-def learner_options(cfg: RunConfig) -> dict[str, Any]:
-    """Everything a learner rank needs from the config (a plain dict: it crosses to Ray actors)."""
-    algo, learner = cfg.algorithm, cfg.learner
-    responses = cfg.trainer.batch_size * cfg.rollout.n
-    per_step = -(-responses // learner.mini_batch_size) if learner.mini_batch_size else 1
-    return {
-        "dtype": cfg.model.dtype,
-        "trust_remote_code": cfg.model.trust_remote_code,
-        "grad_checkpointing": learner.grad_checkpointing,
-        "lr": learner.lr,
-        "betas": learner.betas,
-        "weight_decay": learner.weight_decay,
-        "lr_schedule": learner.lr_schedule,
-        "warmup_steps": learner.warmup_steps,
-        "min_lr_ratio": learner.min_lr_ratio,
-        "total_steps": cfg.trainer.max_steps * learner.ppo_epochs * per_step,
-        "grad_clip": learner.grad_clip,
-        "zero_stage": learner.zero_stage,
-        "threads": learner.threads,
-        "micro_batch_tokens": learner.micro_batch_tokens,
-        "mini_batch_size": learner.mini_batch_size,
-        "ppo_epochs": learner.ppo_epochs,
-        "seed": cfg.trainer.seed,
-        "temperature": cfg.rollout.temperature,
-        "loss": algo.loss,
-        "agg": algo.agg,
-        "clip_low": algo.clip_low,
-        "clip_high": algo.clip_high,
-        "dual_clip": algo.dual_clip,
-        "max_response_length": cfg.rollout.max_tokens,
-        "tis_cap": algo.tis_cap,
-        "kl_coef": algo.kl_coef,
-        "kl_kind": algo.kl_kind,
-        "kl_placement": algo.kl_placement,
-        "entropy_coef": algo.entropy_coef,
-    }
+@dataclass
+class StepState:
+    """What one step has produced so far; the filter's refill rounds add to it."""
+
+    step: int
+    generated: list[Group] = field(default_factory=list)
+    """Every group rolled out this step, refill rounds included."""
+    rounds: int = 0
+    """Rollout rounds so far (the first, then one per refill)."""
+    times: Counter = field(default_factory=Counter)
+    """Seconds per phase (``time/rollout``, ``time/reward``, ``time/train`` ...)."""
+    reward_faults: Counter = field(default_factory=Counter)
+    """``reward/errors`` and ``reward/timeouts`` summed over every round."""
+    start: float = field(default_factory=time.perf_counter)
+
+    @contextmanager
+    def timer(self, key: str) -> Iterator[None]:
+        """Add the seconds spent inside the block to ``times[key]``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[key] += time.perf_counter() - start
+
+
+@dataclass
+class RolloutView:
+    """The rollout handle stages get (:class:`rlengine.stages.RolloutHandle`): scored groups under
+    the current policy, from the same engines and rewards as training."""
+
+    generate: Callable[[list[dict], int], list[Group]]
 
 
 class Trainer:
@@ -141,8 +123,8 @@ class Trainer:
     def __init__(self, cfg: RunConfig) -> None:
         from transformers import AutoTokenizer
 
-        from reward import RewardPool, parse_reward_specs
-        from rlengine.learner import LearnerGroup
+        from rlengine.learner.group import LearnerGroup, LearnerView
+        from rlengine.learner.spec import LearnerSpec
         from rlengine.models import resolve_model
         from rlengine.rollout import RolloutPool
 
@@ -152,7 +134,6 @@ class Trainer:
         random.seed(cfg.trainer.seed)
         np.random.seed(cfg.trainer.seed)
         torch.manual_seed(cfg.trainer.seed)
-
         checkpoint = latest_checkpoint(self.run_dir)
         if checkpoint is not None and not cfg.resume:
             raise FileExistsError(
@@ -165,27 +146,10 @@ class Trainer:
         self.tokenizer = AutoTokenizer.from_pretrained(
             self.model_path, trust_remote_code=cfg.model.trust_remote_code
         )
-        (self.run_dir / "config.yaml").write_text(dump_yaml(cfg))
-
         rows = load_prompt_rows(cfg, self.tokenizer)
         self.reward_specs = parse_reward_specs(cfg.reward.functions)
         self.objectives = [spec.name for spec in self.reward_specs]
-        context = StageContext(
-            rows=rows,
-            seed=cfg.trainer.seed,
-            objectives=self.objectives,
-            reward_weights=[spec.weight for spec in self.reward_specs],
-        )
-        self.curriculum = build_stage("curriculum", cfg.curriculum, context)
-        self.filter = build_stage("filter", cfg.filter, context)
-        self.reward_weighting = build_stage("reward_weighting", cfg.reward_weighting, context)
-        self.replay = build_stage("replay", cfg.replay, context)
-        self.stages = {
-            "curriculum": self.curriculum,
-            "filter": self.filter,
-            "reward_weighting": self.reward_weighting,
-            "replay": self.replay,
-        }
+        (self.run_dir / "config.yaml").write_text(dump_yaml(cfg))
 
         init_ray(cfg.trainer.ray_address)
         gpu = use_gpu()
@@ -195,17 +159,12 @@ class Trainer:
             timeout_s=cfg.reward.timeout_s,
             base_dir=cfg.config_dir,
         )
-        self.learner = LearnerGroup(
-            self.model_path, learner_options(cfg), num_ranks=cfg.learner.num_ranks, use_gpu=gpu
-        )
+        spec = LearnerSpec.from_config(cfg, self.model_path, gpu=gpu)
+        self.learner = LearnerGroup(spec, num_ranks=cfg.learner.num_ranks)
         self.step_index = 0
         engine_weights = self.model_path
         if checkpoint is not None:
             self.learner.load_checkpoint(str(checkpoint / "deepspeed"))
-            state = load_trainer_state(checkpoint)
-            self.step_index = state["step"]
-            for name, stage in self.stages.items():
-                stage.load_state_dict(state["stages"][name])
             engine_weights = str(checkpoint / "model")
         r = cfg.rollout
         self.pool = RolloutPool(
@@ -221,6 +180,24 @@ class Trainer:
             engine_kwargs=r.engine_kwargs,
             use_gpu=gpu,
         )
+        context = StageContext(
+            rows=rows,
+            seed=cfg.trainer.seed,
+            objectives=self.objectives,
+            reward_weights=[spec.weight for spec in self.reward_specs],
+            rollout=RolloutView(lambda prompts, n: self.rollout(prompts, StepState(self.step_index), n=n)),
+            learner=LearnerView(self.learner),
+        )
+        self.stages = {
+            kind: build_stage(kind, getattr(cfg, kind), context, cfg.config_dir) for kind in STAGE_KINDS
+        }
+        self.curriculum, self.filter = self.stages["curriculum"], self.stages["filter"]
+        self.reward_weighting, self.replay = self.stages["reward_weighting"], self.stages["replay"]
+        if checkpoint is not None:
+            state = load_trainer_state(checkpoint)
+            self.step_index = state["step"]
+            for kind, stage in self.stages.items():
+                stage.load_state_dict(state["stages"][kind])
         self.weights_dir = Path(
             tempfile.mkdtemp(prefix="rlengine-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None)
         )
@@ -234,9 +211,40 @@ class Trainer:
             resume_step=self.step_index,
         )
 
+    # ------------------------------------------------------------------ the step
+
+    def step(self) -> dict[str, Any]:
+        """One step: the pseudo-code of DESIGN.md, line for line."""
+        cfg, state = self.cfg, StepState(self.step_index)
+        with state.timer("time/stages"):
+            prompts = self.curriculum.select(cfg.trainer.batch_size)
+        groups = self.rollout(prompts, state)
+        with state.timer("time/stages"):
+            refill = lambda count: self.rollout(self.curriculum.select(count), state)  # noqa: E731
+            groups, filter_metrics = self.filter.keep(groups, cfg.trainer.batch_size, refill)
+            self.set_scalar_rewards(
+                state.generated + [g for g in groups if g.policy_version < self.step_index]
+            )
+            batch = self.replay.mix(groups, self.step_index)
+        with state.timer("time/train"):
+            samples, adv_metrics = self.build_samples(batch)
+            train_metrics = (
+                self.learner.train(samples, seed=cfg.trainer.seed + self.step_index) if samples else {}
+            )
+        with state.timer("time/sync"):
+            weights = str(self.weights_dir / "policy.safetensors")
+            self.learner.export_weights(weights)
+            self.pool.sync_weights(weights)
+        self.step_index += 1
+        with state.timer("time/stages"):
+            stage_metrics = self.observe(state.generated, batch)
+        return self.step_metrics(
+            state, batch, {**train_metrics, **adv_metrics, **filter_metrics, **stage_metrics}
+        )
+
     # ------------------------------------------------------------------ rollout + reward
 
-    def sampling(self, num_prompts: int, n: int, round_index: int = 0) -> dict[str, Any]:
+    def sampling(self, num_prompts: int, n: int, round_index: int) -> dict[str, Any]:
         """Sampling parameters; per-request seeds make a resumed run sample identically."""
         r = self.cfg.rollout
         base = (self.cfg.trainer.seed * 1_000_003 + self.step_index * 1009 + round_index * 101) % (2**31)
@@ -248,12 +256,13 @@ class Trainer:
             "seeds": [(base + i * 7919) % (2**31) for i in range(num_prompts)],
         }
 
-    def rollout(self, prompts: list[dict], round_index: int = 0) -> tuple[list[Group], dict[str, float]]:
-        """Generate ``rollout.n`` responses per prompt and score them."""
-        start = time.perf_counter()
-        outputs = self.pool.generate(
-            [p["prompt_ids"] for p in prompts], self.sampling(len(prompts), self.cfg.rollout.n, round_index)
-        )
+    def rollout(self, prompts: list[dict], state: StepState, n: int | None = None) -> list[Group]:
+        """Generate ``n`` (default ``rollout.n``) responses per prompt, score them, record them in ``state``."""
+        if not prompts:
+            return []
+        with state.timer("time/rollout"):
+            sampling = self.sampling(len(prompts), n or self.cfg.rollout.n, state.rounds)
+            outputs = self.pool.generate([p["prompt_ids"] for p in prompts], sampling)
         groups = [
             Group(
                 prompt=p,
@@ -265,19 +274,22 @@ class Trainer:
             )
             for p, outs in zip(prompts, outputs)
         ]
-        rollout_time = time.perf_counter() - start
-        start = time.perf_counter()
-        stats = self.score(groups)
-        return groups, {"time/rollout": rollout_time, "time/reward": time.perf_counter() - start, **stats}
+        with state.timer("time/reward"):
+            self.score(groups, state)
+        state.rounds += 1
+        state.generated += groups
+        return groups
 
-    def score(self, groups: list[Group]) -> dict[str, float]:
+    def score(self, groups: list[Group], state: StepState) -> None:
         """Fill ``Response.scores`` and ``Response.correct`` through the reward process pool."""
-        from reward import RewardItem
-
-        metadata = [{k: v for k, v in g.prompt.items() if k != "prompt_ids"} for g in groups]
         items = [
-            RewardItem(g.prompt["prompt"], r.text, g.prompt["answer"], meta)
-            for g, meta in zip(groups, metadata)
+            RewardItem(
+                g.prompt["prompt"],
+                r.text,
+                g.prompt["answer"],
+                {k: v for k, v in g.prompt.items() if k != "prompt_ids"},
+            )
+            for g in groups
             for r in g.responses
         ]
         result = self.rewards.score(items)
@@ -286,21 +298,12 @@ class Trainer:
         for i, response in enumerate(flat):
             response.scores = {name: values[i] for name, values in result.scores.items()}
             response.correct = response.scores[first] >= self.cfg.reward.correct_threshold
-        return {"reward/errors": float(result.errors), "reward/timeouts": float(result.timeouts)}
-
-    def refill(self, num_prompts: int) -> list[Group]:
-        """More scored groups for the filter stage (one extra rollout round)."""
-        self._refill_rounds += 1
-        groups, stats = self.rollout(self.curriculum.select(num_prompts), round_index=self._refill_rounds)
-        for key in ("time/rollout", "time/reward"):
-            self._times[key] += stats[key]
-        self._generated += groups
-        return groups
+        state.reward_faults.update({"reward/errors": result.errors, "reward/timeouts": result.timeouts})
 
     # ------------------------------------------------------------------ rewards -> advantages
 
     def set_scalar_rewards(self, groups: list[Group]) -> None:
-        """Weighted objectives, plus DAPO overlong shaping and KL-in-reward when configured."""
+        """Weighted objectives, plus DAPO overlong shaping when configured."""
         algo, flat = self.cfg.algorithm, [r for g in groups for r in g.responses]
         if not flat:
             return
@@ -313,7 +316,12 @@ class Trainer:
             response.reward = value
 
     def build_samples(self, groups: list[Group]) -> tuple[list[dict], dict[str, float]]:
-        """One learner sample per response, with its advantage."""
+        """One learner sample per response, with its advantage (KL-in-reward applied first).
+
+        Groups sampled by an older policy (carried over by the filter, or replayed) bring their
+        behaviour logprobs as ``old_logprobs``; with ``ppo_epochs > 1`` or mini-batches the fresh
+        ones get the learner's own logprobs before the update.
+        """
         algo = self.cfg.algorithm
         flat = [(gi, r) for gi, g in enumerate(groups) for r in g.responses]
         samples = [
@@ -322,12 +330,17 @@ class Trainer:
                 "response_ids": r.token_ids,
                 "rollout_logprobs": r.logprobs,
                 "loss_masked": algo.mask_truncated and r.truncated,
+                "old_logprobs": r.logprobs if groups[gi].policy_version < self.step_index else None,
             }
             for gi, r in flat
         ]
+        if not samples:
+            return [], {"train/skipped": 1.0}
         rewards = torch.tensor([r.reward for _, r in flat], dtype=torch.float32)
-        metrics: dict[str, float] = {}
-        if algo.kl_coef > 0 and algo.kl_placement == "reward":
+        metrics: dict[str, float] = {"train/skipped": 0.0}
+        if algo.kl_coef == 0:
+            metrics["kl/mean"] = 0.0  # no KL term and no reference model
+        elif algo.kl_placement == "reward":
             ref = self.learner.compute_logprobs(samples, "ref")
             kl = [
                 float(kl_penalty(torch.tensor(s["rollout_logprobs"]), torch.tensor(lp), algo.kl_kind).sum())
@@ -337,114 +350,76 @@ class Trainer:
             metrics["kl/mean"] = statistics.fmean(
                 k / max(1, len(s["response_ids"])) for k, s in zip(kl, samples)
             )
-        group_index = torch.tensor([gi for gi, _ in flat])
-        advantages = compute_advantages(algo.advantage, rewards, group_index, eps=algo.eps)
+        advantages = compute_advantages(
+            algo.advantage,
+            rewards,
+            torch.tensor([gi for gi, _ in flat]),
+            eps=algo.eps,
+            lengths=torch.tensor([len(r.token_ids) for _, r in flat]),
+        )
         for sample, adv in zip(samples, advantages.tolist()):
             sample["advantage"] = adv
         if self.cfg.learner.ppo_epochs > 1 or self.cfg.learner.mini_batch_size:
-            for sample, lp in zip(samples, self.learner.compute_logprobs(samples, "policy")):
+            fresh = [s for s in samples if s["old_logprobs"] is None]
+            for sample, lp in zip(fresh, self.learner.compute_logprobs(fresh, "policy") if fresh else []):
                 sample["old_logprobs"] = lp
         metrics["advantage/mean_abs"] = float(advantages.abs().mean())
+        metrics["train/stale_fraction"] = statistics.fmean(s["old_logprobs"] is not None for s in samples)
         return samples, metrics
 
-    # ------------------------------------------------------------------ the step
+    # ------------------------------------------------------------------ after the update
 
-    def step(self) -> dict[str, Any]:
-        cfg = self.cfg
-        step_start = time.perf_counter()
-        self._times = {"time/rollout": 0.0, "time/reward": 0.0}
-        self._refill_rounds = 0
-
-        stage_time = time.perf_counter()
-        prompts = self.curriculum.select(cfg.trainer.batch_size)
-        stage_time = time.perf_counter() - stage_time
-        groups, stats = self.rollout(prompts)
-        for key in ("time/rollout", "time/reward"):
-            self._times[key] += stats[key]
-        self._generated = list(groups)
-
-        t = time.perf_counter()
-        groups, filter_metrics = self.filter.keep(groups, cfg.trainer.batch_size, self.refill)
-        self.set_scalar_rewards(self._generated)
-        batch = self.replay.mix(groups, self.step_index)
-        stage_time += time.perf_counter() - t
-
-        # The filter may keep nothing (e.g. every group all-wrong after filter.max_rounds): skip the update.
-        samples, adv_metrics = self.build_samples(batch) if batch else ([], {"train/skipped": 1.0})
-        t = time.perf_counter()
-        train_metrics = (
-            self.learner.train(samples, seed=cfg.trainer.seed + self.step_index) if samples else {}
+    def observe(self, generated: list[Group], batch: list[Group]) -> dict[str, float]:
+        """Feedback to the stages: every rolled-out prompt's pass rate, the trained scores and groups."""
+        metrics = dict(
+            self.curriculum.observe([g.prompt for g in generated], [g.pass_rate for g in generated])
         )
-        train_time = time.perf_counter() - t
+        scores = {k: [r.scores[k] for g in batch for r in g.responses] for k in self.objectives}
+        metrics.update(self.reward_weighting.observe(scores))
+        metrics.update(self.replay.observe(batch, self.step_index))
+        return metrics
 
-        t = time.perf_counter()
-        weights = str(self.weights_dir / "policy.safetensors")
-        self.learner.export_weights(weights)
-        self.pool.sync_weights(weights)
-        sync_time = time.perf_counter() - t
-
-        t = time.perf_counter()
-        self.step_index += 1
-        stage_metrics = {}
-        stage_metrics.update(
-            self.curriculum.observe(
-                [g.prompt for g in self._generated], [g.pass_rate for g in self._generated]
-            )
-        )
-        stage_metrics.update(
-            self.reward_weighting.observe(
-                {k: [r.scores[k] for g in batch for r in g.responses] for k in self.objectives}
-            )
-        )
-        stage_metrics.update(self.replay.observe(batch, self.step_index))
-        stage_time += time.perf_counter() - t
-
-        flat = [r for g in batch for r in g.responses]
-        generated = [r for g in self._generated for r in g.responses]
+    def step_metrics(self, state: StepState, batch: list[Group], extra: dict[str, Any]) -> dict[str, Any]:
+        """The metrics line of a step (keys in DESIGN.md; learner keys are NaN when the update
+        was skipped because the filter kept nothing)."""
+        trained = [r for g in batch for r in g.responses]
+        generated = [r for g in state.generated for r in g.responses]
         tokens = sum(len(r.token_ids) for r in generated)
         metrics: dict[str, Any] = {
             "step": self.step_index,
-            "reward/mean": statistics.fmean(r.reward for r in flat) if flat else 0.0,
-            "pass_rate/mean": statistics.fmean(g.pass_rate for g in self._generated),
+            "reward/mean": statistics.fmean(r.reward for r in trained) if trained else float("nan"),
+            **{f"reward/{k}/mean": statistics.fmean(r.scores[k] for r in generated) for k in self.objectives},
+            "pass_rate/mean": statistics.fmean(g.pass_rate for g in state.generated),
             "effective_ratio": statistics.fmean(g.informative for g in batch) if batch else 0.0,
             "rollouts/generated": len(generated),
-            "rollouts/kept": len(flat),
+            "rollouts/kept": len(trained),
+            "rollouts/rounds": state.rounds,
             "tokens/generated": tokens,
-            "tokens/per_second": tokens / max(self._times["time/rollout"], 1e-9),
+            "tokens/per_second": tokens / max(state.times["time/rollout"], 1e-9),
             "response_length/mean": tokens / max(1, len(generated)),
             "response_length/truncated_fraction": statistics.fmean(r.truncated for r in generated),
-            **{f"reward/{k}/mean": statistics.fmean(r.scores[k] for r in generated) for k in self.objectives},
-            **self._times,
-            "time/train": train_time,
-            "time/sync": sync_time,
-            "time/stages": stage_time,
-            "loss/policy": train_metrics.get("loss/policy", 0.0),
-            "kl/mean": train_metrics.get("kl/mean", 0.0),
-            "entropy/mean": train_metrics.get("entropy/mean", 0.0),
-            "grad_norm": train_metrics.get("grad_norm", 0.0),
-            "lr": train_metrics.get("lr", 0.0),
+            **{
+                f"time/{k}": state.times[f"time/{k}"]
+                for k in ("rollout", "reward", "train", "sync", "stages")
+            },
+            **{key: float("nan") for key in LEARNER_METRICS},
+            **{key: float(value) for key, value in state.reward_faults.items()},
+            **extra,
         }
-        metrics.update({k: v for k, v in train_metrics.items() if k not in metrics})
-        metrics.update(adv_metrics)
-        metrics.update(filter_metrics)
-        metrics.update(stage_metrics)
-        metrics.update({k: v for k, v in stats.items() if k.startswith("reward/")})
-        metrics["time/step"] = time.perf_counter() - step_start
-        self.logger.histogram("pass_rate/generated", [g.pass_rate for g in self._generated], self.step_index)
+        metrics["time/step"] = time.perf_counter() - state.start
+        self.logger.histogram("pass_rate/generated", [g.pass_rate for g in state.generated], self.step_index)
         self.logger.histogram("pass_rate/kept", [g.pass_rate for g in batch], self.step_index)
         return metrics
 
     # ------------------------------------------------------------------ outer loop
 
     def checkpoint(self) -> Path:
-        state = {"stages": {name: stage.state_dict() for name, stage in self.stages.items()}}
+        state = {"stages": {kind: stage.state_dict() for kind, stage in self.stages.items()}}
         return save_checkpoint(
             self.run_dir, self.step_index, self.learner, self.tokenizer, state, self.cfg.trainer.keep_last
         )
 
     def evaluate(self) -> dict[str, Any]:
-        from rlengine.eval_cli import evaluate_during_training
-
         return evaluate_during_training(self.cfg, self.pool, self.tokenizer, self.run_dir, self.step_index)
 
     def fit(self) -> list[dict[str, Any]]:

@@ -10,6 +10,14 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 
+SMALL_LEARNER = (
+    "learner.lr=1.0e-2",
+    "learner.micro_batch_tokens=256",
+    "rollout.max_tokens=16",
+    "rollout.max_model_len=128",
+)
+"""Overrides that suit the tiny model in learner tests (everything else is the config default)."""
+
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
@@ -21,7 +29,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="session")
 def ray_session():
-    from rlengine.trainer import init_ray
+    from rlengine.runtime import init_ray
 
     init_ray(None)
     import ray
@@ -40,38 +48,17 @@ def rollout_pool(tiny_model_dir: str, ray_session):
     pool.shutdown()
 
 
-def learner_options(**overrides) -> dict:
-    """Learner options as the trainer builds them, with small-model defaults."""
-    options = {
-        "dtype": "float32",
-        "trust_remote_code": False,
-        "grad_checkpointing": True,
-        "lr": 1e-2,
-        "betas": [0.9, 0.999],
-        "weight_decay": 0.0,
-        "lr_schedule": "constant",
-        "warmup_steps": 0,
-        "min_lr_ratio": 0.0,
-        "total_steps": 100,
-        "grad_clip": 1.0,
-        "zero_stage": 2,
-        "threads": None,
-        "micro_batch_tokens": 256,
-        "mini_batch_size": None,
-        "ppo_epochs": 1,
-        "seed": 0,
-        "temperature": 1.0,
-        "loss": "ppo",
-        "agg": "token_mean",
-        "clip_low": 0.2,
-        "clip_high": 0.2,
-        "dual_clip": None,
-        "max_response_length": 16,
-        "tis_cap": None,
-        "kl_coef": 0.0,
-        "kl_kind": "k3",
-        "kl_placement": "loss",
-        "entropy_coef": 0.0,
-    }
-    options.update(overrides)
-    return options
+def learner_spec(model_dir: str, *overrides: str):
+    """The LearnerSpec the trainer would build from the default config plus ``overrides``
+    (after :data:`SMALL_LEARNER`), for ``model_dir``."""
+    from rlengine.config import load_config
+    from rlengine.learner.spec import LearnerSpec
+
+    return LearnerSpec.from_config(load_config(None, [*SMALL_LEARNER, *overrides]), model_dir)
+
+
+def learner_group(model_dir: str, *overrides: str, num_ranks: int = 1):
+    """A real LearnerGroup (Ray actors, DeepSpeed over gloo) on ``model_dir``."""
+    from rlengine.learner.group import LearnerGroup
+
+    return LearnerGroup(learner_spec(model_dir, *overrides), num_ranks=num_ranks)

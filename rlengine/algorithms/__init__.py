@@ -9,18 +9,20 @@ from .advantages import ADVANTAGES, compute_advantages, overlong_reward_penalty
 from .kl import KL_KINDS, KL_PLACEMENTS, entropy_from_logits, kl_penalty
 from .losses import (
     AGGREGATIONS,
+    DEFAULT_CLIPS,
     POLICY_LOSSES,
     aggregate_loss,
     bapo_adapt_bounds,
     compute_policy_loss,
+    sequence_weights,
     tis_weights,
 )
-from .presets import ALGORITHM_KEYS, PRESETS, Preset, apply_preset
+from .presets import PRESETS, Preset, apply_preset
 
 __all__ = [
     "ADVANTAGES",
     "AGGREGATIONS",
-    "ALGORITHM_KEYS",
+    "DEFAULT_CLIPS",
     "KL_KINDS",
     "KL_PLACEMENTS",
     "POLICY_LOSSES",
@@ -34,5 +36,6 @@ __all__ = [
     "entropy_from_logits",
     "kl_penalty",
     "overlong_reward_penalty",
+    "sequence_weights",
     "tis_weights",
 ]

@@ -7,29 +7,14 @@ docstring of :func:`compute_advantages`.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
+from rlengine.errors import require_choice
+
 ADVANTAGES: tuple[str, ...] = ("grpo", "dr_grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline")
-
-
-def require_choice(kind: str, value: object, allowed: Sequence[str]) -> str:
-    """Return ``value`` if it is one of ``allowed``; otherwise raise a ``ValueError``.
-
-    The message names the offending value, every allowed name and the closest match, e.g.
-    ``unknown advantage 'grp'; allowed: grpo, dr_grpo, ... (did you mean 'grpo'?)``.
-    """
-    if isinstance(value, str) and value in allowed:
-        return value
-    hint = ""
-    if isinstance(value, str):
-        close = difflib.get_close_matches(value, list(allowed), n=1)
-        if close:
-            hint = f" (did you mean {close[0]!r}?)"
-    raise ValueError(f"unknown {kind} {value!r}; allowed: {', '.join(allowed)}{hint}")
 
 
 def _group_reduce(values: Tensor, inverse: Tensor, n_groups: int, how: str) -> Tensor:
@@ -41,15 +26,20 @@ def _group_reduce(values: Tensor, inverse: Tensor, n_groups: int, how: str) -> T
     return out.scatter_reduce_(0, inverse, values, reduce=how, include_self=True)
 
 
-def _whiten(values: Tensor, eps: float) -> Tensor:
-    """Batch whitening ``(v - mean(v)) / (std(v) + eps)`` with the unbiased std.
+def _whiten(values: Tensor, weights: Tensor, eps: float) -> Tensor:
+    """Batch whitening ``(v - mean) / (std + eps)`` with ``weights`` as repeat counts.
 
-    Returns zeros when there are fewer than two values or all values are equal, so it never
-    produces NaN and a constant batch gets exactly 0.
+    With ``weights`` the response lengths this is verl's masked whitening over all response
+    tokens: mean and unbiased variance are taken over every token, each response's value counted
+    once per token. Returns zeros when fewer than two tokens are weighted or all values are
+    equal, so it never produces NaN.
     """
-    if values.numel() < 2 or bool(values.max() == values.min()):
+    total = weights.sum()
+    if total < 2 or bool(values.max() == values.min()):
         return torch.zeros_like(values)
-    return (values - values.mean()) / (values.std(unbiased=True) + eps)
+    mean = (values * weights).sum() / total
+    var = (weights * (values - mean) ** 2).sum() / (total - 1)
+    return (values - mean) / (var.sqrt() + eps)
 
 
 def compute_advantages(
@@ -58,6 +48,7 @@ def compute_advantages(
     group_index: Tensor | Sequence[int],
     *,
     eps: float = 1e-6,
+    lengths: Tensor | Sequence[int] | None = None,
 ) -> Tensor:
     """Per-response advantages from scalar rewards and group membership.
 
@@ -70,21 +61,26 @@ def compute_advantages(
     * ``dr_grpo`` (Dr. GRPO, arXiv 2503.20783): ``R_i - mean_g R`` (no std scaling).
     * ``rloo`` (RLOO, arXiv 2402.14740): ``R_i - mean of the other G-1 rewards of the group``
       (equals ``G/(G-1) * (R_i - mean_g R)``).
-    * ``reinforce_pp`` (REINFORCE++, arXiv 2501.03262): ``R_i`` whitened over the whole batch,
-      ``(R_i - mean_B R) / (std_B R + eps)`` (unbiased std; gamma = 1 for outcome rewards).
-    * ``reinforce_pp_baseline`` (REINFORCE++-baseline, arXiv 2501.03262): ``R_i - mean_g R``,
-      then whitened over the whole batch as above.
+    * ``reinforce_pp`` (REINFORCE++, arXiv 2501.03262): ``R_i`` whitened over all response
+      tokens of the batch, ``(R_i - mean) / (std + eps)`` where mean and unbiased std count each
+      response once per token (``lengths``; gamma = 1 for outcome rewards). This is verl's masked
+      whitening of the token-level returns.
+    * ``reinforce_pp_baseline`` (REINFORCE++-baseline, arXiv 2501.03262): ``R_i - mean_g R``
+      (a group of one keeps ``R_i``, as in verl), then whitened over all tokens as above.
+
+    ``lengths`` (``[N]`` response token counts) weight the batch whitening; by default every
+    response counts once. The group-relative estimators ignore it.
 
     Edge cases (never NaN or inf for finite rewards):
 
-    * A group of size >= 2 whose rewards are all equal gets advantage exactly 0 under every
-      estimator; for the batch-whitened ones the whitening uses the whole batch and those groups
-      are zeroed afterwards.
-    * A group of size 1 has no group baseline: it gets 0 under ``grpo``, ``dr_grpo``, ``rloo``
-      and ``reinforce_pp_baseline``. Under ``reinforce_pp`` (whose baseline is the batch, not the
-      group) a singleton keeps its batch-whitened value.
-    * If the whole batch is constant or ``N == 1``, batch whitening returns 0; ``N == 0`` returns
-      an empty tensor.
+    * Under the group-relative estimators a group of size >= 2 whose rewards are all equal gets
+      advantage exactly 0, and a group of size 1 (no baseline) gets 0.
+    * The batch-whitened estimators do not zero anything after whitening: zeroing shifts every
+      other advantage (rewards ``[1,1,1,1 | 1,0,0,0]`` would then have a batch mean of -0.36). An
+      all-equal group under ``reinforce_pp_baseline`` is centred to 0 first, so it gets the same
+      (small) value as every other response at the batch mean.
+    * If the whole batch is constant or has fewer than two tokens, batch whitening returns 0;
+      ``N == 0`` returns an empty tensor.
 
     Raises ``ValueError`` for an unknown name, mismatched shapes or non-finite rewards.
     """
@@ -106,6 +102,11 @@ def compute_advantages(
         bad = torch.nonzero(~torch.isfinite(r)).flatten()[:8].tolist()
         raise ValueError(f"rewards contain NaN or inf (first indices: {bad})")
 
+    weights = (
+        torch.ones_like(r) if lengths is None else torch.as_tensor(lengths, device=device).to(torch.float32)
+    )
+    if weights.shape != r.shape or bool((weights < 0).any()):
+        raise ValueError(f"lengths must be [N] non-negative token counts, got shape {tuple(weights.shape)}")
     _, inverse = torch.unique(idx, return_inverse=True)
     n_groups = int(inverse.max().item()) + 1
     counts = _group_reduce(torch.ones_like(r), inverse, n_groups, "sum")
@@ -126,12 +127,11 @@ def compute_advantages(
         others_mean = (sums[inverse] - r) / (count_i - 1).clamp(min=1)
         adv = r - others_mean
     elif name == "reinforce_pp":
-        adv = _whiten(r, eps)
+        return _whiten(r, weights, eps)
     else:  # reinforce_pp_baseline
-        adv = _whiten(torch.where(singleton, torch.zeros_like(centered), centered), eps)
+        return _whiten(torch.where(singleton, r, centered), weights, eps)
 
-    zero = flat if name == "reinforce_pp" else flat | singleton
-    return torch.where(zero, torch.zeros_like(adv), adv)
+    return torch.where(flat | singleton, torch.zeros_like(adv), adv)
 
 
 def overlong_reward_penalty(

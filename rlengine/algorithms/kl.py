@@ -9,11 +9,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .advantages import require_choice
+from rlengine.errors import require_choice
 
 KL_KINDS: tuple[str, ...] = ("k1", "k2", "k3")
 KL_PLACEMENTS: tuple[str, ...] = ("loss", "reward")
-K3_LOG_RATIO_CLAMP = 10.0
+K3_CLAMP = 10.0  # bound on the k3 estimate itself (verl's low_var_kl)
+LOG_RATIO_LIMIT = 20.0  # d is clamped to this before exp, so exp never overflows
 
 
 def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, kind: str) -> Tensor:
@@ -26,8 +27,10 @@ def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, kind: str) -> Tensor:
     * ``k2 = 0.5 * d**2``         (biased, always >= 0; its gradient is the KL's gradient)
     * ``k3 = exp(d) - d - 1``     (unbiased, always >= 0)
 
-    For ``k3``, ``d`` is clamped to ``[-10, 10]`` before use, so the value is at most
-    ``exp(10) - 11 ~ 2.2e4`` and never inf; outside that band the gradient is zero.
+    For ``k3`` the estimate itself is clamped to ``[-10, 10]`` (after ``d`` is clamped to
+    ``[-20, 20]`` so ``exp`` never overflows), as verl's ``low_var_kl`` does: one token far from
+    the reference then adds at most 10, and its gradient is zero. (Clamping only ``d`` to 10
+    would let one token add ``exp(10) - 11 ~ 2.2e4``.)
     Computed in float32 (bf16 inputs are fine). ``logprobs`` and ``ref_logprobs`` must have the
     same shape (typically ``[B, T]``); the result has that shape. Finite inputs give finite
     outputs; padded positions should be removed by the mask when aggregating.
@@ -43,8 +46,8 @@ def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, kind: str) -> Tensor:
         return -d
     if kind == "k2":
         return 0.5 * d * d
-    d = d.clamp(-K3_LOG_RATIO_CLAMP, K3_LOG_RATIO_CLAMP)
-    return torch.exp(d) - d - 1.0
+    d = d.clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
+    return (torch.exp(d) - d - 1.0).clamp(-K3_CLAMP, K3_CLAMP)
 
 
 def entropy_from_logits(logits: Tensor) -> Tensor:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .advantages import require_choice
+from rlengine.errors import require_choice
 
 POLICY_LOSSES: tuple[str, ...] = ("ppo", "gspo", "cispo", "bapo")
 AGGREGATIONS: tuple[str, ...] = (
@@ -21,8 +21,42 @@ AGGREGATIONS: tuple[str, ...] = (
     "seq_mean_token_sum",
     "seq_mean_token_sum_norm",
 )
-LOG_RATIO_CLAMP = 20.0  # |log r| is clamped to this before exp (r in [2e-9, 4.9e8])
+LOG_RATIO_CLAMP = 20.0  # PPO: |log r| is clamped to this before exp (r in [2e-9, 4.9e8]), as verl
+GSPO_LOG_RATIO_MAX = 10.0  # GSPO: the log sequence ratio is clamped at this, as verl
 BAPO_DUAL_CLIP = 3.0
+
+DEFAULT_CLIPS: dict[str, tuple[float, float]] = {
+    "ppo": (0.2, 0.2),
+    "gspo": (3e-4, 4e-4),
+    "cispo": (1.0, 3.0),
+    "bapo": (0.6, 1.2),
+}
+"""``(clip_low, clip_high)`` each loss uses when ``algorithm.clip_low`` / ``clip_high`` are not set.
+
+* ppo: epsilon 0.2 both ways (PPO, arXiv 1707.06347; GRPO).
+* gspo: the paper's 3e-4 / 4e-4 on the sequence ratio (arXiv 2507.18071).
+* cispo: no lower bound (clip_low = 1.0) and the IS weight capped at 4.0 (clip_high = 3.0): the
+  default of Thinking Machines' Tinker ``cispo`` loss (clip thresholds 0.0 and 4.0); MiniMax-M1
+  (arXiv 2506.13585) tunes epsilon_high without publishing a value.
+* bapo: the ratio bounds [0.6, 1.2] BAPO starts its search from (arXiv 2510.18927).
+"""
+
+
+def sequence_weights(token_counts: Tensor, agg: str) -> Tensor:
+    """Each sequence's share of the aggregation denominator, from its loss-token count.
+
+    The denominator :func:`aggregate_loss` divides by is the sum of these over the batch (times
+    the constant ``L`` for ``seq_mean_token_sum_norm``): tokens for ``token_mean``; every row for
+    ``seq_mean_token_sum_norm``; non-empty rows otherwise. The learner uses it to give each
+    micro-batch its share of a mini-batch's loss, so accumulation equals one big batch.
+    """
+    require_choice("agg", agg, AGGREGATIONS)
+    counts = token_counts.to(torch.float32)
+    if agg == "token_mean":
+        return counts
+    if agg == "seq_mean_token_sum_norm":
+        return torch.ones_like(counts)
+    return (counts > 0).to(torch.float32)
 
 
 def aggregate_loss(
@@ -56,23 +90,19 @@ def aggregate_loss(
     m = mask.to(torch.float32)
     loss = per_token_loss.to(torch.float32)
     weighted = torch.where(m != 0, loss, torch.zeros_like(loss)) * m
-    if agg == "token_mean":
-        total = m.sum()
-        return weighted.sum() / torch.where(total > 0, total, torch.ones_like(total))
+    row_cnt = m.sum(dim=-1)
+    denominator = sequence_weights(row_cnt, agg).sum()
     if agg == "seq_mean_token_sum_norm":
-        if max_response_length is None:
-            length = max(per_token_loss.shape[1], 1)
-        else:
-            length = int(max_response_length)
+        length = per_token_loss.shape[1] if max_response_length is None else int(max_response_length)
         if length <= 0:
             raise ValueError(f"aggregate_loss: max_response_length must be > 0, got {length}")
-        return weighted.sum() / float(max(per_token_loss.shape[0], 1) * length)
+        return weighted.sum() / (denominator.clamp(min=1) * float(max(length, 1)))
+    if agg == "token_mean":
+        return weighted.sum() / torch.where(denominator > 0, denominator, torch.ones_like(denominator))
     row_sum = weighted.sum(dim=-1)
-    row_cnt = m.sum(dim=-1)
-    nonempty = row_cnt > 0
     if agg == "seq_mean_token_mean":
-        row_sum = row_sum / torch.where(nonempty, row_cnt, torch.ones_like(row_cnt))
-    return row_sum.sum() / nonempty.sum().clamp(min=1).to(torch.float32)
+        row_sum = row_sum / torch.where(row_cnt > 0, row_cnt, torch.ones_like(row_cnt))
+    return row_sum.sum() / denominator.clamp(min=1)
 
 
 def _bounds(name: str, clip_low: float, clip_high: float, dual_clip: float | None) -> tuple:
@@ -116,7 +146,8 @@ def compute_policy_loss(
 
     ``logprobs`` (current policy, carries the gradient), ``old_logprobs`` (behaviour policy) and
     ``mask`` are ``[B, T]``; ``advantages`` is ``[B]`` (broadcast over tokens) or ``[B, T]``.
-    ``r = exp(logprobs - old_logprobs)`` with the log-ratio clamped to ``[-20, 20]``. Per token:
+    ``r = exp(logprobs - old_logprobs)`` with the log-ratio clamped to ``[-20, 20]`` (GSPO: the log
+    of the sequence ratio clamped at 10; both guards as in verl). Per token:
 
     * ``ppo`` (PPO arXiv 1707.06347; GRPO 2402.03300; DAPO clip-higher 2503.14476):
       ``-min(r*A, clip(r, 1-clip_low, 1+clip_high)*A)``. With ``dual_clip = c`` (> 1; dual-clip
@@ -164,8 +195,8 @@ def compute_policy_loss(
 
     if name == "gspo":
         count = valid.sum(dim=-1, keepdim=True).clamp(min=1).to(torch.float32)
-        seq_log_ratio = token_log_ratio.sum(dim=-1, keepdim=True) / count
-        log_ratio = seq_log_ratio.detach() + lp - lp.detach()
+        seq_log_ratio = (lp - old).sum(dim=-1, keepdim=True) / count
+        log_ratio = (seq_log_ratio.detach() + lp - lp.detach()).clamp(max=GSPO_LOG_RATIO_MAX)
     else:
         log_ratio = token_log_ratio
     ratio = torch.exp(log_ratio)

@@ -22,13 +22,13 @@ from rlengine.data.sources import (
     BENCHMARK_DIR,
     BENCHMARKS,
     SHIPPED,
-    DataError,
     load_benchmark,
     load_prompt_source,
     shipped_path,
 )
 from rlengine.data.synthetic import make_arithmetic
 from rlengine.data.templates import DEFAULT_MATH_TEMPLATE, PLAIN_TEMPLATE, fill_template, render_prompt
+from rlengine.errors import DataError
 
 __all__ = [
     "BENCHMARKS",

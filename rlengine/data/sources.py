@@ -7,13 +7,15 @@ Every loader returns plain rows ``{"id": str, "problem": str, "answer": str, ...
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from rlengine.data.synthetic import make_arithmetic
+from rlengine.errors import DataError, closest, did_you_mean
 
 __all__ = [
     "BENCHMARKS",
@@ -64,26 +66,13 @@ _PROBLEM_ALIASES = ("problem", "question", "prompt", "query", "input", "instruct
 _ANSWER_ALIASES = ("answer", "final_answer", "solution", "target", "output", "label", "ground_truth")
 
 
-class DataError(ValueError):
-    """A prompt source cannot be loaded: missing file or field, empty source, bad option."""
-
-
-def _closest(name: str, options: Iterable[str]) -> str | None:
-    """Return the option most similar to ``name`` (difflib), or None if nothing is close."""
-    matches = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
-    return matches[0] if matches else None
-
-
 def shipped_path(name: str) -> Path:
     """Return the path of a shipped file by shipped name or benchmark name."""
     shipped = BENCHMARKS.get(name, name)
     if shipped not in SHIPPED:
         valid = sorted(SHIPPED) + sorted(BENCHMARKS)
-        hint = _closest(name, valid)
         raise DataError(
-            f"unknown shipped data set {name!r}"
-            + (f" (did you mean {hint!r}?)" if hint else "")
-            + f"; valid names: {', '.join(valid)}"
+            f"unknown shipped data set {name!r}{did_you_mean(name, valid)}; valid names: {', '.join(valid)}"
         )
     return BENCHMARK_DIR / SHIPPED[shipped]
 
@@ -181,7 +170,7 @@ def _to_str_answer(value: Any) -> str:
 def _missing_field_error(
     origin: str, kind: str, field: str, fields: list[str], aliases: tuple[str, ...]
 ) -> DataError:
-    hint = _closest(field, fields)
+    hint = closest(field, fields, cutoff=0.5)
     if hint is None:
         hint = next((a for a in aliases if a in fields), None)
     msg = f"{origin}: {kind} field {field!r} not found; fields present: {fields}"
@@ -276,8 +265,6 @@ def load_prompt_source(
         raise DataError(f"limit must be a positive integer or None, got {limit!r}")
     source = str(source)
     if source == SYNTHETIC_SOURCE:
-        from rlengine.data.synthetic import make_arithmetic
-
         opts = {"num": 1000, "seed": 0, **synthetic_kwargs}
         try:
             raw = make_arithmetic(**opts)
@@ -339,10 +326,6 @@ def load_benchmark(name: str, limit: int | None = None) -> list[dict[str, Any]]:
         DataError: for an unknown name, listing the valid names and the closest one.
     """
     if name not in BENCHMARKS and name not in BENCHMARKS.values():
-        hint = _closest(name, list(BENCHMARKS) + list(BENCHMARKS.values()))
-        raise DataError(
-            f"unknown benchmark {name!r}"
-            + (f" (did you mean {hint!r}?)" if hint else "")
-            + f"; valid benchmarks: {', '.join(BENCHMARKS)}"
-        )
+        hint = did_you_mean(name, list(BENCHMARKS) + list(BENCHMARKS.values()))
+        raise DataError(f"unknown benchmark {name!r}{hint}; valid benchmarks: {', '.join(BENCHMARKS)}")
     return load_prompt_source(BENCHMARKS.get(name, name), limit=limit)

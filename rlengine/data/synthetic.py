@@ -20,6 +20,8 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+from rlengine.errors import DataError
+
 __all__ = ["OPS", "make_arithmetic", "arithmetic_level"]
 
 #: Supported operations and the symbol printed in the problem text.
@@ -82,8 +84,6 @@ def make_arithmetic(
     Raises:
         DataError: for a bad argument (unknown op, bad digit range, num < 1).
     """
-    from rlengine.data.sources import DataError
-
     if isinstance(ops, str):
         ops = (ops,)
     unknown = [op for op in ops if op not in OPS]

@@ -17,9 +17,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from rlengine.data.sources import DataError, _closest
+from rlengine.errors import DataError, did_you_mean
 
-__all__ = ["DEFAULT_MATH_TEMPLATE", "PLAIN_TEMPLATE", "fill_template", "render_prompt", "template_fields"]
+__all__ = ["DEFAULT_MATH_TEMPLATE", "PLAIN_TEMPLATE", "fill_template", "render_prompt"]
 
 #: Plain pass-through template.
 PLAIN_TEMPLATE = "{problem}"
@@ -28,15 +28,6 @@ DEFAULT_MATH_TEMPLATE = "{problem}\nPlease reason step by step, and put your fin
 
 # ``{{name}}`` (escaped, group 1) or ``{name}`` (placeholder, group 2).
 _PLACEHOLDER = re.compile(r"\{\{([A-Za-z_]\w*)\}\}|\{([A-Za-z_]\w*)\}")
-
-
-def template_fields(template: str) -> list[str]:
-    """Return the placeholder names used in ``template``, in order of first use."""
-    names: list[str] = []
-    for m in _PLACEHOLDER.finditer(template):
-        if m.group(2) is not None and m.group(2) not in names:
-            names.append(m.group(2))
-    return names
 
 
 def fill_template(template: str, fields: Mapping[str, Any]) -> str:
@@ -52,11 +43,9 @@ def fill_template(template: str, fields: Mapping[str, Any]) -> str:
             return "{" + m.group(1) + "}"
         name = m.group(2)
         if name not in fields:
-            hint = _closest(name, fields)
             raise DataError(
-                f"prompt template placeholder {{{name}}} has no matching field"
-                + (f" (did you mean {{{hint}}}?)" if hint else "")
-                + f"; available fields: {sorted(fields)}. Template: {template!r}"
+                f"prompt template placeholder {{{name}}} has no matching field{did_you_mean(name, fields)}"
+                f"; available fields: {sorted(fields)}. Template: {template!r}"
             )
         return str(fields[name])
 

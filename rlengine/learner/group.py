@@ -1,22 +1,24 @@
-"""LearnerGroup: M DeepSpeed ranks as Ray actors, and the driver-side batch planning.
+"""LearnerGroup: the DeepSpeed world as Ray actors, each wrapping one :class:`LearnerRank`.
 
-Planning happens here, once, so every rank runs the same number of micro-batches per
-optimizer step: responses are split into mini-batches (``learner.mini_batch_size``), each
-mini-batch is spread over ranks balanced by tokens, and each rank's share is packed into
-micro-batches whose padded size stays within ``learner.micro_batch_tokens``.
+The driver plans every update here (see :mod:`rlengine.learner.batching`), then fans the same
+batch and each rank's share of the plan out to every rank and waits.
 """
 
 from __future__ import annotations
 
-import random
+import dataclasses
 import socket
 from typing import Any
 
 import ray
 
-from rlengine.learner.worker import LearnerRank
-from rlengine.rollout.engine import QUIET_ENV
-from rlengine.rollout.pool import available_cpus
+from rlengine.learner.batching import plan_updates, sample_length, step_denominators
+from rlengine.learner.rank import LearnerRank
+from rlengine.learner.spec import LearnerSpec
+from rlengine.runtime import QUIET_ENV, available_cpus
+
+RankActor = ray.remote(num_cpus=0)(LearnerRank)
+"""A :class:`LearnerRank` in its own Ray actor process."""
 
 
 def free_port() -> int:
@@ -25,140 +27,49 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def pack_micro_batches(indices: list[int], lengths: list[int], token_budget: int) -> list[list[int]]:
-    """Greedy packing of samples (sorted by length) so that ``rows * longest <= token_budget``.
-
-    A single sample longer than the budget gets a micro-batch of its own.
-    """
-    order = sorted(indices, key=lambda i: lengths[i])
-    batches: list[list[int]] = []
-    current: list[int] = []
-    longest = 0
-    for i in order:
-        longest_if_added = max(longest, lengths[i])
-        if current and longest_if_added * (len(current) + 1) > token_budget:
-            batches.append(current)
-            current, longest = [], 0
-            longest_if_added = lengths[i]
-        current.append(i)
-        longest = longest_if_added
-    if current:
-        batches.append(current)
-    return batches
-
-
-def split_over_ranks(indices: list[int], lengths: list[int], ranks: int) -> list[list[int]]:
-    """Longest-first assignment to the rank with the fewest tokens so far."""
-    shares: list[list[int]] = [[] for _ in range(ranks)]
-    load = [0] * ranks
-    for i in sorted(indices, key=lambda i: -lengths[i]):
-        r = load.index(min(load))
-        shares[r].append(i)
-        load[r] += lengths[i]
-    return shares
-
-
-def plan_updates(
-    lengths: list[int],
-    *,
-    ranks: int,
-    mini_batch_size: int | None,
-    ppo_epochs: int,
-    token_budget: int,
-    seed: int,
-) -> list[list[list[list[int]]]]:
-    """plan[rank][optimizer_step] = list of micro-batches (sample indices; [] = padding)."""
-    count = len(lengths)
-    size = mini_batch_size or count
-    rng = random.Random(seed)
-    plan: list[list[list[list[int]]]] = [[] for _ in range(ranks)]
-    for epoch in range(ppo_epochs):
-        order = list(range(count))
-        if epoch > 0 or mini_batch_size:
-            rng.shuffle(order)
-        for start in range(0, count, size):
-            mini = order[start : start + size]
-            per_rank = [
-                pack_micro_batches(share, lengths, token_budget) if share else []
-                for share in split_over_ranks(mini, lengths, ranks)
-            ]
-            steps = max(1, max(len(p) for p in per_rank))
-            for r in range(ranks):
-                plan[r].append(per_rank[r] + [[] for _ in range(steps - len(per_rank[r]))])
-    return plan
-
-
-def step_denominators(samples: list[dict], plan: list[list[list[list[int]]]], agg: str) -> list[float]:
-    """Global aggregation denominator of every optimizer step (summed over ranks)."""
-    result = []
-    for step in range(len(plan[0])):
-        total = 0.0
-        for rank_plan in plan:
-            for micro in rank_plan[step]:
-                for i in micro:
-                    s = samples[i]
-                    active = len(s["response_ids"]) if not s.get("loss_masked") else 0
-                    if agg == "token_mean":
-                        total += active
-                    elif agg == "seq_mean_token_sum_norm":
-                        total += 1
-                    else:
-                        total += 1 if active > 0 else 0
-        result.append(total)
-    return result
-
-
 class LearnerGroup:
-    """The DeepSpeed world. All calls fan out to every rank and wait."""
+    """``num_ranks`` DeepSpeed ranks. Every call fans out to all ranks and waits."""
 
-    def __init__(self, model_path: str, options: dict[str, Any], *, num_ranks: int, use_gpu: bool) -> None:
+    def __init__(self, spec: LearnerSpec, *, num_ranks: int) -> None:
         port = free_port()
-        cores = len(available_cpus())
-        threads = options.get("threads") or max(1, cores // num_ranks)
+        threads = spec.threads or max(1, len(available_cpus()) // num_ranks)
+        self.spec = dataclasses.replace(spec, threads=threads)
         self.num_ranks = num_ranks
-        self.options = options
         self.ranks = []
         for rank in range(num_ranks):
             env = {
                 **QUIET_ENV,
                 "RANK": str(rank),
-                "LOCAL_RANK": "0" if use_gpu else str(rank),
+                "LOCAL_RANK": "0" if spec.gpu else str(rank),
                 "WORLD_SIZE": str(num_ranks),
                 "LOCAL_WORLD_SIZE": str(num_ranks),
                 "MASTER_ADDR": "127.0.0.1",
                 "MASTER_PORT": str(port),
                 "OMP_NUM_THREADS": str(threads),
             }
-            if not use_gpu:
-                env["DS_ACCELERATOR"] = "cpu"
-                env["CUDA_VISIBLE_DEVICES"] = ""
-            actor = LearnerRank.options(num_gpus=1 if use_gpu else 0, runtime_env={"env_vars": env}).remote(
-                model_path, {**options, "threads": threads, "gpu": use_gpu}
-            )
-            self.ranks.append(actor)
+            if not spec.gpu:
+                env.update(DS_ACCELERATOR="cpu", CUDA_VISIBLE_DEVICES="")
+            actor = RankActor.options(num_gpus=1 if spec.gpu else 0, runtime_env={"env_vars": env})
+            self.ranks.append(actor.remote(self.spec))
         ray.get([r.ready.remote() for r in self.ranks])
 
-    def _shares(self, samples: list[dict]) -> list[list[list[int]]]:
-        """Each rank's micro-batches for one pass over ``samples`` (a one-step plan)."""
-        lengths = [len(s["prompt_ids"]) + len(s["response_ids"]) for s in samples]
-        plan = plan_updates(
-            lengths,
+    def plan(self, samples: list[dict], *, mini_batch_size: int | None, ppo_epochs: int, seed: int):
+        return plan_updates(
+            [sample_length(s) for s in samples],
             ranks=self.num_ranks,
-            mini_batch_size=None,
-            ppo_epochs=1,
-            token_budget=self.options["micro_batch_tokens"],
-            seed=0,
+            mini_batch_size=mini_batch_size,
+            ppo_epochs=ppo_epochs,
+            token_budget=self.spec.learner.micro_batch_tokens,
+            seed=seed,
+            packed=self.spec.learner.packing,
         )
-        return [rank_plan[0] for rank_plan in plan]
 
     def compute_logprobs(self, samples: list[dict], which: str = "policy") -> list[list[float]]:
         """Per-sample response-token logprobs under the policy or the reference model."""
+        plan = self.plan(samples, mini_batch_size=None, ppo_epochs=1, seed=0)
         ref = ray.put(samples)
         parts = ray.get(
-            [
-                rank.compute_logprobs.remote(ref, share, which)
-                for rank, share in zip(self.ranks, self._shares(samples))
-            ]
+            [rank.compute_logprobs.remote(ref, plan[r][0], which) for r, rank in enumerate(self.ranks)]
         )
         merged: dict[int, list] = {}
         for part in parts:
@@ -166,19 +77,11 @@ class LearnerGroup:
         return [merged[i] for i in range(len(samples))]
 
     def train(self, samples: list[dict], seed: int) -> dict[str, float]:
-        """PPO epochs x mini-batches over ``samples`` (each has prompt_ids, response_ids,
+        """``ppo_epochs`` x mini-batches over ``samples`` (each has prompt_ids, response_ids,
         rollout_logprobs, advantage, loss_masked and optionally old_logprobs)."""
-        opts = self.options
-        lengths = [len(s["prompt_ids"]) + len(s["response_ids"]) for s in samples]
-        plan = plan_updates(
-            lengths,
-            ranks=self.num_ranks,
-            mini_batch_size=opts["mini_batch_size"],
-            ppo_epochs=opts["ppo_epochs"],
-            token_budget=opts["micro_batch_tokens"],
-            seed=seed,
-        )
-        denominators = step_denominators(samples, plan, opts["agg"])
+        opts = self.spec.learner
+        plan = self.plan(samples, mini_batch_size=opts.mini_batch_size, ppo_epochs=opts.ppo_epochs, seed=seed)
+        denominators = step_denominators(samples, plan, self.spec.algorithm.agg)
         ref = ray.put(samples)
         results = ray.get(
             [rank.train.remote(ref, plan[r], denominators) for r, rank in enumerate(self.ranks)]
@@ -194,25 +97,38 @@ class LearnerGroup:
     def load_checkpoint(self, directory: str) -> None:
         ray.get([r.load_checkpoint.remote(directory) for r in self.ranks])
 
-    def parameter_checksum(self) -> float:
-        return ray.get([r.parameter_checksum.remote() for r in self.ranks])[0]
-
     def shutdown(self) -> None:
         for r in self.ranks:
             ray.kill(r)
         self.ranks = []
 
 
-def merge_rank_metrics(results: list[dict]) -> dict[str, float]:
-    """Weighted means over ranks (maxima for ``*_max`` keys); the loss is averaged over ranks."""
+class LearnerView:
+    """The learner handle stages get (:class:`rlengine.stages.LearnerHandle`): logprobs only,
+    never ``train`` or the weights."""
+
+    def __init__(self, group: LearnerGroup) -> None:
+        self._group = group
+
+    @property
+    def num_ranks(self) -> int:
+        return self._group.num_ranks
+
+    def compute_logprobs(self, samples: list[dict], which: str = "policy") -> list[list[float]]:
+        return self._group.compute_logprobs(samples, which)
+
+
+def merge_rank_metrics(results: list[dict[str, Any]]) -> dict[str, float]:
+    """Means over ranks weighted by what each rank saw; maxima for ``*_max`` keys, ``grad_norm``
+    and compute time; the policy loss is summed (each rank's is its share of the global loss)."""
     merged: dict[str, float] = {}
     keys = {k for r in results for k in r if not k.startswith("_")}
     for key in keys:
         values = [(r[key], r.get("_weights", {}).get(key, 1.0)) for r in results if key in r]
-        if key.endswith("_max"):
+        if key.endswith("_max") or key in ("grad_norm", "time/learner_compute"):
             merged[key] = max(v for v, _ in values)
-        elif key in ("lr", "grad_norm", "time/learner_compute"):
-            merged[key] = max(v for v, _ in values) if key != "lr" else values[0][0]
+        elif key == "lr":
+            merged[key] = values[0][0]
         elif key == "loss/policy":
             merged[key] = sum(v for v, _ in values)
         else:

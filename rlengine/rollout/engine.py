@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 import ray
 
+from rlengine.runtime import QUIET_ENV
+
 EXTENSION = "rlengine.rollout.worker_ext.RLEngineWorkerExtension"
-
-
-QUIET_ENV = {
-    "TOKENIZERS_PARALLELISM": "false",
-    "TRANSFORMERS_VERBOSITY": "error",
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-    "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "ERROR"),
-    "PYTHONWARNINGS": "ignore",
-}
-"""Environment for actors: keep the driver's console for the progress bar."""
 
 
 def cpu_engine_env(cpus: list[int], kv_cache_gib: int) -> dict[str, str]:

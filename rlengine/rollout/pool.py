@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 import ray
 
-from rlengine.rollout.engine import QUIET_ENV, RolloutEngine, cpu_engine_env
-
-
-def available_cpus() -> list[int]:
-    try:
-        return sorted(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        return list(range(os.cpu_count() or 1))
+from rlengine.rollout.engine import RolloutEngine, cpu_engine_env
+from rlengine.runtime import QUIET_ENV, available_cpus
 
 
 def split_cpus(cpus: list[int], parts: int) -> list[list[int]]:

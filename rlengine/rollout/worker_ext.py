@@ -45,8 +45,3 @@ class RLEngineWorkerExtension:
 
             dispatch_cpu_unquantized_gemm(lm_head, remove_weight=False)
         return count
-
-    def rlengine_weight_checksum(self) -> float:
-        """Sum of all parameters, a cheap way for tests to see that weights changed."""
-        model = self.model_runner.get_model()
-        return float(sum(p.detach().float().sum().item() for p in model.parameters()))

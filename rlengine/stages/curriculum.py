@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rlengine.data import PromptDataset
-from rlengine.stages import StageContext, register
+from rlengine.stages.registry import StageContext, register
 
 
 @dataclass

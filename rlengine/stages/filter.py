@@ -15,13 +15,14 @@ new groups that passed so far, floored at ``1 / max_oversample`` (so a round ask
 trains on what was kept, possibly fewer than ``target`` groups (possibly none: the trainer then
 skips the update); ``filter/shortfall`` records it.
 
-Carry-over. Kept groups beyond ``target`` go to a buffer (at most ``max_carry`` groups, oldest
-dropped first) that is part of the stage state, so it is checkpointed, and that is used first at
-the next step. Carried groups are older than the current policy (one version with the default
-``max_carry``). With one PPO epoch the learner's ratio is taken against its own current
-logprobs, so they are trained as on-policy; set ``algorithm.tis_cap`` to weight every token by
-min(pi_learner / pi_behaviour, C) using their recorded behaviour logprobs. Their scalar rewards
-were set at the step that made them.
+Carry-over (``carry_over: true``; off by default, as in DAPO, which drops surplus groups). Kept
+groups beyond ``target`` go to a buffer (at most ``max_carry`` groups, oldest dropped first) that
+is part of the stage state, so it is checkpointed, and that is used first at the next step.
+Carried groups are older than the current policy (one version with the default ``max_carry``), so
+the trainer gives their samples their behaviour logprobs (vLLM's, recorded at sampling) as
+``old_logprobs``: the PPO ratio then measures how far the policy has moved since they were
+sampled and clipping acts on them. ``algorithm.tis_cap`` adds truncated importance weights on top.
+Their scalar rewards are recomputed with the current reward weights.
 """
 
 from __future__ import annotations
@@ -29,15 +30,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from rlengine.batch import Group, Response
-from rlengine.config import ConfigError
-from rlengine.stages import StageContext, register
-
-Refill = Callable[[int], list[Group]]
-"""``refill(num_prompts)`` selects more prompts from the curriculum, rolls them out and scores them."""
+from rlengine.errors import ConfigError
+from rlengine.stages.registry import Refill, StageContext, register
 
 log = logging.getLogger(__name__)
 _TOL = 1e-9
@@ -78,8 +75,10 @@ class NonzeroVarianceConfig:
     """Stage name."""
     max_rounds: int = 4
     """Most rollout rounds per step, the initial rollout counting as round 1 (1 = never refill)."""
-    carry_over: bool = True
-    """Keep kept groups beyond ``trainer.batch_size`` for the next step, where they are used first."""
+    carry_over: bool = False
+    """Keep kept groups beyond ``trainer.batch_size`` for the next step, where they are used first.
+    Off by default, as in DAPO. Carried groups are one policy version old: the learner trains them
+    with their behaviour (vLLM) logprobs as ``old_logprobs``, so the PPO ratio sees the staleness."""
     max_carry: int | None = None
     """Most groups in the carry buffer (oldest dropped first); ``null`` = one batch (``trainer.batch_size``)."""
     max_oversample: float = 4.0

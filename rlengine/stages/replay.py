@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rlengine.batch import Group
-from rlengine.stages import StageContext, register
+from rlengine.stages.registry import StageContext, register
 
 
 @dataclass

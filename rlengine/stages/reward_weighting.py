@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rlengine.stages import StageContext, register
+from rlengine.stages.registry import StageContext, register
 
 
 @dataclass

@@ -29,6 +29,9 @@ REQUIRED_METRICS = (
 )
 """Keys every line of metrics.jsonl carries (plus ``reward/<objective>/mean`` per objective)."""
 
+LEARNER_METRICS = ("loss/policy", "kl/mean", "entropy/mean", "grad_norm", "lr")
+"""Required keys that come from the learner; null (NaN) in a step whose update was skipped."""
+
 
 def _clean(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):

@@ -1,0 +1,212 @@
+"""How a rollout batch becomes the learner's work: mini-batches, ranks, micro-batches, tensors.
+
+Pure functions (torch only, no DeepSpeed, no Ray). The driver plans once, so every rank runs the
+same number of micro-batches per optimizer step (ZeRO collectives must line up):
+
+* responses are split into mini-batches (``learner.mini_batch_size``; one optimizer step each);
+* each mini-batch is spread over ranks, balanced by tokens;
+* each rank's share is cut into micro-batches of at most ``learner.micro_batch_tokens`` tokens,
+  sorted by length so padding is small. A micro-batch is either right-padded rows (no attention
+  mask is needed: with causal attention a real token never sees the padding after it, and
+  PyTorch's SDPA runs its causal flash kernel) or, with ``packed=True``, all sequences in one row
+  with ``position_ids`` restarting at 0 per sequence (varlen attention, no padding at all).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, fields
+
+import torch
+from torch import Tensor
+
+from rlengine.algorithms.losses import sequence_weights
+
+Plan = list[list[list[list[int]]]]
+"""``plan[rank][optimizer_step]`` = that rank's micro-batches (lists of sample indices; [] = padding)."""
+
+
+def sample_length(sample: dict) -> int:
+    return len(sample["prompt_ids"]) + len(sample["response_ids"])
+
+
+def pack_micro_batches(
+    indices: list[int], lengths: list[int], token_budget: int, *, packed: bool = False
+) -> list[list[int]]:
+    """Greedy length-sorted packing so that each micro-batch costs at most ``token_budget`` tokens:
+    ``rows * longest`` when padded, ``sum(lengths)`` when packed. A sample longer than the budget
+    gets a micro-batch of its own."""
+    order = sorted(indices, key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = used = 0
+    for i in order:
+        cost = (len(current) + 1) * max(longest, lengths[i]) if not packed else used + lengths[i]
+        if current and cost > token_budget:
+            batches.append(current)
+            current, longest, used = [], 0, 0
+        current.append(i)
+        longest, used = max(longest, lengths[i]), used + lengths[i]
+    if current:
+        batches.append(current)
+    return batches
+
+
+def split_over_ranks(indices: list[int], lengths: list[int], ranks: int) -> list[list[int]]:
+    """Longest-first assignment to the rank with the fewest tokens so far."""
+    shares: list[list[int]] = [[] for _ in range(ranks)]
+    load = [0] * ranks
+    for i in sorted(indices, key=lambda i: -lengths[i]):
+        r = load.index(min(load))
+        shares[r].append(i)
+        load[r] += lengths[i]
+    return shares
+
+
+def plan_updates(
+    lengths: list[int],
+    *,
+    ranks: int,
+    mini_batch_size: int | None,
+    ppo_epochs: int,
+    token_budget: int,
+    seed: int,
+    packed: bool = False,
+) -> Plan:
+    """The micro-batches of every rank for every optimizer step of ``ppo_epochs`` passes."""
+    count = len(lengths)
+    size = mini_batch_size or count
+    rng = random.Random(seed)
+    plan: Plan = [[] for _ in range(ranks)]
+    for epoch in range(ppo_epochs):
+        order = list(range(count))
+        if epoch > 0 or mini_batch_size:
+            rng.shuffle(order)
+        for start in range(0, count, size):
+            mini = order[start : start + size]
+            per_rank = [
+                pack_micro_batches(share, lengths, token_budget, packed=packed) if share else []
+                for share in split_over_ranks(mini, lengths, ranks)
+            ]
+            steps = max(1, max(len(p) for p in per_rank))
+            for r in range(ranks):
+                plan[r].append(per_rank[r] + [[] for _ in range(steps - len(per_rank[r]))])
+    return plan
+
+
+def loss_tokens(sample: dict) -> int:
+    """Response tokens that enter the loss (0 for a masked-out sample)."""
+    return 0 if sample.get("loss_masked") else len(sample["response_ids"])
+
+
+def step_denominators(samples: list[dict], plan: Plan, agg: str) -> list[float]:
+    """The aggregation denominator of every optimizer step, summed over all ranks' micro-batches
+    (see :func:`rlengine.algorithms.sequence_weights`)."""
+    result = []
+    for step in range(len(plan[0])):
+        indices = [i for rank_plan in plan for micro in rank_plan[step] for i in micro]
+        counts = torch.tensor([loss_tokens(samples[i]) for i in indices], dtype=torch.float32)
+        result.append(float(sequence_weights(counts, agg).sum()))
+    return result
+
+
+@dataclass
+class MicroBatch:
+    """One micro-batch as tensors. The loss works on ``[B, T]`` response-token tensors (``B``
+    samples, ``T`` the longest response); the model sees ``input_ids`` and computes logits only at
+    ``positions`` (the ``N`` positions whose next token is a response token)."""
+
+    input_ids: Tensor
+    """``[B, width]`` right-padded rows, or ``[1, total]`` when packed."""
+    position_ids: Tensor | None
+    """``[1, total]`` restarting at 0 for each packed sequence; None when padded."""
+    positions: Tensor
+    """``[N]`` indices into ``input_ids.view(-1)`` of the positions predicting response tokens."""
+    targets: Tensor
+    """``[N]`` the response tokens."""
+    rows: Tensor
+    """``[N]`` sample of each response token (row of the ``[B, T]`` layout)."""
+    cols: Tensor
+    """``[N]`` index of each response token within its response."""
+    mask: Tensor
+    """``[B, T]`` 1 for tokens in the loss."""
+    rollout_logprobs: Tensor
+    """``[B, T]`` vLLM's behaviour logprobs (0 where unknown)."""
+    old_logprobs: Tensor
+    """``[B, T]`` given old logprobs (rows with ``has_old``)."""
+    has_old: Tensor
+    """``[B]`` whether the sample brought ``old_logprobs`` (else the current policy's are used)."""
+    has_rollout: Tensor
+    """``[B]`` whether the sample brought rollout logprobs."""
+    advantages: Tensor
+    """``[B]`` one advantage per sample."""
+    lengths: list[int]
+    """Response length of every sample."""
+
+    def to(self, device: torch.device) -> MicroBatch:
+        moved = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            moved[f.name] = value.to(device, non_blocking=True) if isinstance(value, Tensor) else value
+        return MicroBatch(**moved)
+
+    def to_rows(self, flat: Tensor) -> Tensor:
+        """``[N]`` per-token values -> ``[B, T]`` (zeros elsewhere), keeping the gradient."""
+        out = flat.new_zeros(self.mask.shape)
+        return out.index_put((self.rows, self.cols), flat)
+
+
+def make_micro_batch(samples: list[dict], pad_id: int, *, packed: bool = False) -> MicroBatch:
+    """Tensors for ``samples`` (each has ``prompt_ids``, ``response_ids`` and optionally
+    ``rollout_logprobs``, ``old_logprobs``, ``advantage``, ``loss_masked``)."""
+    seqs = [s["prompt_ids"] + s["response_ids"] for s in samples]
+    lengths = [len(s["response_ids"]) for s in samples]
+    count, resp_width = len(samples), max(1, max(lengths))
+    width = max(len(q) for q in seqs)
+    if packed:
+        input_ids = torch.tensor([[t for q in seqs for t in q]], dtype=torch.long)
+        position_ids = torch.cat([torch.arange(len(q)) for q in seqs]).unsqueeze(0)
+        starts = torch.tensor([0] + [len(q) for q in seqs[:-1]]).cumsum(0).tolist()
+    else:
+        input_ids = torch.full((count, width), pad_id, dtype=torch.long)
+        for i, q in enumerate(seqs):
+            input_ids[i, : len(q)] = torch.tensor(q, dtype=torch.long)
+        position_ids = None
+        starts = [i * width for i in range(count)]
+    positions, targets, rows, cols = [], [], [], []
+    mask = torch.zeros((count, resp_width))
+    rollout_lp = torch.zeros((count, resp_width))
+    old_lp = torch.zeros((count, resp_width))
+    has_old = torch.zeros(count, dtype=torch.bool)
+    has_rollout = torch.zeros(count, dtype=torch.bool)
+    for i, s in enumerate(samples):
+        n_prompt, n_resp = len(s["prompt_ids"]), lengths[i]
+        if not n_resp:
+            continue
+        positions.append(torch.arange(n_resp) + starts[i] + n_prompt - 1)
+        targets.append(torch.tensor(s["response_ids"], dtype=torch.long))
+        rows.append(torch.full((n_resp,), i, dtype=torch.long))
+        cols.append(torch.arange(n_resp))
+        mask[i, :n_resp] = 0.0 if s.get("loss_masked") else 1.0
+        if s.get("rollout_logprobs"):
+            rollout_lp[i, :n_resp] = torch.tensor(s["rollout_logprobs"], dtype=torch.float32)
+            has_rollout[i] = True
+        if s.get("old_logprobs") is not None:
+            old_lp[i, :n_resp] = torch.tensor(s["old_logprobs"], dtype=torch.float32)
+            has_old[i] = True
+    empty = torch.zeros(0, dtype=torch.long)
+    return MicroBatch(
+        input_ids=input_ids,
+        position_ids=position_ids,
+        positions=torch.cat(positions) if positions else empty,
+        targets=torch.cat(targets) if targets else empty,
+        rows=torch.cat(rows) if rows else empty,
+        cols=torch.cat(cols) if cols else empty,
+        mask=mask,
+        rollout_logprobs=rollout_lp,
+        old_logprobs=old_lp,
+        has_old=has_old,
+        has_rollout=has_rollout,
+        advantages=torch.tensor([float(s.get("advantage", 0.0)) for s in samples], dtype=torch.float32),
+        lengths=lengths,
+    )

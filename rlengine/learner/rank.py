@@ -1,0 +1,339 @@
+"""One DeepSpeed rank of the learner, as a plain class.
+
+``LearnerGroup`` runs one of these per Ray actor; tests, benchmarks and GPU checks build it
+directly in their own process (``single_process_env()`` sets up a world of one). The driver
+sends every rank the same rollout batch and a plan: for each optimizer step, this rank's
+micro-batches (lists of sample indices). Every rank gets the same number of micro-batches per
+step (an empty one is a zero-weight dummy), so ZeRO's collectives line up across ranks.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from collections import defaultdict
+
+import torch
+
+from rlengine.algorithms import aggregate_loss, compute_policy_loss, kl_penalty, sequence_weights, tis_weights
+from rlengine.learner.batching import MicroBatch, make_micro_batch
+from rlengine.learner.logprobs import PolicyModel
+from rlengine.learner.spec import LearnerSpec
+
+
+def single_process_env() -> None:
+    """Environment for a DeepSpeed world of one rank in this process (no launcher, no Ray)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_WORLD_SIZE", "1")):
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(port))
+
+
+def lr_lambda(schedule: str, warmup: int, total: int, min_ratio: float):
+    """LR multiplier per optimizer step: linear warm-up, then constant or cosine to ``min_ratio``."""
+
+    def fn(step: int) -> float:
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return fn
+
+
+class Metrics:
+    """Weighted means and maxima of per-micro-batch metrics. Values may stay device tensors until
+    :meth:`result`, so collecting them costs no device synchronisation."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor | float] = defaultdict(float)
+        self.weights: dict[str, torch.Tensor | float] = defaultdict(float)
+        self.maxima: dict[str, list[torch.Tensor | float]] = defaultdict(list)
+
+    def add(self, key: str, value: torch.Tensor | float, weight: torch.Tensor | float = 1.0) -> None:
+        self.sums[key] = self.sums[key] + value * weight
+        self.weights[key] = self.weights[key] + weight
+
+    def max(self, key: str, value: torch.Tensor | float) -> None:
+        self.maxima[key].append(value)
+
+    def result(self) -> dict:
+        """Means (0 where nothing was weighted), maxima, and ``_weights`` for merging over ranks."""
+        weights = {k: float(w) for k, w in self.weights.items()}
+        out: dict = {k: float(self.sums[k]) / weights[k] if weights[k] else 0.0 for k in self.sums}
+        out.update({k: max(float(v) for v in values) for k, values in self.maxima.items()})
+        out["_weights"] = weights
+        return out
+
+
+class LearnerRank:
+    """A DeepSpeed engine over the policy (and, when KL is on, a frozen reference model)."""
+
+    def __init__(self, spec: LearnerSpec) -> None:
+        if spec.threads:
+            torch.set_num_threads(int(spec.threads))
+        import deepspeed
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+        self.spec = spec
+        self.algo, self.opts = spec.algorithm, spec.learner
+        self.rank = int(os.environ["RANK"])
+        self.world_size = int(os.environ["WORLD_SIZE"])
+        self.device = torch.device("cuda", torch.cuda.current_device()) if spec.gpu else torch.device("cpu")
+        deepspeed.init_distributed(dist_backend="nccl" if spec.gpu else "gloo")
+        torch.manual_seed(spec.seed + self.rank)
+        self.packed = self.opts.packing
+        policy = self._load_model().to(self.device)
+        if self.opts.grad_checkpointing:
+            policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        hf_config = policy.model.config
+        self.tied = bool(getattr(hf_config, "tie_word_embeddings", False))
+        pad = hf_config.pad_token_id if hf_config.pad_token_id is not None else hf_config.eos_token_id
+        self.pad_id = (pad[0] if isinstance(pad, list) else pad) or 0
+        optimizer = torch.optim.AdamW(
+            policy.parameters(),
+            lr=self.opts.lr,
+            betas=tuple(self.opts.betas),
+            weight_decay=self.opts.weight_decay,
+            fused=spec.gpu or None,
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lr_lambda(
+                self.opts.lr_schedule, self.opts.warmup_steps, spec.total_steps, self.opts.min_lr_ratio
+            ),
+        )
+        bucket = int(self.opts.zero_bucket_elements)
+        ds_config = {
+            "train_micro_batch_size_per_gpu": 1,
+            "gradient_accumulation_steps": 1,
+            "gradient_clipping": self.opts.grad_clip,
+            "zero_optimization": {
+                "stage": self.opts.zero_stage,
+                "reduce_bucket_size": bucket,
+                "allgather_bucket_size": bucket,
+                "stage3_prefetch_bucket_size": bucket,
+                "stage3_param_persistence_threshold": min(bucket, 100_000),
+            },
+            "bf16": {"enabled": spec.dtype == "bfloat16"},
+            "fp16": {"enabled": False},
+            "steps_per_print": 1 << 30,
+            "zero_allow_untested_optimizer": True,
+            "wall_clock_breakdown": False,
+        }
+        self.engine, _, _, self.scheduler = deepspeed.initialize(
+            model=policy, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
+        )
+        self.ref = None
+        if self.algo.kl_coef > 0:
+            self.ref = self._load_model().to(self.device).eval().requires_grad_(False)
+
+    def _load_model(self) -> PolicyModel:
+        from transformers import AutoModelForCausalLM
+
+        kwargs = {"dtype": getattr(torch, self.spec.dtype), "trust_remote_code": self.spec.trust_remote_code}
+        if self.opts.attn_implementation:
+            kwargs["attn_implementation"] = self.opts.attn_implementation
+        model = AutoModelForCausalLM.from_pretrained(self.spec.model_path, **kwargs)
+        model.config.use_cache = False
+        return PolicyModel(model, temperature=self.spec.temperature)
+
+    def ready(self) -> int:
+        return self.rank
+
+    # ------------------------------------------------------------------ forward
+
+    def _batch(self, samples: list[dict], indices: list[int]) -> MicroBatch:
+        """Tensors of one micro-batch on the device; an empty one is a dummy with a zero mask."""
+        batch = make_micro_batch(
+            [samples[i] for i in indices] or samples[:1], self.pad_id, packed=self.packed
+        )
+        if not indices:
+            batch.mask.zero_()
+        return batch.to(self.device)
+
+    def _logprobs(
+        self, model: torch.nn.Module, batch: MicroBatch, with_entropy: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``[B, T]`` logprobs of the response tokens (and entropies) at the rollout temperature."""
+        logprobs, entropy = model(
+            input_ids=batch.input_ids,
+            positions=batch.positions,
+            targets=batch.targets,
+            position_ids=batch.position_ids,
+            with_entropy=with_entropy,
+        )
+        return batch.to_rows(logprobs), (batch.to_rows(entropy) if entropy is not None else None)
+
+    @torch.no_grad()
+    def compute_logprobs(
+        self, samples: list[dict], micro_batches: list[list[int]], which: str
+    ) -> dict[int, list]:
+        """Response-token logprobs under ``which`` (``policy`` or ``ref``), by sample index."""
+        model = self.engine if which == "policy" else self.ref
+        if model is None:
+            raise ValueError(
+                "compute_logprobs('ref') needs algorithm.kl_coef > 0 (no reference model is loaded)"
+            )
+        was_training = model.training
+        model.eval()
+        result: dict[int, list] = {}
+        for indices in micro_batches:
+            batch = self._batch(samples, indices)
+            logprobs = self._logprobs(model, batch, with_entropy=False)[0].cpu()
+            for row, i in enumerate(indices):
+                result[i] = logprobs[row, : batch.lengths[row]].tolist()
+        model.train(was_training)
+        return result
+
+    # ------------------------------------------------------------------ update
+
+    def train(
+        self, samples: list[dict], plan: list[list[list[int]]], denominators: list[float]
+    ) -> dict[str, float]:
+        """Run every optimizer step of ``plan`` (this rank's micro-batches) and return metrics."""
+        self.engine.train()
+        metrics = Metrics()
+        start = time.perf_counter()
+        for step_index, micro_batches in enumerate(plan):
+            denominator = max(denominators[step_index], 1e-8)
+            step_loss = torch.zeros((), device=self.device)
+            finite = torch.ones((), dtype=torch.bool, device=self.device)
+            for m, indices in enumerate(micro_batches):
+                batch = self._batch(samples, indices)
+                total, policy_loss, share = self._micro_batch_loss(batch, denominator, metrics)
+                finite &= torch.isfinite(total.detach())
+                total = torch.nan_to_num(total, nan=0.0, posinf=0.0, neginf=0.0)
+                self.engine.set_gradient_accumulation_boundary(m == len(micro_batches) - 1)
+                self.engine.backward(total * share * self.world_size)  # DeepSpeed averages over ranks
+                step_loss = step_loss + policy_loss * share
+            grad_norm, skipped = self._step(bool(finite))
+            metrics.add("learner/skipped_steps", float(skipped))
+            if not skipped:
+                metrics.add("loss/policy", step_loss)
+                metrics.add("grad_norm", grad_norm)
+        result = metrics.result()
+        result["lr"] = float(self.scheduler.get_last_lr()[0])
+        result["time/learner_compute"] = time.perf_counter() - start
+        return result
+
+    def _micro_batch_loss(
+        self, batch: MicroBatch, denominator: float, metrics: Metrics
+    ) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """The micro-batch's total loss (policy + KL - entropy bonus), its policy loss (detached)
+        and its share of the optimizer step's aggregation denominator."""
+        algo, L = self.algo, self.spec.max_response_length
+        mask = batch.mask
+        logprobs, entropy = self._logprobs(self.engine, batch, with_entropy=True)
+        # stale samples (carried or replayed groups) bring old logprobs; fresh ones are on-policy
+        old = torch.where(batch.has_old.unsqueeze(-1), batch.old_logprobs, logprobs.detach())
+        token_weights = tis_weights(old, batch.rollout_logprobs, algo.tis_cap) if algo.tis_cap else None
+        loss, loss_metrics = compute_policy_loss(
+            algo.loss,
+            logprobs,
+            old,
+            batch.advantages,
+            mask,
+            algo.agg,
+            clip_low=algo.clip_low,
+            clip_high=algo.clip_high,
+            dual_clip=algo.dual_clip,
+            max_response_length=L,
+            token_weights=token_weights,
+        )
+        weight = sequence_weights(mask.sum(-1), algo.agg).sum()
+        total = loss
+        if self.ref is not None and algo.kl_placement == "loss":
+            with torch.no_grad():
+                ref_logprobs, _ = self._logprobs(self.ref, batch, with_entropy=False)
+            kl = aggregate_loss(kl_penalty(logprobs, ref_logprobs, algo.kl_kind), mask, algo.agg, L)
+            total = total + algo.kl_coef * kl
+            metrics.add("kl/mean", kl.detach(), weight)
+        mean_entropy = aggregate_loss(entropy, mask, algo.agg, L)
+        if algo.entropy_coef > 0:
+            total = total - algo.entropy_coef * mean_entropy
+        tokens = mask.sum()
+        metrics.add("entropy/mean", mean_entropy.detach(), tokens)
+        for key in ("clipfrac", "approx_kl", "ratio/mean"):
+            metrics.add(f"actor/{key}", loss_metrics[key], tokens)
+        if float(tokens) > 0:
+            metrics.max("actor/ratio_max", loss_metrics["ratio/max"])
+            valid = (mask > 0) & batch.has_rollout.unsqueeze(-1)
+            if bool(valid.any()):
+                gap = (logprobs.detach() - batch.rollout_logprobs).abs()[valid]
+                metrics.add("rollout/logprob_diff_mean", gap.mean(), valid.sum())
+                metrics.max("rollout/logprob_diff_max", gap.max())
+        return total, loss.detach(), float(weight) / denominator
+
+    def _step(self, finite: bool) -> tuple[float, bool]:
+        """Optimizer step on every rank, or on none: when any rank saw a non-finite loss the
+        step is skipped (gradients dropped) and reported as skipped."""
+        import torch.distributed as dist
+
+        flag = torch.tensor([0.0 if finite else 1.0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() > 0:
+            self.engine.optimizer.zero_grad()
+            return 0.0, True
+        self.engine.step()
+        norm = self.engine.get_global_grad_norm()
+        norm = float(norm) if norm is not None else 0.0
+        return norm, not math.isfinite(norm)
+
+    # ------------------------------------------------------------------ weights
+
+    def _full_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """HF-named full state dict on rank 0 (collective under ZeRO-3); None elsewhere."""
+        import deepspeed
+
+        model = self.engine.module.model
+        if self.opts.zero_stage == 3:
+            ctx = deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None)
+        else:
+            ctx = torch.no_grad()
+        with ctx:
+            if self.rank != 0:
+                return None
+            state = {}
+            for name, tensor in model.state_dict().items():
+                if self.tied and name == "lm_head.weight":
+                    continue
+                # clone: ZeRO keeps parameters as views into one flat buffer
+                state[name] = tensor.detach().to("cpu").contiguous().clone()
+            return state
+
+    def export_weights(self, path: str) -> float:
+        """Write the policy as one safetensors file (atomically) for the engines to reload."""
+        from safetensors.torch import save_file
+
+        start = time.perf_counter()
+        state = self._full_state_dict()
+        if state is not None:
+            tmp = f"{path}.tmp"
+            save_file(state, tmp)
+            os.replace(tmp, path)
+        return time.perf_counter() - start
+
+    def save_checkpoint(self, directory: str, hf_dir: str | None) -> bool:
+        """DeepSpeed engine state (optimizer, scheduler, RNG) under ``directory``; rank 0 also
+        writes a Hugging Face model directory to ``hf_dir``."""
+        client_state = {"torch_rng": torch.get_rng_state()}
+        self.engine.save_checkpoint(directory, tag="engine", client_state=client_state)
+        state = self._full_state_dict()
+        if state is not None and hf_dir is not None:
+            self.engine.module.model.save_pretrained(hf_dir, state_dict=state, safe_serialization=True)
+        return True
+
+    def load_checkpoint(self, directory: str) -> bool:
+        _, client_state = self.engine.load_checkpoint(directory, tag="engine")
+        if client_state and "torch_rng" in client_state:
+            torch.set_rng_state(client_state["torch_rng"])
+        return True

@@ -1,0 +1,214 @@
+"""The four stage interfaces, the registry of built-in stages, and plug-in stages from user files.
+
+A stage section in YAML names a built-in stage or a class in the user's own file::
+
+    filter:
+      name: balanced              # built-in
+      low: 0.25
+    curriculum:
+      name: my_stages.py:EasyFirst   # plug-in: a class with a ``config_class`` dataclass
+      warmup_steps: 10
+
+The other keys of the section are validated against the stage's config dataclass, with the
+same messages as every other config key. Every stage is built as ``cls(config, context)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from rlengine.batch import Group
+from rlengine.errors import ConfigError, did_you_mean
+from rlengine.plugins import PluginError, is_plugin_spec, load_object
+from rlengine.schema import from_dict
+
+STAGE_KINDS = ("curriculum", "filter", "reward_weighting", "replay")
+DEFAULT_STAGE = {"curriculum": "uniform", "filter": "none", "reward_weighting": "static", "replay": "none"}
+
+Refill = Callable[[int], list[Group]]
+"""``refill(num_prompts)``: select more prompts from the curriculum, roll them out and score them."""
+
+
+# --------------------------------------------------------------------------- interfaces
+
+
+@runtime_checkable
+class Curriculum(Protocol):
+    """Which prompts are rolled out next."""
+
+    def select(self, num_prompts: int) -> list[dict]:
+        """The next ``num_prompts`` prompt rows (``id``, ``problem``, ``answer``, ``prompt_ids`` ...)."""
+
+    def observe(self, prompts: list[dict], pass_rates: list[float]) -> dict[str, float]:
+        """Feedback after the step: every prompt rolled out this step (refill rounds included) and
+        its group's pass rate. Returns metrics to log."""
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+@runtime_checkable
+class Filter(Protocol):
+    """Which rolled-out groups the learner trains on."""
+
+    def keep(self, groups: list[Group], target: int, refill: Refill) -> tuple[list[Group], dict[str, float]]:
+        """Up to ``target`` groups to train on, and metrics. May call ``refill`` for more groups."""
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+@runtime_checkable
+class RewardWeighting(Protocol):
+    """How the reward objectives become one scalar per response."""
+
+    def combine(self, scores: dict[str, list[float]]) -> list[float]:
+        """Per-response scalar rewards from ``{objective: one score per response}``."""
+
+    def observe(self, scores: dict[str, list[float]]) -> dict[str, float]:
+        """Feedback after the step (scores of the trained responses); returns metrics."""
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+@runtime_checkable
+class Replay(Protocol):
+    """Whether past groups are mixed into the batch."""
+
+    def mix(self, groups: list[Group], step: int) -> list[Group]:
+        """The groups to train on this step: ``groups`` plus any replayed ones."""
+
+    def observe(self, groups: list[Group], step: int) -> dict[str, float]:
+        """Feedback after the update with the trained groups; returns metrics."""
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+INTERFACES: dict[str, type] = {
+    "curriculum": Curriculum,
+    "filter": Filter,
+    "reward_weighting": RewardWeighting,
+    "replay": Replay,
+}
+
+
+# --------------------------------------------------------------------------- handles
+
+
+class RolloutHandle(Protocol):
+    """What a stage may do with the rollout pool: roll out and score prompts under the current
+    policy (e.g. a validation slice for hypervolume weighting). Same engines, same rewards."""
+
+    def generate(self, prompts: list[dict], n: int) -> list[Group]:
+        """``n`` scored responses for each prompt row (rows need ``prompt_ids`` and ``answer``)."""
+
+
+class LearnerHandle(Protocol):
+    """What a stage may ask of the learner: logprobs of token sequences under the current policy
+    (``which="policy"``) or the reference model (``"ref"``, when ``algorithm.kl_coef > 0``)."""
+
+    num_ranks: int
+
+    def compute_logprobs(self, samples: list[dict], which: str = "policy") -> list[list[float]]:
+        """Per-sample response-token logprobs; a sample has ``prompt_ids`` and ``response_ids``."""
+
+
+@dataclass
+class StageContext:
+    """What a stage gets when it is built. ``rollout`` and ``learner`` are narrow handles to the
+    running actors (None in unit tests that build a stage alone)."""
+
+    rows: list[dict]
+    """The prompt rows (rendered, tokenised)."""
+    seed: int
+    objectives: list[str]
+    """Reward objective names, in ``reward.functions`` order."""
+    reward_weights: list[float]
+    """The ``weight`` of each objective in ``reward.functions``."""
+    rollout: RolloutHandle | None = None
+    learner: LearnerHandle | None = None
+
+
+# --------------------------------------------------------------------------- registry
+
+REGISTRY: dict[str, dict[str, tuple[type, type]]] = {kind: {} for kind in STAGE_KINDS}
+
+
+def register(kind: str, name: str, config_cls: type):
+    """Class decorator adding a built-in stage to the registry under ``kind`` / ``name``."""
+
+    def wrap(cls: type) -> type:
+        REGISTRY[kind][name] = (cls, config_cls)
+        cls.stage_name = name
+        cls.config_class = config_cls
+        return cls
+
+    return wrap
+
+
+def stage_class(kind: str, name: str, base_dir: str | None = None) -> tuple[type, type]:
+    """``(stage class, config dataclass)`` for a built-in name or a ``file.py:Class`` plug-in."""
+    if kind not in REGISTRY:
+        raise ConfigError(f"unknown stage kind {kind!r}; valid: {', '.join(STAGE_KINDS)}")
+    if not isinstance(name, str):
+        raise ConfigError(f"{kind}.name: expected a string, got {name!r}")
+    if name in REGISTRY[kind]:
+        return REGISTRY[kind][name]
+    if not is_plugin_spec(name):
+        choices = REGISTRY[kind]
+        raise ConfigError(
+            f"{kind}.name: unknown {kind} '{name}'{did_you_mean(name, choices)}; valid: "
+            f"{', '.join(choices)}, or 'my_file.py:MyClass' for your own"
+        )
+    try:
+        cls = load_object(name, base_dir, what=f"{kind} class")
+    except PluginError as e:
+        raise ConfigError(f"{kind}.name: {e}") from None
+    if not isinstance(cls, type):
+        raise ConfigError(f"{kind}.name: {name!r} is not a class (it is a {type(cls).__name__})")
+    missing = [m for m in _methods(INTERFACES[kind]) if not callable(getattr(cls, m, None))]
+    if missing:
+        raise ConfigError(
+            f"{kind}.name: {name!r} lacks {', '.join(missing)}; a {kind} implements "
+            f"{', '.join(_methods(INTERFACES[kind]))} (see rlengine/stages/registry.py)"
+        )
+    config_cls = getattr(cls, "config_class", None)
+    if config_cls is None or not dataclasses.is_dataclass(config_cls):
+        raise ConfigError(
+            f"{kind}.name: {name!r} needs a class attribute config_class = <a dataclass of its options>"
+        )
+    return cls, config_cls
+
+
+def _methods(protocol: type) -> list[str]:
+    return [m for m in vars(protocol) if not m.startswith("_") and callable(getattr(protocol, m))]
+
+
+def build_stage_config(kind: str, raw: Any, base_dir: str | None = None) -> Any:
+    """Validate a stage section into its config dataclass (``name`` defaults per kind).
+
+    The returned object carries ``name`` as an attribute even when its dataclass has no such field.
+    """
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{kind}: expected a mapping with 'name' and the stage's options, got {raw!r}")
+    raw = dict(raw or {})
+    name = raw.pop("name", DEFAULT_STAGE[kind])
+    _, config_cls = stage_class(kind, name, base_dir)
+    config = from_dict(config_cls, raw, kind)
+    config.name = name
+    return config
+
+
+def build_stage(kind: str, config: Any, context: StageContext, base_dir: str | None = None) -> Any:
+    """Instantiate the stage selected by ``config.name``."""
+    cls, _ = stage_class(kind, config.name, base_dir)
+    return cls(config, context)
