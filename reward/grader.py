@@ -7,7 +7,11 @@ Extraction order used everywhere in rlengine (training rewards and evaluation):
 2. the last match of a configurable regex ``answer_pattern`` (group 1 when it has groups);
 3. the last number in the text (integers, decimals, negatives, ``1,000`` -> ``1000``, ``3/4``).
 
-Grading parses the gold answer once (cached) and the extracted answer with math-verify and
+Steps 1 and 3 take time linear in the length of the completion, whatever its content (e.g. thousands
+of unclosed ``\\boxed{``): extraction runs before, and so outside, math-verify's timeout.
+
+Grading compares two integers exactly as digit strings (any length: no ``int()``, whose limit is 4300
+digits); otherwise it parses the gold answer once (cached) and the extracted answer with math-verify and
 compares them symbolically/numerically. math-verify times out with ``signal.alarm``, which works only in
 the main thread of a process: in other threads (or when an outer alarm is already armed by the caller)
 the timeouts are disabled so that no one's alarm is clobbered.
@@ -19,6 +23,7 @@ import math
 import re
 import signal
 import threading
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import product
@@ -36,6 +41,9 @@ __all__ = [
 _BOXED_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 _NUMBER_RE = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|(?<![\w.])-?\.\d+")
 _INT_RE = re.compile(r"[-+]?\d+")
+_SPACES_RE = re.compile(r"\s*")
+_BOX_TOKEN_RE = re.compile(r"\s+([^\s$]+)")  # ``\boxed 42``
+_BRACE_TOKEN_RE = re.compile(r"\\.|[{}]", re.DOTALL)  # an escaped character, or a brace
 _SCI_RE = re.compile(r"^(-?\d+(?:\.\d+)?)[eE]([+-]?\d+)$")
 
 
@@ -57,36 +65,59 @@ class GradeResult:
 def _match_braces(text: str, start: int) -> int | None:
     """Return the index of the ``}`` closing the ``{`` at ``start`` (``\\{``/``\\}`` skipped), or None."""
     depth = 0
-    i = start
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\":
-            i += 2
-            continue
+    for token in _BRACE_TOKEN_RE.finditer(text, start):
+        ch = token.group()
         if ch == "{":
             depth += 1
         elif ch == "}":
             depth -= 1
             if depth == 0:
-                return i
-        i += 1
+                return token.start()
     return None
 
 
+def _brace_pairs(text: str, start: int) -> dict[int, int]:
+    """``{open index: close index}`` of every matched ``{`` at or after ``start``, in one pass.
+
+    For each ``{`` the closing index is the one :func:`_match_braces` finds (unmatched braces are
+    left out): a ``{`` that is not itself escaped is reached by a scan from any earlier
+    position, and from there both scans are the same.
+    """
+    pairs: dict[int, int] = {}
+    stack: list[int] = []
+    for token in _BRACE_TOKEN_RE.finditer(text, start):
+        ch = token.group()
+        if ch == "{":
+            stack.append(token.start())
+        elif ch == "}" and stack:
+            pairs[stack.pop()] = token.start()
+    return pairs
+
+
 def extract_boxed(text: str) -> str | None:
-    """Content of the last complete, non-empty ``\\boxed{...}`` / ``\\fbox{...}`` / ``\\boxed x``."""
-    for match in reversed(list(_BOXED_RE.finditer(text))):
-        pos = match.end()
-        rest = text[pos:]
-        stripped = rest.lstrip()
-        if stripped.startswith("{"):
-            open_at = pos + (len(rest) - len(stripped))
-            close_at = _match_braces(text, open_at)
+    """Content of the last complete, non-empty ``\\boxed{...}`` / ``\\fbox{...}`` / ``\\boxed x``.
+
+    Linear in ``len(text)``: the last box is matched by a scan to the end of the text; when it is
+    truncated or empty, the braces of all earlier boxes are matched together in one more pass
+    (a text of many unclosed ``\\boxed{`` would otherwise cost a scan per box).
+    """
+    boxes = [match.end() for match in _BOXED_RE.finditer(text)]
+    pairs: dict[int, int] | None = None
+    for index in range(len(boxes) - 1, -1, -1):
+        pos = boxes[index]
+        open_at = _SPACES_RE.match(text, pos).end()  # type: ignore[union-attr]
+        if text.startswith("{", open_at):
+            if index == len(boxes) - 1:
+                close_at = _match_braces(text, open_at)
+            else:
+                if pairs is None:
+                    pairs = _brace_pairs(text, boxes[0])
+                close_at = pairs.get(open_at)
             if close_at is None:
                 continue  # truncated box: fall back to an earlier complete one
             content = text[open_at + 1 : close_at].strip()
-        elif rest[:1].isspace():
-            token = re.match(r"\s+([^\s$]+)", rest)
+        elif open_at > pos:
+            token = _BOX_TOKEN_RE.match(text, pos)
             content = token.group(1).rstrip(".,;") if token else ""
         else:
             continue
@@ -162,6 +193,18 @@ def normalize_answer(answer: str) -> str:
     return s
 
 
+def _int_key(number: str) -> str:
+    """Canonical form of an integer literal (``[-+]?\\d+``): sign, leading zeros and non-ASCII digits
+    normalised, so that two literals are equal integers iff their keys are equal. Never calls
+    ``int()``, which refuses strings of more than 4300 digits."""
+    negative = number.startswith("-")
+    digits = number.lstrip("+-")
+    if not digits.isascii():
+        digits = "".join(str(unicodedata.decimal(ch)) for ch in digits)
+    digits = digits.lstrip("0") or "0"
+    return "-" + digits if negative and digits != "0" else digits
+
+
 def _alarm_timeout(timeout_s: float | None) -> int | None:
     """The timeout to hand to math-verify: whole seconds, or None where signal.alarm must not be used."""
     if timeout_s is None or timeout_s <= 0:
@@ -230,8 +273,8 @@ def grade(
     norm_pred, norm_gold = normalize_answer(extracted), normalize_answer(gold)
     if norm_pred == norm_gold:
         return GradeResult(True, extracted, False)
-    if _INT_RE.fullmatch(norm_pred) and _INT_RE.fullmatch(norm_gold):
-        return GradeResult(int(norm_pred) == int(norm_gold), extracted, False)  # fast path, exact
+    if _INT_RE.fullmatch(norm_pred) and _INT_RE.fullmatch(norm_gold):  # fast path, exact
+        return GradeResult(_int_key(norm_pred) == _int_key(norm_gold), extracted, False)
     timeout = _alarm_timeout(timeout_s)
     mv = _math_verify()
     timed_out = False

@@ -342,8 +342,9 @@ def build_config(raw: dict, config_dir: str | None = None) -> RunConfig:
         except ValueError as e:
             raise ConfigError(f"algorithm.preset: {e}") from None
         for kind, section in PRESETS[algo["preset"]].stages.items():
-            if raw.get(kind) is None:
-                raw[kind] = dict(section)
+            user = raw.get(kind)
+            if user is None or (isinstance(user, dict) and "name" not in user):
+                raw[kind] = {**section, **(user or {})}
     stage_raw = {kind: raw.pop(kind, None) for kind in STAGE_KINDS}
     cfg = from_dict(RunConfig, raw)
     if config_dir is not None:

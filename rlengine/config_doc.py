@@ -9,7 +9,7 @@ import ast
 import inspect
 
 from rlengine import config
-from rlengine.stages import REGISTRY, STAGE_KINDS, _ensure_loaded
+from rlengine.stages import REGISTRY, STAGE_KINDS
 
 SECTIONS = {
     "model": config.ModelConfig,
@@ -58,7 +58,6 @@ def table(cls: type, skip: tuple[str, ...] = ()) -> str:
 
 
 def render() -> str:
-    _ensure_loaded()
     parts = [
         "# Config reference",
         "",
@@ -72,7 +71,8 @@ def render() -> str:
             "",
             f"## `{kind}` (stage)",
             "",
-            f"`{kind}.name` picks one of: " + ", ".join(f"`{n}`" for n in REGISTRY[kind]) + ".",
+            f"`{kind}.name` picks one of: " + ", ".join(f"`{n}`" for n in REGISTRY[kind])
+            + ", or your own class as `my_file.py:MyClass` (see docs/stages.md).",
         ]
         for name, (cls, config_cls) in REGISTRY[kind].items():
             summary = (inspect.getdoc(cls) or "").split("\n")[0]

@@ -355,7 +355,7 @@ class Trainer:
             rewards,
             torch.tensor([gi for gi, _ in flat]),
             eps=algo.eps,
-            lengths=torch.tensor([len(r.token_ids) for _, r in flat]),
+            lengths=torch.tensor([len(s["response_ids"]) * (not s["loss_masked"]) for s in samples]),
         )
         for sample, adv in zip(samples, advantages.tolist()):
             sample["advantage"] = adv

@@ -8,10 +8,11 @@ import statistics
 import pytest
 import torch
 
+import rlengine.algorithms as algorithms
 from rlengine.algorithms import (
     ADVANTAGES,
     AGGREGATIONS,
-    ALGORITHM_KEYS,
+    DEFAULT_CLIPS,
     KL_KINDS,
     KL_PLACEMENTS,
     POLICY_LOSSES,
@@ -24,10 +25,17 @@ from rlengine.algorithms import (
     entropy_from_logits,
     kl_penalty,
     overlong_reward_penalty,
+    sequence_weights,
     tis_weights,
 )
+from rlengine.algorithms import advantages as advantages_module
+from rlengine.algorithms import kl as kl_module
+from rlengine.algorithms import losses as losses_module
+from rlengine.config import AlgorithmConfig, ConfigError, load_config, to_dict
+from rlengine.errors import require_choice
 
-LOSS_BOUNDS = {"ppo": (0.2, 0.2), "gspo": (3e-4, 4e-4), "cispo": (1.0, 0.2), "bapo": (0.6, 1.2)}
+# The loss-specific defaults, written out by hand (DEFAULT_CLIPS is checked against this).
+LOSS_BOUNDS = {"ppo": (0.2, 0.2), "gspo": (3e-4, 4e-4), "cispo": (1.0, 3.0), "bapo": (0.6, 1.2)}
 
 
 def _finite(t: torch.Tensor) -> bool:
@@ -89,7 +97,15 @@ def test_group_ids_need_not_be_contiguous(name):
     torch.testing.assert_close(out, compute_advantages(name, R, G)[perm])
 
 
-@pytest.mark.parametrize("name", ADVANTAGES)
+GROUP_RELATIVE = ("grpo", "dr_grpo", "rloo")
+BATCH_WHITENED = ("reinforce_pp", "reinforce_pp_baseline")
+
+
+def test_advantage_name_groups():
+    assert set(GROUP_RELATIVE) | set(BATCH_WHITENED) == set(ADVANTAGES)
+
+
+@pytest.mark.parametrize("name", GROUP_RELATIVE)
 def test_all_equal_group_is_exactly_zero(name):
     rewards = torch.tensor([0.1, 0.1, 0.1, 1.0, 0.0, 0.3, 0.3])
     groups = torch.tensor([0, 0, 0, 1, 1, 2, 2])
@@ -99,14 +115,84 @@ def test_all_equal_group_is_exactly_zero(name):
     assert adv[3] > 0 and adv[4] < 0
 
 
+def _whiten_by_hand(values, lengths=None):
+    """(v - mean) / stdev over the token-expanded list: each value repeated `length` times."""
+    lengths = [1] * len(values) if lengths is None else lengths
+    tokens = [v for v, n in zip(values, lengths) for _ in range(n)]
+    mu, sd = statistics.mean(tokens), statistics.stdev(tokens)
+    return torch.tensor([(v - mu) / sd for v in values])
+
+
+def test_reinforce_pp_does_not_zero_after_whitening():
+    # The issue's case: zeroing the all-ones group after whitening gave a batch mean of -0.36.
+    rewards = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
+    groups = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    adv = compute_advantages("reinforce_pp", rewards, groups, eps=0.0)
+    # mean 5/8; unbiased var (5 * 0.375^2 + 3 * 0.625^2) / 7 = 1.875 / 7
+    sd = math.sqrt(1.875 / 7)
+    torch.testing.assert_close(adv, torch.tensor([0.375 / sd] * 5 + [-0.625 / sd] * 3))
+    assert adv[0].item() == pytest.approx(0.724569, rel=1e-5)
+    assert adv.mean().item() == pytest.approx(0.0, abs=1e-6)
+    assert adv[:4].ne(0).all()
+    # Baseline: group 0 centres to 0, group 1 to [0.75, -0.25 x3]; the batch mean is already 0.
+    adv = compute_advantages("reinforce_pp_baseline", rewards, groups, eps=0.0)
+    sd = math.sqrt((0.75**2 + 3 * 0.25**2) / 7)
+    torch.testing.assert_close(adv, torch.tensor([0.0] * 4 + [0.75 / sd] + [-0.25 / sd] * 3))
+    assert adv.mean().item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_reinforce_pp_token_weighted_whitening():
+    rewards, groups, lengths = torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0, 0, 1]), [3, 1, 2]
+    # Tokens [1, 1, 1, 0, 2, 2]: mean 7/6, unbiased var (3(1/6)^2 + (7/6)^2 + 2(5/6)^2) / 5 = 17/30.
+    sd = math.sqrt(17 / 30)
+    expected = torch.tensor([(1 - 7 / 6) / sd, (0 - 7 / 6) / sd, (2 - 7 / 6) / sd])
+    adv = compute_advantages("reinforce_pp", rewards, groups, eps=0.0, lengths=torch.tensor(lengths))
+    torch.testing.assert_close(adv, expected)
+    torch.testing.assert_close(adv, _whiten_by_hand([1.0, 0.0, 2.0], lengths))
+    torch.testing.assert_close(adv, torch.tensor([-0.221404, -1.549826, 1.107019]), rtol=1e-5, atol=1e-5)
+    # (R - mean) / (std + eps): eps enters the denominator.
+    adv_eps = compute_advantages("reinforce_pp", rewards, groups, eps=0.5, lengths=lengths)
+    torch.testing.assert_close(adv_eps, torch.tensor([1 - 7 / 6, -7 / 6, 2 - 7 / 6]) / (sd + 0.5))
+    # Without lengths every response counts once, which gives different values.
+    unweighted = compute_advantages("reinforce_pp", rewards, groups, eps=0.0)
+    torch.testing.assert_close(unweighted, _whiten_by_hand([1.0, 0.0, 2.0]))
+    assert not torch.allclose(unweighted, adv)
+    torch.testing.assert_close(
+        compute_advantages("reinforce_pp", rewards, groups, eps=0.0, lengths=[1, 1, 1]), unweighted
+    )
+    # Baseline: group 0 centres to [0.5, -0.5]; the singleton keeps R = 2; then token whitening.
+    adv = compute_advantages("reinforce_pp_baseline", rewards, groups, eps=0.0, lengths=lengths)
+    torch.testing.assert_close(adv, _whiten_by_hand([0.5, -0.5, 2.0], lengths))
+    # Tokens [.5, .5, .5, -.5, 2, 2]: mean 5/6, var (3(1/3)^2 + (4/3)^2 + 2(7/6)^2) / 5 = 0.7666...
+    sd = math.sqrt((3 / 9 + 16 / 9 + 2 * 49 / 36) / 5)
+    torch.testing.assert_close(adv, torch.tensor([(0.5 - 5 / 6) / sd, (-0.5 - 5 / 6) / sd, (2 - 5 / 6) / sd]))
+
+
+@pytest.mark.parametrize("name", GROUP_RELATIVE)
+def test_group_relative_estimators_ignore_lengths(name):
+    torch.testing.assert_close(
+        compute_advantages(name, R, G, lengths=[7, 1, 3, 2, 9]), compute_advantages(name, R, G)
+    )
+
+
+@pytest.mark.parametrize("name", ADVANTAGES)
+def test_lengths_validation(name):
+    with pytest.raises(ValueError, match="lengths"):
+        compute_advantages(name, R, G, lengths=[1, 2, 3])
+    with pytest.raises(ValueError, match="lengths"):
+        compute_advantages(name, R, G, lengths=[1, 2, -3, 4, 5])
+
+
 @pytest.mark.parametrize("name", ADVANTAGES)
 def test_singleton_groups(name):
     rewards = torch.tensor([1.0, 0.0, 3.0])
-    adv = compute_advantages(name, rewards, torch.tensor([0, 0, 1]))
+    adv = compute_advantages(name, rewards, torch.tensor([0, 0, 1]), eps=0.0)
     assert _finite(adv)
     if name == "reinforce_pp":  # batch baseline: the singleton keeps its whitened value
-        mu, sd = statistics.mean([1.0, 0.0, 3.0]), statistics.stdev([1.0, 0.0, 3.0])
-        assert adv[2].item() == pytest.approx((3.0 - mu) / sd, rel=1e-5)
+        torch.testing.assert_close(adv, _whiten_by_hand([1.0, 0.0, 3.0]))
+    elif name == "reinforce_pp_baseline":  # no group baseline: the singleton keeps R, as in verl
+        torch.testing.assert_close(adv, _whiten_by_hand([0.5, -0.5, 3.0]))
+        assert adv[2].item() > 1.0
     else:
         assert adv[2].item() == 0.0
         assert adv[0] > 0 > adv[1]
@@ -120,6 +206,8 @@ def test_singleton_groups(name):
 def test_degenerate_batches_give_zero(name, rewards, groups):
     adv = compute_advantages(name, torch.tensor(rewards), torch.tensor(groups))
     assert adv.dtype == torch.float32 and adv.eq(0).all()
+    adv = compute_advantages(name, torch.tensor(rewards), torch.tensor(groups), lengths=[5] * len(rewards))
+    assert adv.eq(0).all()
 
 
 def test_advantage_input_handling():
@@ -201,6 +289,52 @@ def test_aggregate_errors():
         aggregate_loss(LOSS, MASK[:1], "token_mean")
 
 
+SEQ_WEIGHTS_EXPECTED = {
+    "token_mean": [3.0, 0.0, 2.0, 1.0],
+    "seq_mean_token_mean": [1.0, 0.0, 1.0, 1.0],
+    "seq_mean_token_sum": [1.0, 0.0, 1.0, 1.0],
+    "seq_mean_token_sum_norm": [1.0, 1.0, 1.0, 1.0],
+}
+
+
+@pytest.mark.parametrize("agg", AGGREGATIONS)
+def test_sequence_weights_hand_values(agg):
+    out = sequence_weights(torch.tensor([3, 0, 2, 1]), agg)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, torch.tensor(SEQ_WEIGHTS_EXPECTED[agg]))
+    # The denominator of aggregate_loss is their sum (times L = 3 for the _norm variant).
+    numerator = 2.0 + 4.0 if agg == "seq_mean_token_mean" else 10.0  # row means, else the token sum
+    denominator = sequence_weights(MASK.sum(-1), agg).sum().item() * (3 if agg.endswith("_norm") else 1)
+    assert denominator == {"token_mean": 4, "seq_mean_token_sum_norm": 6}.get(agg, 2)
+    assert aggregate_loss(LOSS, MASK, agg).item() == pytest.approx(numerator / denominator)
+
+
+def test_sequence_weights_unknown_agg():
+    with pytest.raises(ValueError, match="token_mean.*did you mean 'token_mean'"):
+        sequence_weights(torch.tensor([1, 2]), "token_meen")
+
+
+@pytest.mark.parametrize("agg", AGGREGATIONS)
+def test_micro_batches_weighted_by_sequence_weights_equal_one_batch(agg):
+    torch.manual_seed(0)
+    counts = torch.tensor([4, 0, 2, 3, 1, 4, 0])
+    loss = torch.randn(7, 4)
+    mask = (torch.arange(4) < counts.unsqueeze(-1)).to(torch.float32)
+    parts = [slice(0, 1), slice(1, 2), slice(2, 5), slice(5, 7)]  # uneven, one all-empty part
+    total = aggregate_loss(loss, mask, agg, max_response_length=4)
+    all_weight = sequence_weights(counts, agg).sum()
+    accumulated = sum(
+        aggregate_loss(loss[p], mask[p], agg, max_response_length=4)
+        * sequence_weights(counts[p], agg).sum()
+        / all_weight
+        for p in parts
+    )
+    assert accumulated.item() == pytest.approx(total.item(), rel=1e-6, abs=1e-7)
+    # The weighting matters: a plain mean over micro-batches gives a different value.
+    naive = sum(aggregate_loss(loss[p], mask[p], agg, max_response_length=4) for p in parts) / len(parts)
+    assert abs(naive.item() - total.item()) > 1e-2
+
+
 # ----------------------------------------------------------------------------- policy losses
 
 LR = torch.log(torch.tensor([[1.5, 0.5, 1.0]]))  # per-token log ratios
@@ -256,6 +390,14 @@ def test_cispo_hand_values_and_every_token_keeps_gradient():
     assert ppo_grad[0, 0].item() == 0.0 and lp.grad[0, 0].item() != 0.0
 
 
+def test_cispo_default_caps_is_weight_at_four():
+    # Default clip_high 3.0 (Tinker's cispo): weight min(r, 4); clip_low 1.0: no lower bound.
+    lr = torch.log(torch.tensor([[5.0, 0.5, 3.5]]))
+    loss, grad, m = _grad("cispo", lr, torch.tensor([2.0]))
+    torch.testing.assert_close(grad[0], -2.0 * torch.tensor([4.0, 0.5, 3.5]) / 3)
+    assert m["clipfrac"] == pytest.approx(1 / 3)
+
+
 def test_dual_clip():
     lr = torch.log(torch.tensor([[5.0, 2.0]]))
     adv = torch.tensor([-1.0])
@@ -302,6 +444,48 @@ def test_gspo_clips_on_sequence_ratio():
     # ...while A < 0 keeps the gradient s / |y| on every token.
     loss, grad, _ = _grad("gspo", lr, torch.tensor([-1.0]), agg="seq_mean_token_mean")
     torch.testing.assert_close(grad, torch.full((1, 2), math.exp(0.2) / 2))
+
+
+def _verl_gspo(lp, old, adv, mask, eps_low, eps_high, agg):
+    """GSPO as verl computes it: unclamped token log-ratios averaged, log seq ratio clamped at 10."""
+    length = mask.sum(-1, keepdim=True).clamp(min=1)
+    seq = ((lp - old) * mask).sum(-1, keepdim=True) / length
+    log_s = (lp - lp.detach() + seq.detach()).clamp(max=10.0)
+    s = torch.exp(log_s)
+    a = adv.unsqueeze(-1)
+    per_token = torch.maximum(-a * s, -a * s.clamp(1 - eps_low, 1 + eps_high))
+    return aggregate_loss(per_token, mask, agg)
+
+
+@pytest.mark.parametrize("agg", AGGREGATIONS)
+def test_gspo_extreme_ratios_match_verl(agg):
+    # row 0: token log-ratios 50, -30, 0 average to 20/3 unclamped (clamping tokens to +-20 first
+    # would give 0); row 1: mean 30 is clamped to 10 (token 2 is masked); row 2: A > 0, clipped.
+    lr = torch.tensor([[50.0, -30.0, 0.0], [40.0, 20.0, 5.0], [25.0, 0.0, -1.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    adv = torch.tensor([-1.0, -2.0, 0.5])
+    loss, grad, m = _grad("gspo", lr, adv, agg, mask)
+    old = torch.full_like(lr, -1.0)
+    lp = (old + lr).clone().requires_grad_(True)
+    ref = _verl_gspo(lp, old, adv, mask, 3e-4, 4e-4, agg)
+    ref.backward()
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+    torch.testing.assert_close(grad, lp.grad * mask, rtol=1e-5, atol=1e-6)
+    # By hand: per-token losses e^(20/3), 2 e^10 and -0.5 (1 + 4e-4); only row 0 has a gradient
+    # (row 1 is past the clamp, row 2 is clipped), each token -A * s_0 times its aggregation weight.
+    s0, s1, c2 = math.exp(20 / 3), math.exp(10.0), -0.5 * (1 + 4e-4)
+    by_hand = {
+        "token_mean": ((3 * s0 + 2 * 2 * s1 + 3 * c2) / 8, s0 / 8),
+        "seq_mean_token_mean": ((s0 + 2 * s1 + c2) / 3, s0 / 9),
+        "seq_mean_token_sum": ((3 * s0 + 4 * s1 + 3 * c2) / 3, s0 / 3),
+        "seq_mean_token_sum_norm": ((3 * s0 + 4 * s1 + 3 * c2) / 9, s0 / 9),
+    }
+    expected_loss, expected_grad = by_hand[agg]
+    assert loss.item() == pytest.approx(expected_loss, rel=1e-5)
+    torch.testing.assert_close(grad[0], torch.full((3,), expected_grad), rtol=1e-5, atol=0.0)
+    assert grad[1:].eq(0).all()
+    assert m["ratio/max"] == pytest.approx(s1, rel=1e-5)
+    assert m["clipfrac"] == pytest.approx(3 / 8)
 
 
 def test_gspo_ignores_masked_tokens_in_sequence_ratio():
@@ -435,11 +619,18 @@ def test_kl_hand_values():
 
 
 def test_kl_k3_clamp_and_extremes():
-    lp = torch.tensor([[-60.0, 0.0, -1.0]], requires_grad=True)
-    ref = torch.tensor([[-10.0, -50.0, -1.0]])  # d = +50, -50, 0
+    # The k3 estimate itself is clamped to [-10, 10] (verl's low_var_kl), not d.
+    assert kl_penalty(torch.tensor([[-15.0]]), torch.tensor([[-0.2]]), "k3").item() == 10.0  # was 22015
+    lp = torch.tensor([[-60.0, 0.0, -1.0, -1.0, -3.0, 0.0, -2.0]], requires_grad=True)
+    ref = torch.tensor([[-10.0, -50.0, -1.0, -0.5, 0.0, -12.0, 0.0]])  # d = 50, -50, 0, .5, 3, -12, 2
     k3 = kl_penalty(lp, ref, "k3")
-    assert k3[0, 0].item() == pytest.approx(math.exp(10) - 11, rel=1e-5)
-    assert k3[0, 1].item() == pytest.approx(math.exp(-10) + 9, rel=1e-5)
+    e = math.exp
+    expected = [10.0, 10.0, 0.0, e(0.5) - 1.5, 10.0, 10.0, e(2) - 3]  # e^3 - 4 = 16.1, e^-12 + 11 = 11.0
+    torch.testing.assert_close(k3, torch.tensor([expected]))
+    k3.sum().backward()
+    # d(k3)/d(lp) = 1 - e^d where not clamped; 0 where the estimate is clamped.
+    torch.testing.assert_close(lp.grad, torch.tensor([[0.0, 0.0, 0.0, 1 - e(0.5), 0.0, 0.0, 1 - e(2)]]))
+    lp.grad = None
     for kind in KL_KINDS:
         out = kl_penalty(lp, ref, kind)
         out.sum().backward()
@@ -512,44 +703,149 @@ def test_bapo_adapt_bounds():
         bapo_adapt_bounds(ratios, adv, mask, c_low=0.0)
 
 
-# ----------------------------------------------------------------------------- presets
+# ----------------------------------------------------------------------------- presets and config
 
-REQUIRED_PRESETS = ("grpo", "dr_grpo", "dapo", "gspo", "rloo", "reinforce_pp", "cispo")
+# What each preset sets: only the keys that differ from AlgorithmConfig's defaults, plus the stage
+# sections the recipe needs.
+EXPECTED_PRESETS = {
+    "grpo": ({"agg": "seq_mean_token_mean", "kl_coef": 0.04}, {}),
+    "dr_grpo": ({"advantage": "dr_grpo", "agg": "seq_mean_token_sum_norm"}, {}),
+    "dapo": (
+        {"clip_low": 0.2, "clip_high": 0.28, "overlong_shaping": True, "overlong_cache": 4096},
+        {"filter": {"name": "nonzero_variance"}},
+    ),
+    "gspo": ({"loss": "gspo", "clip_low": 3e-4, "clip_high": 4e-4, "agg": "seq_mean_token_mean"}, {}),
+    "rloo": ({"advantage": "rloo"}, {}),
+    "reinforce_pp": ({"advantage": "reinforce_pp", "kl_coef": 1e-3, "kl_kind": "k2"}, {}),
+    "cispo": ({"loss": "cispo", "clip_low": 1.0, "clip_high": 3.0}, {}),
+}
+SMALL_ROLLOUT = ["rollout.max_tokens=256", "algorithm.overlong_cache=64"]
 
 
-@pytest.mark.parametrize("preset", REQUIRED_PRESETS)
-def test_preset_values_are_valid(preset):
-    p = PRESETS[preset]
-    assert "arXiv" in p.paper and p.description
-    v = apply_preset(preset, {})
-    assert set(v) == set(ALGORITHM_KEYS)
-    assert v["advantage"] in ADVANTAGES and v["loss"] in POLICY_LOSSES and v["agg"] in AGGREGATIONS
-    assert v["kl_kind"] in KL_KINDS and v["kl_placement"] in KL_PLACEMENTS
-    assert v["kl_coef"] >= 0 and v["entropy_coef"] >= 0 and v["overlong_cache"] >= 0
-    assert isinstance(v["overlong_shaping"], bool) and isinstance(v["mask_truncated"], bool)
-    assert v["tis_cap"] is None or v["tis_cap"] > 0
-    # The values are accepted by the functions they configure.
-    adv = compute_advantages(v["advantage"], torch.tensor([1.0, 0.0, 1.0, 1.0]), torch.tensor([0, 0, 1, 1]))
+def _algo_defaults() -> dict:
+    return to_dict(AlgorithmConfig())
+
+
+def test_require_choice_lives_in_errors():
+    assert require_choice("advantage", "rloo", ADVANTAGES) == "rloo"
+    with pytest.raises(ValueError) as info:
+        require_choice("advantage", "grp", ADVANTAGES)
+    assert str(info.value) == (
+        "unknown advantage 'grp'; allowed: grpo, dr_grpo, rloo, reinforce_pp, reinforce_pp_baseline"
+        " (did you mean 'grpo'?)"
+    )
+    with pytest.raises(ValueError) as info:  # nothing close: no hint
+        require_choice("agg", 3, AGGREGATIONS)
+    assert str(info.value).endswith("seq_mean_token_sum_norm") and "did you mean" not in str(info.value)
+    for module in (advantages_module, kl_module, losses_module):
+        assert module.require_choice is require_choice
+    assert not hasattr(algorithms, "ALGORITHM_KEYS")
+    assert not hasattr(algorithms, "require_choice")
+
+
+def test_preset_table():
+    assert set(PRESETS) == set(EXPECTED_PRESETS)
+    for name, (values, stages) in EXPECTED_PRESETS.items():
+        p = PRESETS[name]
+        assert p.values == values and p.stages == stages, name
+        assert "arXiv" in p.paper and p.description
+    assert "nonzero_variance" in PRESETS["dapo"].description
+    assert "Tinker" in PRESETS["cispo"].description and "4.0" in PRESETS["cispo"].description
+
+
+@pytest.mark.parametrize("preset", list(EXPECTED_PRESETS))
+def test_preset_keys_are_algorithm_fields_and_differ_from_defaults(preset):
+    defaults = _algo_defaults()
+    values = PRESETS[preset].values
+    assert values and set(values) <= set(defaults) - {"preset"}
+    redundant = {k for k, v in values.items() if defaults[k] == v}
+    assert redundant == set()
+    assert apply_preset(preset, {}) == values  # nothing but the preset's own keys
+
+
+@pytest.mark.parametrize("preset", list(EXPECTED_PRESETS))
+def test_preset_through_load_config(preset):
+    cfg = load_config(None, [f"algorithm.preset={preset}", *SMALL_ROLLOUT])
+    expected = {**_algo_defaults(), **PRESETS[preset].values, "preset": preset, "overlong_cache": 64}
+    low, high = LOSS_BOUNDS[expected["loss"]]
+    expected["clip_low"] = low if expected["clip_low"] is None else expected["clip_low"]
+    expected["clip_high"] = high if expected["clip_high"] is None else expected["clip_high"]
+    assert to_dict(cfg.algorithm) == expected
+    assert cfg.filter.name == ("nonzero_variance" if preset == "dapo" else "none")
+    # The resulting values are accepted by the functions they configure.
+    v = cfg.algorithm
+    assert v.kl_kind in KL_KINDS and v.kl_placement in KL_PLACEMENTS
+    adv = compute_advantages(v.advantage, torch.tensor([1.0, 0.0, 1.0, 1.0]), torch.tensor([0, 0, 1, 1]))
     lp = torch.zeros(4, 3, requires_grad=True)
     loss, _ = compute_policy_loss(
-        v["loss"], lp, torch.zeros(4, 3), adv, torch.ones(4, 3), v["agg"],
-        clip_low=v["clip_low"], clip_high=v["clip_high"], dual_clip=v["dual_clip"],
+        v.loss, lp, torch.zeros(4, 3), adv, torch.ones(4, 3), v.agg,
+        clip_low=v.clip_low, clip_high=v.clip_high, dual_clip=v.dual_clip,
     )  # fmt: skip
     loss.backward()
     assert _finite(lp.grad) and lp.grad.abs().sum() > 0
 
 
-def test_preset_specifics_and_overrides():
-    assert (
-        PRESETS["grpo"].values["kl_coef"] == 0.04 and PRESETS["grpo"].values["agg"] == "seq_mean_token_mean"
+def test_dapo_preset_in_config():
+    cfg = load_config(None, ["algorithm.preset=dapo", *SMALL_ROLLOUT])
+    a = cfg.algorithm
+    assert (a.clip_low, a.clip_high, a.overlong_shaping, a.overlong_cache) == (0.2, 0.28, True, 64)
+    assert (a.advantage, a.loss, a.agg, a.kl_coef) == ("grpo", "ppo", "token_mean", 0.0)
+    assert cfg.filter.name == "nonzero_variance"
+    # An explicit filter.name wins over the preset's stage section.
+    cfg = load_config(None, ["algorithm.preset=dapo", *SMALL_ROLLOUT, "filter.name=none"])
+    assert cfg.filter.name == "none"
+    cfg = load_config(None, ["algorithm.preset=dapo", *SMALL_ROLLOUT, "filter.name=balanced"])
+    assert cfg.filter.name == "balanced"
+    # A section without a name tunes the preset's filter.
+    cfg = load_config(None, ["algorithm.preset=dapo", *SMALL_ROLLOUT, "filter.max_rounds=8"])
+    assert (cfg.filter.name, cfg.filter.max_rounds) == ("nonzero_variance", 8)
+    # Explicit algorithm keys win over the preset (an explicit false too).
+    cfg = load_config(
+        None,
+        [
+            "algorithm.preset=dapo",
+            *SMALL_ROLLOUT,
+            "algorithm.clip_high=0.3",
+            "algorithm.overlong_shaping=false",
+        ],
     )
-    assert PRESETS["dr_grpo"].values["agg"] == "seq_mean_token_sum_norm"
-    assert PRESETS["dapo"].values["clip_high"] == 0.28 and PRESETS["dapo"].values["overlong_shaping"] is True
-    assert "nonzero_variance" in PRESETS["dapo"].description
-    assert (PRESETS["gspo"].values["clip_low"], PRESETS["gspo"].values["clip_high"]) == (3e-4, 4e-4)
+    assert (cfg.algorithm.clip_low, cfg.algorithm.clip_high) == (0.2, 0.3)
+    assert cfg.algorithm.overlong_shaping is False
+    assert PRESETS["dapo"].values["clip_high"] == 0.28  # preset untouched
+    # The paper's overlong_cache (4096) does not fit short rollouts unless overridden.
+    with pytest.raises(ConfigError, match="overlong_cache"):
+        load_config(None, ["algorithm.preset=dapo", "rollout.max_tokens=256"])
+    with pytest.raises(ConfigError, match=r"algorithm\.preset: .*valid presets: .*did you mean 'dapo'"):
+        load_config(None, ["algorithm.preset=dapoo"])
+
+
+def test_apply_preset_overrides():
     v = apply_preset("dapo", {"clip_high": 0.3, "tis_cap": 2.0, "kl_coef": 0.01})
-    assert (v["clip_high"], v["tis_cap"], v["kl_coef"]) == (0.3, 2.0, 0.01)
-    assert v["clip_low"] == 0.2 and PRESETS["dapo"].values["clip_high"] == 0.28  # preset untouched
+    assert v == {
+        "clip_low": 0.2,
+        "clip_high": 0.3,
+        "overlong_shaping": True,
+        "overlong_cache": 4096,
+        "tis_cap": 2.0,
+        "kl_coef": 0.01,
+    }
     assert apply_preset("grpo", {"dual_clip": None})["dual_clip"] is None
     with pytest.raises(ValueError, match=r"valid presets: .*grpo.*did you mean 'dapo'"):
         apply_preset("dapoo", {})
+
+
+def test_default_clips_per_loss():
+    assert DEFAULT_CLIPS == LOSS_BOUNDS
+    assert AlgorithmConfig().clip_low is None and AlgorithmConfig().clip_high is None
+    for loss, bounds in LOSS_BOUNDS.items():
+        a = load_config(None, [f"algorithm.loss={loss}"]).algorithm
+        assert (a.clip_low, a.clip_high) == bounds, loss
+    a = load_config(None, ["algorithm.loss=gspo"]).algorithm
+    assert (a.clip_low, a.clip_high) == (3e-4, 4e-4)
+    # An explicit clip wins; the other one still comes from the loss.
+    a = load_config(None, ["algorithm.loss=gspo", "algorithm.clip_high=0.01"]).algorithm
+    assert (a.clip_low, a.clip_high) == (3e-4, 0.01)
+    a = load_config(None, ["algorithm.loss=cispo", "algorithm.clip_low=0.5"]).algorithm
+    assert (a.clip_low, a.clip_high) == (0.5, 3.0)
+    a = load_config(None, ["algorithm.preset=cispo"]).algorithm
+    assert (a.loss, a.clip_low, a.clip_high) == ("cispo", 1.0, 3.0)

@@ -260,7 +260,7 @@ def test_render_prompt_plain_template() -> None:
 def test_render_prompt_bad_placeholder() -> None:
     with pytest.raises(DataError) as e:
         render_prompt("P", None, template="{problme} please", chat_template=False)
-    assert "{problme}" in str(e.value) and "{problem}" in str(e.value)
+    assert "{problme}" in str(e.value) and "did you mean 'problem'" in str(e.value)
 
 
 def test_render_prompt_chat_template() -> None:

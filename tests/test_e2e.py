@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 
 from rlengine.checkpoint import latest_checkpoint
 from rlengine.config import load_config
-from rlengine.logging import REQUIRED_METRICS
+from rlengine.runlog import REQUIRED_METRICS
 
 pytestmark = pytest.mark.slow
 
@@ -37,6 +38,7 @@ def tiny_config(model_dir: str, output_dir, *extra: str):
             f"reward.functions=[math_verify,{plugin}:text_length]",
             "learner.lr=1.0e-3",
             "learner.micro_batch_tokens=512",
+            "algorithm.kl_coef=0.05",
             "trainer.batch_size=4",
             "trainer.max_steps=3",
             "trainer.save_every=1",
@@ -85,6 +87,12 @@ def test_train_then_resume_continues_exactly(tiny_model_dir, ray_session, tmp_pa
         assert line["rollouts/generated"] == 16 and line["tokens/generated"] > 0
         assert line["rollout/logprob_diff_mean"] < 1e-3  # engines really got every new policy
         assert line["effective_ratio"] > 0 and line["grad_norm"] > 0
+        # learner values are measured, not defaults: entropy of a random 49k-vocab model is large,
+        # the constant lr is reported back, the loss is a finite number
+        assert line["entropy/mean"] > 1.0 and line["lr"] == 1.0e-3 and math.isfinite(line["loss/policy"])
+        assert line["time/train"] > 0 and line["time/rollout"] > 0 and line["time/sync"] > 0
+    # KL to the reference: exactly 0 before the first update moved the policy, positive after
+    assert metrics[0]["kl/mean"] == pytest.approx(0.0, abs=1e-7) and metrics[2]["kl/mean"] > 1e-7
     # eval during training: same grader, written to eval/step_N.json and the metrics log
     eval_json = json.loads((run_a / "eval" / "step_3.json").read_text())
     assert eval_json["benchmarks"]["gsm8k"]["problems"] == 3 and len(eval_json["records"]["gsm8k"]) == 3

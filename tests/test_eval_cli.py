@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from rlengine.eval import ProblemResult, summarize, write_results_json
+from rlengine.eval.runner import default_output_dir, is_result
 
 
 def result(correct: list[bool]) -> dict:
@@ -52,3 +54,17 @@ def test_compare_reports_delta_and_significance(tmp_path) -> None:
     same = run_compare(weak, weak)
     row = next(line for line in same.splitlines() if line.startswith("gsm8k") and "avg@1" in line)
     assert row.split()[5] == "+0.0" and row.split()[-1] == "no"
+
+
+def test_default_output_dir_of_a_checkpoint_is_the_runs_eval_dir(tmp_path, monkeypatch) -> None:
+    run = tmp_path / "runs" / "exp1"
+    model = run / "checkpoints" / "step_40" / "model"
+    model.mkdir(parents=True)
+    assert default_output_dir(str(model)) == run / "eval" / "step_40"
+    monkeypatch.chdir(run / "checkpoints" / "step_40")
+    assert default_output_dir("model") == run / "eval" / "step_40"  # relative paths too
+    assert default_output_dir(str(tmp_path / "my_model")) == Path("runs") / "eval" / "my_model"
+    assert default_output_dir("smollm2-135m-instruct") == Path("runs") / "eval" / "smollm2-135m-instruct"
+    # beside the step files of eval during training (eval/step_N.json), without clashing
+    write_results_json(result([True]), run / "eval" / "step_40.json", {"step": 40})
+    assert is_result(str(run / "eval" / "step_40.json")) and not is_result(str(model))

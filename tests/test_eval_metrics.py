@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from reward import RewardPool, RewardSpec
+from rlengine.data import DEFAULT_MATH_TEMPLATE, render_prompt
 from rlengine.eval import (
-    DEFAULT_TEMPLATE,
     ProblemResult,
     compare,
     default_ks,
@@ -22,12 +23,13 @@ from rlengine.eval import (
     majority_vote,
     make_grading_pool,
     pass_at_k,
-    render_prompt,
     summarize,
     write_results,
     write_results_json,
 )
+from rlengine.eval.runner import load_eval_benchmarks
 
+PLUGINS = Path(__file__).parent / "fixtures" / "reward_plugins.py"
 ROWS = [
     {"id": "p1", "problem": "What is 1/2?", "answer": "\\frac{1}{2}"},
     {"id": "p2", "problem": "What is 10^3?", "answer": "1000"},
@@ -98,6 +100,7 @@ def test_grade_completions_fields(records: list[ProblemResult]) -> None:
     assert [c["extracted"] for c in records[1].completions] == ["1000", "999", "999", None]
     first = records[0].completions[3]
     assert first["finish_reason"] == "length" and first["num_tokens"] == 34 and first["timed_out"] is False
+    assert not any(c["grading_error"] for r in records for c in r.completions)
 
 
 def test_summarize_hand_computed(records: list[ProblemResult]) -> None:
@@ -111,10 +114,10 @@ def test_summarize_hand_computed(records: list[ProblemResult]) -> None:
     assert s["truncated_fraction"] == pytest.approx(1 / 12)
     assert s["no_answer_fraction"] == pytest.approx(1 / 12)
     assert s["mean_response_tokens"] == pytest.approx((11 * 10 + 34) / 12)
-    assert s["grading_timeouts"] == 0
+    assert s["grading_timeouts"] == 0 and s["grading_errors"] == 0
     assert set(k for k in s if k.startswith("pass@")) == {"pass@1", "pass@2", "pass@4"}
     assert summarize(records, ks=[3])["pass@3"] == pytest.approx((1.0 + 0.75 + 1.0) / 3)
-    assert summarize([])["problems"] == 0
+    assert summarize([])["problems"] == 0 and summarize([])["grading_errors"] == 0
 
 
 def test_grade_completions_with_process_pool_and_pattern() -> None:
@@ -126,8 +129,29 @@ def test_grade_completions_with_process_pool_and_pattern() -> None:
         grade_completions(rows, [], reward_pool=None)
 
 
+def test_grading_errors_are_recorded_and_counted() -> None:
+    """A grading call that raises is a wrong sample with ``grading_error``, counted in the summary."""
+    rows = [{"id": "a", "problem": "q", "answer": "1"}, {"id": "b", "problem": "q", "answer": "1"}]
+    texts = [["\\boxed{1}", "bad \\boxed{1}"], ["bad", "bad", "\\boxed{1}"]]
+    comps = [[{"text": t, "num_tokens": 3, "finish_reason": "stop"} for t in ts] for ts in texts]
+    spec = RewardSpec(name="correct", function=f"{PLUGINS}:raise_on_bad")  # raises on "bad"
+    with RewardPool([spec], num_workers=0) as pool:
+        recs = grade_completions(rows, comps, reward_pool=pool)
+    assert [[c["grading_error"] for c in r.completions] for r in recs] == [[False, True], [True, True, False]]
+    assert [[c["correct"] for c in r.completions] for r in recs] == [[True, False], [False, False, True]]
+    assert recs[0].completions[1]["extracted"] == "1" and recs[1].completions[0]["extracted"] is None
+    s = summarize(recs)
+    assert s["grading_errors"] == 3 and s["grading_timeouts"] == 0
+    old_record = ProblemResult("c", "q", "1", [{"text": "", "extracted": None, "correct": False}])
+    assert summarize([old_record])["grading_errors"] == 0  # results written before the field existed
+
+
+def _prompt(problem: str) -> str:
+    return render_prompt(problem, None, template=DEFAULT_MATH_TEMPLATE, chat_template=False)
+
+
 def test_evaluate_with_fake_generator() -> None:
-    by_prompt = {render_prompt(r["problem"]): texts for r, texts in zip(ROWS, TEXTS)}
+    by_prompt = {_prompt(r["problem"]): texts for r, texts in zip(ROWS, TEXTS)}
     calls: list[int] = []
 
     def generate(prompts: list[str], n: int) -> list[list[dict[str, Any]]]:
@@ -137,7 +161,7 @@ def test_evaluate_with_fake_generator() -> None:
             for p in prompts
         ]
 
-    rows = [dict(r, prompt=render_prompt(r["problem"])) for r in ROWS]
+    rows = [dict(r, prompt=_prompt(r["problem"])) for r in ROWS]
     with make_grading_pool(num_workers=0) as pool:
         result = evaluate(
             generate, {"toy": rows}, samples=4, progress=False, reward_pool=pool, batch_problems=2
@@ -149,20 +173,34 @@ def test_evaluate_with_fake_generator() -> None:
             evaluate(generate, {"toy": ROWS}, samples=1, progress=False, reward_pool=pool)
 
 
-def test_render_prompt_keeps_boxed_braces() -> None:
-    assert (
-        render_prompt("What is 2+2?")
-        == "What is 2+2?\nPlease reason step by step, and put your final answer within \\boxed{}."
+class _ChatTokenizer:
+    chat_template = "x"
+
+    def apply_chat_template(self, messages: list[dict[str, str]], **kw: Any) -> str:
+        assert kw == {"tokenize": False, "add_generation_prompt": True}
+        return f"<user>{messages[-1]['content']}<assistant>"
+
+    def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
+        return {"input_ids": [len(word) for word in text.split()] + ([0] if add_special_tokens else [])}
+
+
+def test_load_eval_benchmarks_renders_default_template(tmp_path: Path) -> None:
+    source = tmp_path / "my set.jsonl"
+    source.write_text('{"id": "x", "problem": "What is 2+2?", "answer": "4"}\n', encoding="utf-8")
+    tok = _ChatTokenizer()
+    benches = load_eval_benchmarks(["gsm8k", str(source)], tok, limit=2, template=None)
+    assert list(benches) == ["gsm8k", "my set"] and len(benches["gsm8k"]) == 2
+    row = benches["my set"][0]
+    assert row["prompt"] == (
+        "<user>What is 2+2?\nPlease reason step by step, and put your final answer within \\boxed{}."
+        "<assistant>"
     )
-    assert DEFAULT_TEMPLATE.startswith("{problem}")
-
-    class Tok:
-        chat_template = "x"
-
-        def apply_chat_template(self, messages: list[dict[str, str]], **kw: Any) -> str:
-            return f"<user>{messages[0]['content']}<assistant>"
-
-    assert render_prompt("Q", "{problem}!", Tok()) == "<user>Q!<assistant>"
+    assert row["prompt_ids"] == tok(row["prompt"], add_special_tokens=False)["input_ids"]
+    plain = load_eval_benchmarks(
+        [str(source)], tok, limit=None, template="Q: {problem} ({id})", chat_template=False
+    )
+    assert plain["my set"][0]["prompt"] == "Q: What is 2+2? (x)"
+    assert plain["my set"][0]["prompt_ids"][-1] == 0  # special tokens added without a chat template
 
 
 # ---------------------------------------------------------------- files and comparison

@@ -12,7 +12,7 @@ import torch
 
 from rlengine.batch import Group, Response
 from rlengine.config import ConfigError, load_config
-from rlengine.stages import REGISTRY, StageContext, build_stage, build_stage_config
+from rlengine.stages import REGISTRY, STAGE_KINDS, StageContext, build_stage, build_stage_config
 from rlengine.stages.filter import BalancedFilter, NonzeroVarianceFilter, refill_size
 
 
@@ -108,9 +108,9 @@ def test_registry_and_defaults() -> None:
     assert {"none", "nonzero_variance", "balanced"} <= set(REGISTRY["filter"])
     cfg = load_config(None, ["filter.name=balanced"]).filter
     got = (cfg.name, cfg.low, cfg.high, cfg.max_rounds, cfg.carry_over, cfg.max_carry)
-    assert got == ("balanced", 0.2, 0.8, 4, True, None)
+    assert got == ("balanced", 0.2, 0.8, 4, False, None)  # carry-over is off by default, as in DAPO
     cfg = load_config(None, ["filter.name=nonzero_variance", "filter.max_rounds=2"]).filter
-    assert (cfg.name, cfg.max_rounds, cfg.carry_over) == ("nonzero_variance", 2, True)
+    assert (cfg.name, cfg.max_rounds, cfg.carry_over) == ("nonzero_variance", 2, False)
 
 
 # --------------------------------------------------------------------------- refill loop
@@ -125,7 +125,7 @@ def test_refill_size_rule() -> None:
 
 
 def test_refill_until_target_exact_counts() -> None:
-    f = stage("balanced")
+    f = stage("balanced", "carry_over=true")
     source = ScriptedRefill([0.5, 0.0, 0.0, 0.0], [0.5, 0.25, 0.75])
     batch, m = f.keep(groups([0.0, 1.0, 0.5, 0.5], "a"), 4, source)
     # round 1 keeps 2 of 4 -> asks 2 / (2/4) = 4; round 2 keeps 1 -> asks ceil(1 * 8 / 3) = 3
@@ -163,7 +163,7 @@ def test_nothing_survives_returns_empty_batch() -> None:
 
 
 def test_carry_over_survives_checkpoint_and_is_used_first(tmp_path: Path) -> None:
-    f = stage("balanced")
+    f = stage("balanced", "carry_over=true")
     batch, m = f.keep(groups([0.5, 0.5, 0.5, 0.25, 0.75, 0.0], "a"), 3, ScriptedRefill())
     assert (
         ids(batch) == ["a0", "a1", "a2"] and ids(f.buffer) == ["a3", "a4"] and m["filter/carry_buffer"] == 2
@@ -172,7 +172,7 @@ def test_carry_over_survives_checkpoint_and_is_used_first(tmp_path: Path) -> Non
 
     torch.save({"filter": f.state_dict()}, tmp_path / "state.pt")
     state = torch.load(tmp_path / "state.pt", weights_only=True)  # plain data only
-    resumed = stage("balanced")
+    resumed = stage("balanced", "carry_over=true")
     resumed.load_state_dict(state["filter"])
     assert resumed.buffer == saved and resumed.buffer[0].pass_rate == 0.25
     assert resumed.buffer[0].responses[0].logprobs == [-0.5, -0.25] and resumed.buffer[0].policy_version == 3
@@ -188,7 +188,7 @@ def test_carry_off_and_cap() -> None:
     f = stage("balanced", "carry_over=false")
     _, m = f.keep(groups([0.5] * 5, "a"), 2, ScriptedRefill())
     assert f.buffer == [] and f.state_dict() == {"buffer": []} and m["filter/dropped"] == 3
-    f = stage("balanced", "max_carry=2")
+    f = stage("balanced", "carry_over=true", "max_carry=2")
     _, m = f.keep(groups([0.5] * 5, "a"), 1, ScriptedRefill())
     assert ids(f.buffer) == ["a3", "a4"] and m["filter/dropped"] == 2  # oldest surplus dropped first
 
@@ -249,7 +249,7 @@ class StubRewards:
         from types import SimpleNamespace
 
         values = [float(int(it.completion) < self.passes(it.metadata["id"])) for it in items]
-        return SimpleNamespace(scores={"acc": values}, errors=0, timeouts=0)
+        return SimpleNamespace(scores={"acc": values}, errors=1, timeouts=2)  # faults counted per round
 
 
 class StubLearner:
@@ -283,8 +283,9 @@ def stub_trainer(tmp_path: Path, passes, *overrides: str):
     context = StageContext(rows=rows, seed=0, objectives=["acc"], reward_weights=[1.0])
     t = Trainer.__new__(Trainer)
     t.cfg, t.objectives, t.step_index, t.weights_dir = cfg, ["acc"], 0, tmp_path
-    for kind in ("curriculum", "filter", "reward_weighting", "replay"):
-        setattr(t, kind, build_stage(kind, getattr(cfg, kind), context))
+    t.stages = {kind: build_stage(kind, getattr(cfg, kind), context) for kind in STAGE_KINDS}
+    t.curriculum, t.filter = t.stages["curriculum"], t.stages["filter"]
+    t.reward_weighting, t.replay = t.stages["reward_weighting"], t.stages["replay"]
     t.pool, t.rewards, t.learner, t.logger = StubPool(), StubRewards(passes), StubLearner(), StubLogger()
     return t
 
@@ -307,15 +308,24 @@ def test_trainer_counts_refill_rounds(tmp_path: Path) -> None:
     assert t.logger.histograms["pass_rate/kept"] == [0.5] * len(t.logger.histograms["pass_rate/kept"])
     assert m["effective_ratio"] == 1.0 and m["rollouts/kept"] == 4 * (4 - m["filter/shortfall"])
     assert t.learner.trained == [m["rollouts/kept"]]
+    # reward faults of every round are counted, not only the first round's
+    assert m["rollouts/rounds"] == m["filter/rounds"]
+    assert (m["reward/errors"], m["reward/timeouts"]) == (m["filter/rounds"], 2 * m["filter/rounds"])
 
 
 def test_trainer_step_survives_empty_batch(tmp_path: Path) -> None:
+    from rlengine.runlog import LEARNER_METRICS
+    from rlengine.runlog import _clean as clean
+
     t = stub_trainer(tmp_path, lambda pid: 0, "filter.name=nonzero_variance", "filter.max_rounds=2")
     m = t.step()
     assert t.learner.trained == [] and m["train/skipped"] == 1.0 and m["filter/shortfall"] == 4
     assert m["rollouts/kept"] == 0 and m["effective_ratio"] == 0.0 and m["rollouts/generated"] == 4 * (4 + 16)
-    assert all(not (isinstance(v, float) and math.isnan(v)) for v in m.values())
-    json.dumps(m, allow_nan=False)
+    # no update happened: the learner's metrics are missing values (null in metrics.jsonl), not zeros
+    assert all(math.isnan(m[k]) for k in LEARNER_METRICS) and math.isnan(m["reward/mean"])
+    nan_free = {k: v for k, v in m.items() if k not in (*LEARNER_METRICS, "reward/mean")}
+    assert all(not (isinstance(v, float) and math.isnan(v)) for v in nan_free.values())
+    json.dumps({k: clean(v) for k, v in m.items()}, allow_nan=False)
 
 
 # --------------------------------------------------------------------------- real stack
@@ -328,7 +338,13 @@ def even_length(prompt, completion, answer, metadata):
 
 
 @pytest.mark.slow
-def test_balanced_filter_real_stack(tiny_model_dir, ray_session, tmp_path) -> None:
+def test_balanced_filter_real_stack_and_resume_from_run_dir(tiny_model_dir, ray_session, tmp_path) -> None:
+    """Balanced filter with carry-over on the real stack; ``keep_last`` prunes checkpoints; resuming
+    a copy of the run with ``rlengine train RUN_DIR`` from step 2 reproduces step 3 exactly,
+    carried groups (filter state) included."""
+    import shutil
+
+    from rlengine.cli import main
     from rlengine.trainer import train
 
     plugin = tmp_path / "even_rewards.py"
@@ -348,9 +364,11 @@ def test_balanced_filter_real_stack(tiny_model_dir, ray_session, tmp_path) -> No
             "learner.micro_batch_tokens=512",
             "filter.name=balanced",
             "filter.max_rounds=4",
+            "filter.carry_over=true",
             "trainer.batch_size=4",
             "trainer.max_steps=3",
-            "trainer.save_every=0",
+            "trainer.save_every=1",
+            "trainer.keep_last=2",
             f"trainer.output_dir={run}",
             "logging.progress=false",
         ],
@@ -366,5 +384,17 @@ def test_balanced_filter_real_stack(tiny_model_dir, ray_session, tmp_path) -> No
         if m["filter/shortfall"] == 0:
             assert m["effective_ratio"] == 1.0 and m["rollouts/kept"] == 2 * 4
     assert sum(m["filter/extra_rollouts"] for m in metrics) > 0  # n=2 keeps ~half: refill must have run
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_2", "step_3"]  # keep_last=2
     state = torch.load(run / "checkpoints/step_3/trainer_state.pt", weights_only=False)
     assert len(state["stages"]["filter"]["buffer"]) == metrics[-1]["filter/carry_buffer"]
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    shutil.rmtree(copy / "checkpoints" / "step_3")
+    assert main(["train", str(copy), "logging.progress=false"]) == 0
+    resumed = [json.loads(line) for line in (copy / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in resumed] == [1, 2, 3]
+    for key in ("filter/carried_over", "filter/carry_buffer", "filter/rounds", "rollouts/kept", "reward/mean"):
+        assert resumed[2][key] == metrics[2][key], key
+    state_b = torch.load(copy / "checkpoints/step_3/trainer_state.pt", weights_only=False)
+    assert state_b["stages"] == state["stages"]  # carried groups and data cursor

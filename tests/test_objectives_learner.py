@@ -9,16 +9,22 @@ import torch
 
 from rlengine.algorithms import PRESETS, compute_advantages
 from rlengine.config import load_config
-from rlengine.trainer import learner_options
+from rlengine.learner.group import LearnerGroup
+from rlengine.learner.spec import LearnerSpec
+from tests.conftest import learner_group
 from tests.test_learner import reward_batch, target_logprob
 
 pytestmark = pytest.mark.slow
 
 
-def run_preset(tiny_model_dir: str, *overrides: str, steps: int = 3) -> tuple[float, float, list[dict]]:
-    """Train a few steps on the target-token reward; return (before, after, metrics)."""
-    from rlengine.learner import LearnerGroup
+def run_preset(
+    tiny_model_dir: str, *overrides: str, steps: int = 3, rollout_shift: float = 0.0
+) -> tuple[float, float, list[dict]]:
+    """Train a few steps on the target-token reward; return (before, after, metrics).
 
+    Rollout (behaviour) logprobs are the learner's own before each update, shifted by
+    ``rollout_shift`` on every token, so the vLLM/learner mismatch the learner measures and TIS
+    corrects is known exactly."""
     cfg = load_config(
         None,
         [
@@ -29,7 +35,7 @@ def run_preset(tiny_model_dir: str, *overrides: str, steps: int = 3) -> tuple[fl
             *overrides,
         ],
     )
-    learner = LearnerGroup(tiny_model_dir, learner_options(cfg), num_ranks=1, use_gpu=False)
+    learner = LearnerGroup(LearnerSpec.from_config(cfg, tiny_model_dir), num_ranks=1)
     history = []
     try:
         before = target_logprob(learner)
@@ -38,9 +44,10 @@ def run_preset(tiny_model_dir: str, *overrides: str, steps: int = 3) -> tuple[fl
             rewards = torch.tensor([1.0 if 1234 in s["response_ids"] else 0.0 for s in samples])
             index = torch.arange(len(samples)) // 4
             advantages = compute_advantages(cfg.algorithm.advantage, rewards, index)
-            for sample, adv in zip(samples, advantages.tolist()):
+            current = learner.compute_logprobs(samples)
+            for sample, adv, lp in zip(samples, advantages.tolist(), current):
                 sample["advantage"] = adv
-                sample["rollout_logprobs"] = [-11.0] * len(sample["response_ids"])
+                sample["rollout_logprobs"] = [x + rollout_shift for x in lp]
             if cfg.learner.ppo_epochs > 1 or cfg.learner.mini_batch_size:
                 for sample, lp in zip(samples, learner.compute_logprobs(samples)):
                     sample["old_logprobs"] = lp
@@ -63,25 +70,37 @@ def test_preset_learns_through_real_learner(tiny_model_dir, ray_session, preset:
 
 
 def test_multi_epoch_minibatch_with_tis(tiny_model_dir, ray_session) -> None:
-    """ppo_epochs x mini-batches use learner old logprobs: the ratio moves off 1 and clipping kicks in."""
+    """ppo_epochs x mini-batches use learner old logprobs: the ratio moves off 1 and clipping kicks in.
+    The rollout/learner mismatch is measured exactly (the rollout logprobs are shifted by 0.3)."""
     before, after, history = run_preset(
         tiny_model_dir,
         "learner.ppo_epochs=3",
         "learner.mini_batch_size=8",
         "algorithm.tis_cap=2.0",
         "learner.lr=2.0e-2",
+        rollout_shift=0.3,
     )
     assert after > before + 0.2
     assert max(m["actor/ratio_max"] for m in history) > 1.0
     assert max(m["actor/clipfrac"] for m in history) > 0.0
-    assert history[0]["rollout/logprob_diff_mean"] > 0  # vLLM-vs-learner mismatch is measured
+    # before the first optimizer step the learner's logprobs equal its own pre-update ones: |diff| = 0.3
+    assert history[0]["rollout/logprob_diff_max"] == pytest.approx(0.3, abs=0.05)
+
+
+def test_tis_weights_change_the_update(tiny_model_dir, ray_session) -> None:
+    """TIS multiplies each token by min(pi_old / pi_rollout, C): with rollout logprobs 0.5 above the
+    learner's the weight is exp(-0.5) ~ 0.61 on every token, so the gradient norm shrinks by that factor."""
+    norms = {}
+    for tis in ("null", "2.0"):
+        _, _, history = run_preset(
+            tiny_model_dir, f"algorithm.tis_cap={tis}", "learner.grad_clip=0.0", steps=1, rollout_shift=0.5
+        )
+        norms[tis] = history[0]["grad_norm"]
+    assert norms["2.0"] == pytest.approx(math.exp(-0.5) * norms["null"], rel=1e-3)
 
 
 def test_reference_logprobs_equal_initial_policy(tiny_model_dir, ray_session) -> None:
-    from rlengine.learner import LearnerGroup
-
-    cfg = load_config(None, ["algorithm.kl_coef=0.1", "algorithm.kl_placement=reward", "learner.lr=1.0e-2"])
-    learner = LearnerGroup(tiny_model_dir, learner_options(cfg), num_ranks=1, use_gpu=False)
+    learner = learner_group(tiny_model_dir, "algorithm.kl_coef=0.1", "algorithm.kl_placement=reward")
     try:
         samples, advantages = reward_batch(seed=0)
         ref = learner.compute_logprobs(samples, "ref")
@@ -95,3 +114,94 @@ def test_reference_logprobs_equal_initial_policy(tiny_model_dir, ray_session) ->
         assert any(not torch.allclose(torch.tensor(a), torch.tensor(b)) for a, b in zip(moved, ref))
     finally:
         learner.shutdown()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("algorithm.agg=seq_mean_token_sum",),
+        ("algorithm.agg=seq_mean_token_sum_norm",),
+        ("algorithm.loss=bapo",),
+        ("algorithm.loss=gspo", "algorithm.clip_low=0.2", "algorithm.clip_high=0.2"),
+    ],
+    ids=lambda o: ",".join(x.split("=")[1] for x in o if "clip" not in x),
+)
+def test_aggregations_and_losses_learn_through_real_learner(tiny_model_dir, ray_session, overrides) -> None:
+    before, after, history = run_preset(tiny_model_dir, *overrides)
+    assert all(m["learner/skipped_steps"] == 0 and m["grad_norm"] > 0 for m in history)
+    assert after > before + 0.2, (overrides, before, after)
+
+
+def test_entropy_bonus_raises_entropy(tiny_model_dir, ray_session) -> None:
+    """With zero advantages only the entropy bonus moves the policy: entropy must rise (and stays put
+    with entropy_coef = 0, where the gradient is exactly zero)."""
+    results = {}
+    for coef in (0.0, 0.5):
+        learner = learner_group(tiny_model_dir, f"algorithm.entropy_coef={coef}", "learner.lr=1.0e-2")
+        try:
+            samples, _ = reward_batch(seed=0)
+            for sample in samples:
+                sample["advantage"] = 0.0
+            history = [learner.train(samples, seed=step) for step in range(3)]
+        finally:
+            learner.shutdown()
+        results[coef] = history
+    assert results[0.0][0]["grad_norm"] == 0.0
+    assert results[0.0][-1]["entropy/mean"] == pytest.approx(results[0.0][0]["entropy/mean"], rel=1e-6)
+    assert results[0.5][-1]["entropy/mean"] > results[0.5][0]["entropy/mean"] + 1e-3
+
+
+def test_lr_schedule_warmup_then_cosine(tiny_model_dir, ray_session) -> None:
+    """The learning rate the learner reports follows linear warm-up, then cosine to the floor."""
+    learner = learner_group(
+        tiny_model_dir,
+        "learner.lr=1.0e-3",
+        "learner.lr_schedule=cosine",
+        "learner.warmup_steps=2",
+        "learner.min_lr_ratio=0.1",
+        "trainer.max_steps=6",
+    )
+    try:
+        samples, advantages = reward_batch(seed=0)
+        for sample, adv in zip(samples, advantages.tolist()):
+            sample["advantage"] = adv
+        lrs = [learner.train(samples, seed=step)["lr"] for step in range(6)]
+    finally:
+        learner.shutdown()
+    # the lr reported after optimizer step k is the one for step k + 1
+    expected = []
+    for step in range(1, 7):
+        if step < 2:
+            expected.append(1e-3 * (step + 1) / 2)
+        else:
+            progress = min(1.0, (step - 2) / 4)
+            expected.append(1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))))
+    assert lrs == pytest.approx(expected, rel=1e-6)
+
+
+def test_kl_in_reward_uses_reference_logprobs(tiny_model_dir, ray_session) -> None:
+    """kl_placement=reward: each response's reward drops by beta * sum_t k3(rollout vs reference)."""
+    from rlengine.batch import Group, Response
+    from tests.test_trainer_logic import bare_trainer
+
+    trainer = bare_trainer("algorithm.kl_coef=0.5", "algorithm.kl_placement=reward", "algorithm.advantage=dr_grpo")
+    trainer.learner = learner_group(tiny_model_dir, "algorithm.kl_coef=0.5", "algorithm.kl_placement=reward")
+    try:
+        samples, _ = reward_batch(seed=0, groups=1, size=2)
+        ref = trainer.learner.compute_logprobs(samples, "ref")
+        shifts = [0.0, 0.2]  # response 1's behaviour logprobs sit 0.2 above the reference
+        responses = [
+            Response("x", s["response_ids"], [x + d for x in lp], "stop", scores={"math_verify": 1.0, "format": 0.0})
+            for s, lp, d in zip(samples, ref, shifts)
+        ]
+        groups = [Group(prompt={"id": "p"}, prompt_ids=samples[0]["prompt_ids"], responses=responses)]
+        trainer.set_scalar_rewards(groups)
+        built, metrics = trainer.build_samples(groups)
+    finally:
+        trainer.learner.shutdown()
+    k3 = math.exp(-0.2) + 0.2 - 1  # d = log pi_ref - log pi_behaviour = -0.2 on every token
+    length = len(samples[1]["response_ids"])
+    assert metrics["kl/mean"] == pytest.approx(k3 / 2, rel=1e-4)  # mean over the two responses
+    # dr_grpo: R - mean R with R = 1 - beta * KL_sum
+    penalty = 0.5 * k3 * length
+    assert [s["advantage"] for s in built] == pytest.approx([penalty / 2, -penalty / 2], rel=1e-4)

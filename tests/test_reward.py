@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import re
 import time
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from reward import (
     RewardPool,
     RewardSpec,
     extract_answer,
+    extract_boxed,
     grade,
     load_reward_function,
     normalize_answer,
@@ -50,6 +53,68 @@ def test_last_number_forms_and_no_answer() -> None:
     assert extract_answer("I do not know") is None
     assert extract_answer("") is None
     assert extract_answer("\\boxed{}") is None
+
+
+def _reference_extract_boxed(text: str) -> str | None:
+    """The straightforward (quadratic) extraction: for each box from the last, scan for its brace."""
+    for match in reversed(list(re.finditer(r"\\(?:boxed|fbox)(?![A-Za-z])", text))):
+        rest = text[match.end() :]
+        if rest.lstrip().startswith("{"):
+            i = open_at = match.end() + len(rest) - len(rest.lstrip())
+            depth, close_at = 0, None
+            while i < len(text):
+                if text[i] == "\\":
+                    i += 2
+                    continue
+                depth += {"{": 1, "}": -1}.get(text[i], 0)
+                if text[i] == "}" and depth == 0:
+                    close_at = i
+                    break
+                i += 1
+            content = "" if close_at is None else text[open_at + 1 : close_at].strip()
+        elif rest[:1].isspace():
+            token = re.match(r"\s+([^\s$]+)", rest)
+            content = token.group(1).rstrip(".,;") if token else ""
+        else:
+            content = ""
+        if content:
+            return content
+    return None
+
+
+def test_extract_boxed_matches_reference_on_random_texts() -> None:
+    assert extract_answer("\\boxed{\\frac{1}{2}} then \\boxed{ }") == "\\frac{1}{2}"
+    assert extract_answer("\\boxed{a\\}b} \\boxed{\\frac{") == "a\\}b"
+    assert extract_answer("\\\\boxed{4} \\boxed . \\fbox{") == "4"  # LaTeX line break before 'boxed'
+    pieces = [*"{}\\ \n7x.$", "\\boxed", "\\fbox", "\\boxedx", "\\{", "\\}", "\\\\"]
+    rng = random.Random(0)
+    for _ in range(5000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 24)))
+        assert extract_boxed(text) == _reference_extract_boxed(text), text
+
+
+@pytest.mark.parametrize(
+    ("unit", "tail", "expected", "after_a_box"),
+    [
+        ("\\boxed{", "", None, "7"),  # every box unclosed
+        ("\\boxed{", "}", None, "7"),  # the last box closed but empty, the others unclosed
+        ("\\boxed{}", "", None, "7"),  # every box closed and empty
+        ("\\boxed{\\", "", None, "7"),
+        ("\\boxed ; ", "", None, "7"),  # every ``\\boxed x`` empty once ";" is stripped
+        ("\\boxed{1", "", "1", "7"),  # no complete box: the last number
+    ],
+    ids=["unclosed", "last-closed-empty", "all-empty", "escaped-brace", "empty-token", "number"],
+)
+def test_extraction_is_linear_on_pathological_input(
+    unit: str, tail: str, expected: str | None, after_a_box: str
+) -> None:
+    text = unit * (200_000 // len(unit)) + tail
+    start = time.perf_counter()
+    assert extract_answer(text) == expected
+    assert extract_answer("\\boxed{7} " + text) == after_a_box  # the one complete box comes first
+    assert grade(text, "7").correct is False
+    elapsed = time.perf_counter() - start
+    assert elapsed < 2.0, f"extraction of {len(text)} characters took {elapsed:.1f} s"
 
 
 def test_invalid_pattern_is_a_clear_error() -> None:
@@ -89,6 +154,24 @@ def test_grade_known_answers(completion: str, gold: str, correct: bool, extracte
     assert result.correct is correct
     assert result.extracted == extracted
     assert result.timed_out is False
+
+
+def test_grade_integers_of_any_length() -> None:
+    big = "1234567890" * 500  # 5000 digits: int(big) raises ValueError (limit 4300)
+    assert grade(f"\\boxed{{{big}}}", big) == grader_module.GradeResult(True, big, False)
+    assert grade(f"so it is {big}", big).correct is True
+    assert grade(f"\\boxed{{{big[:-1]}1}}", big).correct is False
+    assert grade(f"\\boxed{{{big}}}", big + "0").correct is False
+    assert grade(f"\\boxed{{-{big}}}", big).correct is False
+    assert grade(f"\\boxed{{00{big}}}", big).correct is True
+    assert grade(f"\\boxed{{+{big}}}", big).correct is True
+    assert grade("\\boxed{-0}", "0").correct is True and grade("\\boxed{007}", "7").correct is True
+    assert grade("\\boxed{-7}", "7").correct is False and grade("\\boxed{\u0663}", "3").correct is True
+    detailed = BUILTIN_REWARDS["math_verify_detailed"]("p", f"\\boxed{{{big}}}", big, {})
+    assert detailed.score == 1.0
+    with RewardPool(parse_reward_specs(["math_verify"]), num_workers=0) as inline:
+        result = inline.score([RewardItem("q", f"\\boxed{{{big}}}", big, {})])
+    assert result.scores["math_verify"] == [1.0] and result.status["math_verify"] == ["ok"]
 
 
 def test_grade_timeout_counts_as_wrong(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,14 +6,16 @@ import pytest
 
 from rlengine.batch import Group, Response
 from rlengine.config import load_config
+from rlengine.learner.spec import LearnerSpec
 from rlengine.stages import StageContext, build_stage
-from rlengine.trainer import Trainer, learner_options
+from rlengine.trainer import Trainer
 
 
 def bare_trainer(*overrides: str) -> Trainer:
     cfg = load_config(None, ["rollout.max_tokens=10", "reward.functions=[math_verify,format]", *overrides])
     trainer = Trainer.__new__(Trainer)  # no Ray, no models: only the pure parts are used
     trainer.cfg = cfg
+    trainer.step_index = 0
     trainer.objectives = ["math_verify", "format"]
     context = StageContext(rows=[], seed=0, objectives=trainer.objectives, reward_weights=[1.0, 0.5])
     trainer.reward_weighting = build_stage("reward_weighting", cfg.reward_weighting, context)
@@ -61,11 +63,28 @@ def test_mask_truncated_and_advantages() -> None:
     assert metrics["advantage/mean_abs"] == pytest.approx(0.25)
 
 
-def test_learner_options_follow_the_preset() -> None:
-    cfg = load_config(None, ["algorithm.preset=dr_grpo", "rollout.max_tokens=64"])
-    options = learner_options(cfg)
-    assert options["agg"] == "seq_mean_token_sum_norm" and options["max_response_length"] == 64
-    assert options["loss"] == cfg.algorithm.loss and options["kl_coef"] == cfg.algorithm.kl_coef
+def test_learner_spec_follows_the_preset() -> None:
+    cfg = load_config(
+        None, ["algorithm.preset=dr_grpo", "rollout.max_tokens=64", "trainer.max_steps=5", "learner.ppo_epochs=2"]
+    )
+    spec = LearnerSpec.from_config(cfg, "/model")
+    assert spec.algorithm.agg == "seq_mean_token_sum_norm" and spec.max_response_length == 64
+    assert spec.algorithm is cfg.algorithm and spec.learner is cfg.learner  # one source of truth
+    assert spec.total_steps == 10  # max_steps x ppo_epochs x one optimizer step per epoch
+
+
+def test_stale_groups_bring_their_behaviour_logprobs() -> None:
+    """A group sampled by an older policy (carried over or replayed) is trained with its vLLM
+    logprobs as old_logprobs; a fresh group is on-policy (None: the learner uses its own)."""
+    trainer = bare_trainer()
+    trainer.step_index = 3
+    fresh, stale = group([2, 2], [1.0, 0.0], [False, False]), group([2, 2], [1.0, 0.0], [False, False])
+    fresh.policy_version, stale.policy_version = 3, 2
+    stale.responses[0].logprobs = [-0.5, -0.25]
+    trainer.set_scalar_rewards([fresh, stale])
+    samples, metrics = trainer.build_samples([fresh, stale])
+    assert [s["old_logprobs"] for s in samples[:2]] == [None, None]
+    assert samples[2]["old_logprobs"] == [-0.5, -0.25] and metrics["train/stale_fraction"] == 0.5
 
 
 def test_existing_run_directory_needs_resume(tmp_path) -> None:

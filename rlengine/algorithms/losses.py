@@ -93,7 +93,7 @@ def aggregate_loss(
     row_cnt = m.sum(dim=-1)
     denominator = sequence_weights(row_cnt, agg).sum()
     if agg == "seq_mean_token_sum_norm":
-        length = per_token_loss.shape[1] if max_response_length is None else int(max_response_length)
+        length = max(per_token_loss.shape[1], 1) if max_response_length is None else int(max_response_length)
         if length <= 0:
             raise ValueError(f"aggregate_loss: max_response_length must be > 0, got {length}")
         return weighted.sum() / (denominator.clamp(min=1) * float(max(length, 1)))

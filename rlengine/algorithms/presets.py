@@ -22,8 +22,8 @@ class Preset:
 
     ``paper``: arXiv id and title of the source. ``description``: what it does and what it
     leaves out. ``values``: the ``algorithm.*`` keys it sets. ``stages``: stage sections it sets
-    (``{"filter": {"name": "nonzero_variance"}}``), used only when the user's config leaves that
-    stage section out.
+    (``{"filter": {"name": "nonzero_variance"}}``); a user section without a ``name`` is merged
+    into it (``filter: {max_rounds: 8}`` tunes the preset's filter), one with a ``name`` replaces it.
     """
 
     paper: str
@@ -39,7 +39,7 @@ PRESETS: dict[str, Preset] = {
             "Group-normalised advantages, PPO clip 0.2, per-sequence token mean, and the KL "
             "penalty to the reference model (k3, beta = 0.04) in the loss, as in the original GRPO."
         ),
-        values={"agg": "seq_mean_token_mean", "kl_coef": 0.04, "kl_kind": "k3"},
+        values={"agg": "seq_mean_token_mean", "kl_coef": 0.04},
     ),
     "dr_grpo": Preset(
         paper="arXiv 2503.20783 - Understanding R1-Zero-Like Training: A Critical Perspective (Dr. GRPO)",

@@ -35,6 +35,8 @@ def grade_completions(
 
     ``reward_pool`` must have an objective named ``correct`` (see :func:`make_grading_pool`); one is
     created and closed here when None. ``answer_pattern`` travels in each item's metadata.
+    A completion whose grading call timed out (``timed_out``) or failed (``grading_error``: it raised
+    or crashed its worker) counts as wrong; ``extracted`` is then recomputed here.
     """
     if len(rows) != len(completions):
         raise ValueError(f"{len(rows)} rows but {len(completions)} completion lists")
@@ -62,7 +64,13 @@ def grade_completions(
             extracted = info.get("extracted") if info else extract_answer(c["text"], answer_pattern)
             timed_out = statuses[j] == "timeout" or bool(info and info.get("timed_out"))
             graded.append(
-                dict(text=c["text"], extracted=extracted, correct=scores[j] > 0.5, timed_out=timed_out)
+                dict(
+                    text=c["text"],
+                    extracted=extracted,
+                    correct=scores[j] > 0.5,
+                    timed_out=timed_out,
+                    grading_error=statuses[j] == "error",
+                )
             )
             graded[-1].update(num_tokens=c.get("num_tokens"), finish_reason=c.get("finish_reason"))
             j += 1

@@ -52,7 +52,7 @@ def default_ks(n: int) -> list[int]:
 @dataclass
 class ProblemResult:
     """Per-problem record. ``completions``: dicts with text, extracted, correct, num_tokens,
-    finish_reason, timed_out."""
+    finish_reason, timed_out, grading_error."""
 
     id: str
     problem: str
@@ -95,14 +95,14 @@ def summarize(
     Keys: problems, samples (n per problem; the minimum if they differ), ``avg@n`` (mean over problems
     of the per-problem accuracy = pass@1), ``pass@k`` for each k (default :func:`default_ks`, k <= n),
     ``maj@n``, mean_response_tokens, truncated_fraction (finish_reason == "length"), no_answer_fraction,
-    grading_timeouts.
+    grading_timeouts and grading_errors (samples whose grading timed out / failed; both scored wrong).
     """
     recs = [r for r in as_records(records) if r.completions]
     n = min((len(r.completions) for r in recs), default=0)
     out: dict[str, Any] = {"problems": len(recs), "samples": n}
     if not recs:
         empty = ["avg@0", "maj@0", "mean_response_tokens", "truncated_fraction", "no_answer_fraction"]
-        return out | dict.fromkeys(empty, 0.0) | {"grading_timeouts": 0}
+        return out | dict.fromkeys(empty, 0.0) | {"grading_timeouts": 0, "grading_errors": 0}
     out[f"avg@{n}"] = sum(r.accuracy for r in recs) / len(recs)
     for k in sorted(set(ks if ks is not None else default_ks(n))):
         if 1 <= k <= n:
@@ -114,4 +114,5 @@ def summarize(
     out["truncated_fraction"] = sum(c.get("finish_reason") == "length" for c in samples) / len(samples)
     out["no_answer_fraction"] = sum(c.get("extracted") is None for c in samples) / len(samples)
     out["grading_timeouts"] = sum(bool(c.get("timed_out")) for c in samples)
+    out["grading_errors"] = sum(bool(c.get("grading_error")) for c in samples)
     return out
