@@ -1,0 +1,134 @@
+"""The learner's computation without Ray: response-only chunked logprobs against the plain
+full-logits implementation, and a LearnerRank driven in this process (a DeepSpeed world of one)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from rlengine.algorithms import entropy_from_logits
+from rlengine.learner.batching import make_micro_batch, pack_micro_batches
+from rlengine.learner.logprobs import PolicyModel
+
+
+def random_samples(seed: int, count: int = 6) -> list[dict]:
+    rng = random.Random(seed)
+    return [
+        {
+            "prompt_ids": [rng.randint(5, 40000) for _ in range(rng.randint(1, 9))],
+            "response_ids": [] if i == 2 else [rng.randint(5, 40000) for _ in range(rng.randint(1, 14))],
+            "advantage": rng.uniform(-1, 1),
+        }
+        for i in range(count)
+    ]
+
+
+def full_logits_reference(
+    model, samples: list[dict], temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The plain implementation: pad with an attention mask, run the LM head over every position,
+    gather the response positions, log-softmax and entropy over the full vocabulary."""
+    width = max(len(s["prompt_ids"]) + len(s["response_ids"]) for s in samples)
+    ids = torch.zeros((len(samples), width), dtype=torch.long)
+    attention = torch.zeros_like(ids)
+    for i, s in enumerate(samples):
+        seq = s["prompt_ids"] + s["response_ids"]
+        ids[i, : len(seq)] = torch.tensor(seq)
+        attention[i, : len(seq)] = 1
+    logits = model(input_ids=ids, attention_mask=attention).logits.float() / temperature
+    lps, ents = [], []
+    for i, s in enumerate(samples):
+        start, n = len(s["prompt_ids"]) - 1, len(s["response_ids"])
+        z = logits[i, start : start + n]
+        lps.append(
+            torch.log_softmax(z, -1).gather(-1, torch.tensor(s["response_ids"]).unsqueeze(-1)).squeeze(-1)
+        )
+        ents.append(entropy_from_logits(z))
+    return torch.cat(lps), torch.cat(ents)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_chunked_logprobs_equal_full_logits_in_fp32(tiny_model_dir, packed: bool) -> None:
+    """Values equal the full-vocabulary computation to 1e-5 and gradients to 1e-5 of their scale (fp32), with chunks of 3
+    tokens (so chunking and the recomputation in backward are exercised) and temperature 0.7."""
+    from transformers import AutoModelForCausalLM
+
+    samples = random_samples(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    policy = PolicyModel(model, temperature=0.7)
+    policy.chunk_tokens = 3
+    weights = torch.randn(
+        sum(len(s["response_ids"]) for s in samples), generator=torch.Generator().manual_seed(1)
+    )
+
+    ref_lp, ref_ent = full_logits_reference(model, samples, 0.7)
+    (ref_lp * weights).sum().add(ref_ent.sum()).backward()
+    ref_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+
+    batch = make_micro_batch(samples, pad_id=0, packed=packed)
+    lp, ent = policy(batch.input_ids, batch.positions, batch.targets, batch.position_ids, with_entropy=True)
+    (lp * weights).sum().add(ent.sum()).backward()
+    assert lp.shape == ref_lp.shape and torch.allclose(lp, ref_lp, atol=1e-5)
+    assert torch.allclose(ent, ref_ent, atol=1e-5)
+    for name, param in model.named_parameters():  # fp32 summation order: 1e-5 of the gradient's scale
+        scale = ref_grads[name].abs().max()
+        assert (param.grad - ref_grads[name]).abs().max() <= 1e-5 * scale + 1e-7, name
+    # [N] -> [B, T] puts every token at its sample's row
+    rows = batch.to_rows(lp.detach())
+    assert torch.equal(rows[2], torch.zeros_like(rows[2]))  # sample 2 has an empty response
+    assert torch.allclose(rows[0, : batch.lengths[0]], ref_lp[: batch.lengths[0]], atol=1e-5)
+
+
+def test_packed_budget_counts_real_tokens() -> None:
+    lengths = [5, 30, 7, 12, 40, 3]
+    padded = pack_micro_batches(list(range(6)), lengths, 40)
+    packed = pack_micro_batches(list(range(6)), lengths, 40, packed=True)
+    assert all(len(b) == 1 or sum(lengths[i] for i in b) <= 40 for b in packed)
+    assert len(packed) < len(padded)  # no padding: more sequences per micro-batch
+
+
+@pytest.fixture(scope="module")
+def in_process_rank_spec(tiny_model_dir):
+    from rlengine.learner.rank import single_process_env
+    from tests.conftest import learner_spec
+
+    single_process_env()
+    return lambda *overrides: learner_spec(
+        tiny_model_dir, "learner.grad_clip=0.0", "learner.lr=0.0", *overrides
+    )
+
+
+def test_learner_rank_without_ray(tiny_model_dir, in_process_rank_spec) -> None:
+    """A LearnerRank built in this process: its logprobs match the plain implementation, and packing
+    the micro-batches into one row gives the same loss and gradient as padded rows."""
+    from transformers import AutoModelForCausalLM
+
+    from rlengine.learner.batching import plan_updates, sample_length, step_denominators
+    from rlengine.learner.rank import LearnerRank
+
+    samples = [s for s in random_samples(1) if s["response_ids"]]
+    reference, _ = full_logits_reference(AutoModelForCausalLM.from_pretrained(tiny_model_dir), samples, 1.0)
+    results = {}
+    for packed in (False, True):
+        spec = in_process_rank_spec(f"learner.packing={str(packed).lower()}", "learner.micro_batch_tokens=40")
+        rank = LearnerRank(spec)
+        plan = plan_updates(
+            [sample_length(s) for s in samples],
+            ranks=1,
+            mini_batch_size=None,
+            ppo_epochs=1,
+            token_budget=40,
+            seed=0,
+            packed=packed,
+        )
+        logprobs = rank.compute_logprobs(samples, plan[0][0], "policy")
+        flat = torch.tensor([x for i in range(len(samples)) for x in logprobs[i]])
+        assert torch.allclose(flat, reference, atol=1e-5)
+        results[packed] = rank.train(samples, plan[0], step_denominators(samples, plan, "token_mean"))
+        assert len(plan[0][0]) > 1  # several micro-batches: accumulation is exercised
+    for key in ("grad_norm", "loss/policy", "entropy/mean"):
+        assert results[True][key] == pytest.approx(results[False][key], rel=1e-5), key
+    assert results[False]["grad_norm"] > 0

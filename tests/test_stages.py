@@ -1,0 +1,128 @@
+"""Stage interfaces and plug-in stages from user files (config validation, building, YAML round trip)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rlengine.config import ConfigError, dump_yaml, load_config
+from rlengine.stages import INTERFACES, REGISTRY, Curriculum, Filter, StageContext, build_stage
+
+PLUGIN = '''
+from dataclasses import dataclass
+
+
+@dataclass
+class ReverseConfig:
+    every: int = 1
+    """Take every n-th row."""
+
+
+class ReverseCurriculum:
+    config_class = ReverseConfig
+
+    def __init__(self, config, context):
+        self.rows = list(reversed(context.rows))[:: config.every]
+        self.cursor = 0
+
+    def select(self, num_prompts):
+        out = [self.rows[(self.cursor + i) % len(self.rows)] for i in range(num_prompts)]
+        self.cursor += num_prompts
+        return out
+
+    def observe(self, prompts, pass_rates):
+        return {"curriculum/cursor": float(self.cursor)}
+
+    def state_dict(self):
+        return {"cursor": self.cursor}
+
+    def load_state_dict(self, state):
+        self.cursor = state["cursor"]
+
+
+class NoConfig:
+    def select(self, n): ...
+    def observe(self, p, r): ...
+    def state_dict(self): ...
+    def load_state_dict(self, s): ...
+
+
+@dataclass
+class HalfConfig:
+    pass
+
+
+class Half:
+    config_class = HalfConfig
+
+    def select(self, n): ...
+'''
+
+
+@pytest.fixture
+def plugin_yaml(tmp_path: Path):
+    (tmp_path / "my_stages.py").write_text(PLUGIN)
+
+    def write(section: str) -> Path:
+        path = tmp_path / "run.yaml"
+        path.write_text(f"curriculum:\n{section}")
+        return path
+
+    return write
+
+
+def test_builtin_stages_satisfy_their_protocol() -> None:
+    context = StageContext(
+        rows=[{"id": "a", "problem": "p", "answer": "1"}], seed=0, objectives=["acc"], reward_weights=[1.0]
+    )
+    cfg = load_config(None)
+    for kind, stages in REGISTRY.items():
+        for name in stages:
+            config = load_config(None, [f"{kind}.name={name}"]).__getattribute__(kind)
+            assert isinstance(build_stage(kind, config, context), INTERFACES[kind]), (kind, name)
+    assert not isinstance(build_stage("filter", cfg.filter, context), Curriculum)
+
+
+def test_plugin_stage_from_a_file_relative_to_the_yaml(plugin_yaml) -> None:
+    cfg = load_config(plugin_yaml("  name: my_stages.py:ReverseCurriculum\n  every: 2\n"))
+    assert cfg.curriculum.name == "my_stages.py:ReverseCurriculum" and cfg.curriculum.every == 2
+    rows = [{"id": str(i)} for i in range(6)]
+    stage = build_stage("curriculum", cfg.curriculum, StageContext(rows, 0, ["acc"], [1.0]), cfg.config_dir)
+    assert isinstance(stage, Curriculum) and not isinstance(stage, Filter)
+    assert [r["id"] for r in stage.select(4)] == ["5", "3", "1", "5"]
+    # the resolved config keeps the plug-in's name, so a run directory resumes with the same stage
+    text = dump_yaml(cfg)
+    assert "name: my_stages.py:ReverseCurriculum" in text and "every: 2" in text
+
+
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        (
+            "  name: my_stages.py:ReverseCurriculum\n  evry: 2\n",
+            r"unknown key 'curriculum.evry' \(did you mean 'every'\?\)",
+        ),
+        (
+            "  name: my_stages.py:ReverseCurriculum\n  every: two\n",
+            r"curriculum.every: expected int, got 'two'",
+        ),
+        (
+            "  name: my_stages.py:ReverseCurriculm\n",
+            r"curriculum.name: .*'ReverseCurriculm' not found .*did you mean 'ReverseCurriculum'",
+        ),
+        ("  name: nope.py:X\n", r"curriculum.name: file not found: 'nope.py'"),
+        ("  name: my_stages.py:NoConfig\n", r"needs a class attribute config_class"),
+        (
+            "  name: my_stages.py:Half\n",
+            r"lacks observe, state_dict, load_state_dict; a curriculum implements select, observe",
+        ),
+        (
+            "  name: unifrom\n",
+            r"curriculum.name: unknown curriculum 'unifrom' \(did you mean 'uniform'\?\).*my_file.py:MyClass",
+        ),
+    ],
+)
+def test_plugin_errors_name_the_key(plugin_yaml, section: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(plugin_yaml(section))
