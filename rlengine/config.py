@@ -215,7 +215,8 @@ class EvaluationConfig:
     limit: int | None = 50
     """Problems per benchmark (null = all)."""
     template: str | None = None
-    """Prompt template (default: the benchmark's own)."""
+    """Prompt template with ``{problem}`` (default: ``data.template``'s default, the boxed-answer
+    math instruction)."""
 
 
 @dataclass

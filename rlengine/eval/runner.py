@@ -24,6 +24,10 @@ from rlengine.eval.results import (
 from rlengine.runtime import init_ray, use_gpu
 
 
+SEED_STRIDE = 7919
+"""Distance between the sampling seeds of consecutive problems (a prime larger than any n)."""
+
+
 def load_eval_benchmarks(
     names: list[str],
     tokenizer: Any,
@@ -63,17 +67,28 @@ def make_generate(
     top_p: float,
     seed: int,
 ) -> Generate:
-    """``generate(prompts, n)`` over the pool, as :func:`rlengine.eval.evaluate` expects."""
+    """``generate(prompts, n)`` over the pool, as :func:`rlengine.eval.evaluate` expects.
+
+    Every problem gets its own seed, ``SEED_STRIDE`` apart in the order problems are asked for
+    (vLLM seeds sample j of a request with seed + j, so nearer seeds would make sample j + 1 of one
+    problem replay sample j of the next). The same evaluation therefore samples the same texts.
+    """
     token_ids = {row["prompt"]: row["prompt_ids"] for rows in benchmarks.values() for row in rows}
+    asked = 0
 
     def generate(prompts: list[str], n: int) -> list[list[dict]]:
+        nonlocal asked
+        if n >= SEED_STRIDE:
+            raise ValueError(f"at most {SEED_STRIDE - 1} samples per problem, got {n}")
+        base = seed * 1_000_003 + asked * SEED_STRIDE
+        asked += len(prompts)
         sampling = {
             "n": n,
             "temperature": temperature,
             "top_p": top_p,
             "max_tokens": max_tokens,
             "logprobs": False,
-            "seeds": [seed + i for i in range(len(prompts))],
+            "seeds": [(base + i * SEED_STRIDE) % 2**31 for i in range(len(prompts))],
         }
         outputs = pool.generate([token_ids[p] for p in prompts], sampling)
         return [
@@ -246,4 +261,14 @@ def compare_runs(a: str, b: str, settings: EvalSettings) -> str:
             summary, records, _ = evaluate_model(item, settings)
             loaded.append((summary, records))
     (sa, ra), (sb, rb) = loaded
-    return format_compare_table(compare(sa, sb, ra, rb), label_a=Path(a).name, label_b=Path(b).name)
+    return format_compare_table(compare(sa, sb, ra, rb), label_a=run_label(a), label_b=run_label(b))
+
+
+def run_label(path: str) -> str:
+    """A column label for a result or model path: ``run/step_N`` for a run's checkpoint or eval."""
+    p = Path(path)
+    if p.name in ("model", "summary.json"):
+        p = p.parent
+    if p.parent.name in ("checkpoints", "eval"):
+        return f"{p.parent.parent.name}/{p.name}"
+    return p.name

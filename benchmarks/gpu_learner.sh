@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The GPU rows of BENCHMARKS.md's learner table: random-initialised Qwen2.5 0.5B and 1.5B shapes,
+# bf16, one GPU, rlengine's learner rank (no Ray) against a plain PyTorch loop.
+#   bash benchmarks/gpu_learner.sh [OUT_DIR]
+# Each configuration updates its section of BENCHMARKS.md (copied to OUT_DIR after each one).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-.}"
+run() { python3 benchmarks/learner_throughput.py --steps 2 --repeats 1 "$@"; cp BENCHMARKS.md "$out/" 2>/dev/null || true; }
+run --model qwen2.5-0.5b --zero 1 --grad-ckpt off --micro-batch-tokens 8192
+run --model qwen2.5-1.5b --zero 2 --grad-ckpt on --micro-batch-tokens 4096
+run --model qwen2.5-1.5b --zero 2 --grad-ckpt on --micro-batch-tokens 16384
+run --model qwen2.5-0.5b --zero 2 --grad-ckpt on --micro-batch-tokens 16384
+run --model qwen2.5-1.5b --zero 2 --grad-ckpt off --micro-batch-tokens 8192
