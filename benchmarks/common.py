@@ -50,7 +50,12 @@ def render_table(headers: list[str], rows: list[list[str]]) -> str:
 def update_benchmarks_md(key: str, title: str, body: str) -> None:
     """Replace (or append) the section of BENCHMARKS.md between ``<!-- key -->`` markers."""
     start, end = f"<!-- {key} -->", f"<!-- /{key} -->"
-    command = "python " + " ".join([str(Path(sys.argv[0]).relative_to(ROOT)) if Path(sys.argv[0]).is_absolute() else sys.argv[0], *sys.argv[1:]])
+    command = "python " + " ".join(
+        [
+            str(Path(sys.argv[0]).relative_to(ROOT)) if Path(sys.argv[0]).is_absolute() else sys.argv[0],
+            *sys.argv[1:],
+        ]
+    )
     section = "\n".join(
         [
             start,
@@ -66,7 +71,11 @@ def update_benchmarks_md(key: str, title: str, body: str) -> None:
     )
     text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
+    text = (
+        pattern.sub(lambda _: section, text)
+        if pattern.search(text)
+        else text.rstrip() + "\n\n" + section + "\n"
+    )
     BENCHMARKS_MD.write_text(text)
 
 

@@ -7,8 +7,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-.}"
 run() { python3 benchmarks/learner_throughput.py --steps 2 --repeats 1 "$@"; cp BENCHMARKS.md "$out/" 2>/dev/null || true; }
+run --model qwen2.5-1.5b --zero 2 --grad-ckpt on --micro-batch-tokens 16384 --profile "$out/profile_1.5b_z2_16k.txt"
 run --model qwen2.5-0.5b --zero 1 --grad-ckpt off --micro-batch-tokens 8192
-run --model qwen2.5-1.5b --zero 2 --grad-ckpt on --micro-batch-tokens 4096
-run --model qwen2.5-1.5b --zero 2 --grad-ckpt on --micro-batch-tokens 16384
-run --model qwen2.5-0.5b --zero 2 --grad-ckpt on --micro-batch-tokens 16384
 run --model qwen2.5-1.5b --zero 2 --grad-ckpt off --micro-batch-tokens 8192
+run --model qwen2.5-1.5b --zero 2 --grad-ckpt on --micro-batch-tokens 4096
+run --model qwen2.5-1.5b --zero 3 --grad-ckpt on --micro-batch-tokens 16384

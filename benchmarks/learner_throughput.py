@@ -36,8 +36,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import median, render_table, update_benchmarks_md  # noqa: E402
 
 QWEN = {  # Qwen2.5 shapes (config.json of the public checkpoints), random-initialised here
-    "qwen2.5-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2),
-    "qwen2.5-1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2),
+    "qwen2.5-0.5b": dict(
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+    ),
+    "qwen2.5-1.5b": dict(
+        hidden_size=1536,
+        intermediate_size=8960,
+        num_hidden_layers=28,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+    ),
 }
 
 
@@ -55,7 +67,13 @@ def make_model(name: str, directory: Path) -> str:
         return make_tiny_model(directory, num_heads=2, seed=0)
     from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
 
-    config = Qwen2Config(vocab_size=151936, max_position_embeddings=32768, tie_word_embeddings=True, rope_theta=1e6, **QWEN[name])
+    config = Qwen2Config(
+        vocab_size=151936,
+        max_position_embeddings=32768,
+        tie_word_embeddings=True,
+        rope_theta=1e6,
+        **QWEN[name],
+    )
     torch.manual_seed(0)
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
@@ -68,7 +86,9 @@ def make_model(name: str, directory: Path) -> str:
     return str(directory)
 
 
-def make_samples(count: int, prompt_tokens: int, response_tokens: int, vocab: int, seed: int = 0) -> list[dict]:
+def make_samples(
+    count: int, prompt_tokens: int, response_tokens: int, vocab: int, seed: int = 0
+) -> list[dict]:
     """Responses of random tokens; lengths vary +-50 % around the given means (as RL batches do)."""
     rng = random.Random(seed)
     samples = []
@@ -173,6 +193,16 @@ def run_rlengine(args, samples: list[dict], plan) -> dict:
         start = time.perf_counter()
         rank.compute_logprobs(samples, [m for step in plan[0] for m in step], "policy")
         logprob_times.append(time.perf_counter() - start)
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with profile(activities=activities) as prof:
+            rank.train(samples, plan[0], denominators)
+            if cuda:
+                torch.cuda.synchronize()
+        sort = "cuda_time_total" if cuda else "cpu_time_total"
+        Path(args.profile).write_text(prof.key_averages().table(sort_by=sort, row_limit=30, max_name_column_width=60))
     return {"step_s": times, "logprob_s": logprob_times[-1:]}
 
 
@@ -209,7 +239,11 @@ def run_plain(args, samples: list[dict], plan) -> dict:
             advantages = torch.tensor([s["advantage"] for s in part], device=device).unsqueeze(-1)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
                 logits = model(input_ids=ids, attention_mask=attention).logits
-            logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+            logprobs = (
+                torch.log_softmax(logits[:, :-1].float(), dim=-1)
+                .gather(-1, ids[:, 1:].unsqueeze(-1))
+                .squeeze(-1)
+            )
             ratio = torch.exp(logprobs - logprobs.detach())
             loss = -(advantages * ratio * mask).sum() / denominator
             loss.backward()
@@ -248,11 +282,23 @@ def worker(args) -> None:
 
 
 def one_run(args, impl: str, samples_file: str, model_path: str) -> dict:
-    cmd = [sys.executable, __file__, "--worker", "--impl", impl, "--samples-file", samples_file, "--model-path", model_path]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--impl",
+        impl,
+        "--samples-file",
+        samples_file,
+        "--model-path",
+        model_path,
+    ]
     for key in ("device", "zero", "grad_ckpt", "micro_batch_tokens", "steps"):
         cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
     if args.packing:
         cmd.append("--packing")
+    if args.profile and impl == "rlengine":
+        cmd += ["--profile", args.profile]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "TRANSFORMERS_VERBOSITY": "error"}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
     for line in out.stdout.splitlines():
@@ -262,7 +308,9 @@ def one_run(args, impl: str, samples_file: str, model_path: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="builtin", choices=["builtin", "tiny", *QWEN])
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--zero", type=int, default=2)
@@ -272,12 +320,17 @@ def main() -> None:
     parser.add_argument("--responses", type=int, default=None)
     parser.add_argument("--prompt-tokens", type=int, default=None)
     parser.add_argument("--response-tokens", type=int, default=None)
-    parser.add_argument("--steps", type=int, default=3, help="timed optimizer steps per run (after one warm-up)")
+    parser.add_argument(
+        "--steps", type=int, default=3, help="timed optimizer steps per run (after one warm-up)"
+    )
     parser.add_argument("--repeats", type=int, default=2, help="alternating runs of each implementation")
     parser.add_argument("--timeout", type=int, default=1200)
-    parser.add_argument("--smoke", action="store_true", help="tiny model, one step, no BENCHMARKS.md update (CI)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny model, one step, no BENCHMARKS.md update (CI)"
+    )
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     parser.add_argument("--json-out", default=None, help="also write the rows as JSON here")
+    parser.add_argument("--profile", default=None, help="write a torch.profiler table of one rlengine step here")
     # worker mode
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--impl", default=None, help=argparse.SUPPRESS)
@@ -336,7 +389,17 @@ def main() -> None:
         }
         s = summary[impl]
         logprob = "-" if s["logprob_s"] != s["logprob_s"] else f"{s['logprob_s']:.2f}"
-        rows.append([impl, f"{step:.2f}", f"{s['tok_s']:,.0f}", f"{100 * s['mfu']:.1f} %", f"{s['peak_gib']:.1f}", logprob, ""])
+        rows.append(
+            [
+                impl,
+                f"{step:.2f}",
+                f"{s['tok_s']:,.0f}",
+                f"{100 * s['mfu']:.1f} %",
+                f"{s['peak_gib']:.1f}",
+                logprob,
+                "",
+            ]
+        )
     ratio = ""
     if summary["rlengine"] and summary["plain"]:
         ratio = (
@@ -348,7 +411,9 @@ def main() -> None:
         f"{args.micro_batch_tokens}-token micro-batches{' (packed)' if args.packing else ''}, "
         f"{args.responses} responses, {tokens} tokens per step, {args.steps} timed steps x {args.repeats} runs each"
     )
-    table = render_table(["impl", "s/step (median)", "tokens/s", "MFU", "peak GiB", "logprob pass s", "note"], rows)
+    table = render_table(
+        ["impl", "s/step (median)", "tokens/s", "MFU", "peak GiB", "logprob pass s", "note"], rows
+    )
     text = f"{setting}; matmul peak {peak / 1e12:.1f} TFLOP/s\n\n{table}\n\n{ratio}\n"
     print("\n" + text)
     if args.json_out:

@@ -183,7 +183,7 @@ class LearnerConfig:
     attn_implementation: str | None = None
     """Attention kernel for the learner's model (``sdpa``, ``flash_attention_2``, ``eager``);
     null = the transformers default (SDPA)."""
-    zero_bucket_elements: int = 50_000_000
+    zero_bucket_elements: int = 200_000_000
     """DeepSpeed ZeRO reduce / all-gather / prefetch bucket size in elements (smaller = less
     memory, more collective calls)."""
     mini_batch_size: int | None = None

@@ -71,7 +71,8 @@ def render() -> str:
             "",
             f"## `{kind}` (stage)",
             "",
-            f"`{kind}.name` picks one of: " + ", ".join(f"`{n}`" for n in REGISTRY[kind])
+            f"`{kind}.name` picks one of: "
+            + ", ".join(f"`{n}`" for n in REGISTRY[kind])
             + ", or your own class as `my_file.py:MyClass` (see docs/stages.md).",
         ]
         for name, (cls, config_cls) in REGISTRY[kind].items():

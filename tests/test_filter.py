@@ -394,7 +394,13 @@ def test_balanced_filter_real_stack_and_resume_from_run_dir(tiny_model_dir, ray_
     assert main(["train", str(copy), "logging.progress=false"]) == 0
     resumed = [json.loads(line) for line in (copy / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in resumed] == [1, 2, 3]
-    for key in ("filter/carried_over", "filter/carry_buffer", "filter/rounds", "rollouts/kept", "reward/mean"):
+    for key in (
+        "filter/carried_over",
+        "filter/carry_buffer",
+        "filter/rounds",
+        "rollouts/kept",
+        "reward/mean",
+    ):
         assert resumed[2][key] == metrics[2][key], key
     state_b = torch.load(copy / "checkpoints/step_3/trainer_state.pt", weights_only=False)
     assert state_b["stages"] == state["stages"]  # carried groups and data cursor

@@ -160,7 +160,10 @@ def test_micro_batch_packing_does_not_change_the_gradient(tiny_model_dir, ray_se
     norms = []
     for budget in (16, 4096):
         learner = learner_group(
-            tiny_model_dir, f"algorithm.agg={agg}", f"learner.micro_batch_tokens={budget}", "learner.grad_clip=0.0"
+            tiny_model_dir,
+            f"algorithm.agg={agg}",
+            f"learner.micro_batch_tokens={budget}",
+            "learner.grad_clip=0.0",
         )
         try:
             norms.append(learner.train(samples, seed=0)["grad_norm"])

@@ -49,8 +49,9 @@ def full_logits_reference(
     return torch.cat(lps), torch.cat(ents)
 
 
-@pytest.mark.parametrize("packed", [False, True])
-def test_chunked_logprobs_equal_full_logits_in_fp32(tiny_model_dir, packed: bool) -> None:
+@pytest.mark.parametrize("fused_head", [True, False], ids=["fused-head", "checkpointed-head"])
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_chunked_logprobs_equal_full_logits_in_fp32(tiny_model_dir, packed: bool, fused_head: bool) -> None:
     """Values equal the full-vocabulary computation to 1e-5 and gradients to 1e-5 of their scale (fp32), with chunks of 3
     tokens (so chunking and the recomputation in backward are exercised) and temperature 0.7."""
     from transformers import AutoModelForCausalLM
@@ -58,7 +59,7 @@ def test_chunked_logprobs_equal_full_logits_in_fp32(tiny_model_dir, packed: bool
     samples = random_samples(0)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     policy = PolicyModel(model, temperature=0.7)
-    policy.chunk_tokens = 3
+    policy.chunk_tokens, policy.fused_head = 3, fused_head
     weights = torch.randn(
         sum(len(s["response_ids"]) for s in samples), generator=torch.Generator().manual_seed(1)
     )
@@ -69,13 +70,23 @@ def test_chunked_logprobs_equal_full_logits_in_fp32(tiny_model_dir, packed: bool
     model.zero_grad()
 
     batch = make_micro_batch(samples, pad_id=0, packed=packed)
-    lp, ent = policy(batch.input_ids, batch.positions, batch.targets, batch.position_ids, with_entropy=True)
+    lp, ent = policy(
+        batch.input_ids,
+        batch.positions,
+        batch.targets,
+        batch.position_ids,
+        with_entropy=True,
+        entropy_grad=True,
+    )
     (lp * weights).sum().add(ent.sum()).backward()
     assert lp.shape == ref_lp.shape and torch.allclose(lp, ref_lp, atol=1e-5)
     assert torch.allclose(ent, ref_ent, atol=1e-5)
     for name, param in model.named_parameters():  # fp32 summation order: 1e-5 of the gradient's scale
         scale = ref_grads[name].abs().max()
         assert (param.grad - ref_grads[name]).abs().max() <= 1e-5 * scale + 1e-7, name
+    # without an entropy bonus the entropy carries no gradient (a metric only)
+    lp2, ent2 = policy(batch.input_ids, batch.positions, batch.targets, batch.position_ids, with_entropy=True)
+    assert lp2.requires_grad and not ent2.requires_grad and torch.allclose(ent2, ref_ent, atol=1e-5)
     # [N] -> [B, T] puts every token at its sample's row
     rows = batch.to_rows(lp.detach())
     assert torch.equal(rows[2], torch.zeros_like(rows[2]))  # sample 2 has an empty response

@@ -184,14 +184,22 @@ def test_kl_in_reward_uses_reference_logprobs(tiny_model_dir, ray_session) -> No
     from rlengine.batch import Group, Response
     from tests.test_trainer_logic import bare_trainer
 
-    trainer = bare_trainer("algorithm.kl_coef=0.5", "algorithm.kl_placement=reward", "algorithm.advantage=dr_grpo")
+    trainer = bare_trainer(
+        "algorithm.kl_coef=0.5", "algorithm.kl_placement=reward", "algorithm.advantage=dr_grpo"
+    )
     trainer.learner = learner_group(tiny_model_dir, "algorithm.kl_coef=0.5", "algorithm.kl_placement=reward")
     try:
         samples, _ = reward_batch(seed=0, groups=1, size=2)
         ref = trainer.learner.compute_logprobs(samples, "ref")
         shifts = [0.0, 0.2]  # response 1's behaviour logprobs sit 0.2 above the reference
         responses = [
-            Response("x", s["response_ids"], [x + d for x in lp], "stop", scores={"math_verify": 1.0, "format": 0.0})
+            Response(
+                "x",
+                s["response_ids"],
+                [x + d for x in lp],
+                "stop",
+                scores={"math_verify": 1.0, "format": 0.0},
+            )
             for s, lp, d in zip(samples, ref, shifts)
         ]
         groups = [Group(prompt={"id": "p"}, prompt_ids=samples[0]["prompt_ids"], responses=responses)]

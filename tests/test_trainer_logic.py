@@ -65,7 +65,8 @@ def test_mask_truncated_and_advantages() -> None:
 
 def test_learner_spec_follows_the_preset() -> None:
     cfg = load_config(
-        None, ["algorithm.preset=dr_grpo", "rollout.max_tokens=64", "trainer.max_steps=5", "learner.ppo_epochs=2"]
+        None,
+        ["algorithm.preset=dr_grpo", "rollout.max_tokens=64", "trainer.max_steps=5", "learner.ppo_epochs=2"],
     )
     spec = LearnerSpec.from_config(cfg, "/model")
     assert spec.algorithm.agg == "seq_mean_token_sum_norm" and spec.max_response_length == 64

@@ -23,7 +23,6 @@ from rlengine.eval.results import (
 )
 from rlengine.runtime import init_ray, use_gpu
 
-
 SEED_STRIDE = 7919
 """Distance between the sampling seeds of consecutive problems (a prime larger than any n)."""
 

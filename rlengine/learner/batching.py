@@ -142,6 +142,10 @@ class MicroBatch:
     """``[B]`` one advantage per sample."""
     lengths: list[int]
     """Response length of every sample."""
+    loss_counts: list[int]
+    """Response tokens of every sample that enter the loss (host-side, so no device sync is needed)."""
+    rollout_tokens: int
+    """Loss tokens of the samples that brought rollout logprobs (host-side)."""
 
     def to(self, device: torch.device) -> MicroBatch:
         moved = {}
@@ -209,4 +213,6 @@ def make_micro_batch(samples: list[dict], pad_id: int, *, packed: bool = False) 
         has_rollout=has_rollout,
         advantages=torch.tensor([float(s.get("advantage", 0.0)) for s in samples], dtype=torch.float32),
         lengths=lengths,
+        loss_counts=[loss_tokens(s) for s in samples],
+        rollout_tokens=sum(loss_tokens(s) for s in samples if s.get("rollout_logprobs")),
     )

@@ -9,12 +9,15 @@ more full-vocabulary tensors for logsumexp and entropy. Here instead:
 * the backbone runs once and only the ``N`` positions that predict response tokens go through
   the LM head (prompt and padding positions never do);
 * the head, the log-softmax and the entropy run in chunks of tokens, logits in the model's
-  dtype and the reductions in fp32, so at most one ``[chunk, V]`` block is alive;
-* when gradients are needed each chunk is activation-checkpointed: its logits are recomputed in
-  backward instead of being stored (one more head matmul, about 5 % of a step for a 1.5B model,
-  against gigabytes of ``[N, V]`` fp32 activations).
+  dtype and the reductions in fp32, so at most one ``[chunk, V]`` fp32 block is alive;
+* backward never needs the logits: the forward already knows the derivative of each output with
+  respect to the logits (``onehot - p`` for a logprob, ``-p (log p + H)`` for an entropy), so it
+  keeps that, in the model's dtype, and backward only runs the two head matmuls
+  (:class:`HeadLogprobs`, like Liger's fused linear cross-entropy but for per-token outputs).
 
-The head is called as a module, so ZeRO-3 gathers its (possibly tied) weight as usual.
+That needs the head weight as a tensor. Under ZeRO-3 the weight is partitioned and gathered only
+inside the head module's own call, so there the chunks call the module and are activation-
+checkpointed instead (their logits are recomputed in backward: one more head matmul).
 """
 
 from __future__ import annotations
@@ -50,6 +53,66 @@ def _chunk_logprobs(
     return logprobs, entropy
 
 
+class HeadLogprobs(torch.autograd.Function):
+    """``(logprobs [N], entropy [N])`` of ``targets`` under ``softmax(hidden @ weight.T / T)``.
+
+    Forward runs in chunks and saves, per chunk, the derivative of its outputs with respect to the
+    logits in ``hidden``'s dtype (the entropy's only when ``entropy_grad``); backward scales them by
+    the incoming gradients and runs ``grad @ weight`` and ``grad.T @ hidden``.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, temperature, chunk, entropy_grad):  # noqa: ANN001
+        logprobs, entropies, d_logprob, d_entropy = [], [], [], []
+        for start in range(0, hidden.shape[0], chunk):
+            h, t = hidden[start : start + chunk], targets[start : start + chunk]
+            z = (h @ weight.t()).float() / temperature
+            lse = torch.logsumexp(z, dim=-1, keepdim=True)
+            logp = z - lse
+            del z
+            p = logp.exp()
+            entropy = -(p * logp).sum(-1)
+            logprobs.append(logp.gather(-1, t.unsqueeze(-1)).squeeze(-1))
+            entropies.append(entropy)
+            if entropy_grad:  # dH/dz = -p (log p + H)
+                d_entropy.append((-p * (logp + entropy.unsqueeze(-1))).to(hidden.dtype))
+            del logp
+            p.neg_().scatter_add_(-1, t.unsqueeze(-1), torch.ones_like(t, dtype=p.dtype).unsqueeze(-1))
+            d_logprob.append(p.to(hidden.dtype))  # d logp_t / dz = onehot(t) - p
+            del p
+        ctx.save_for_backward(hidden, weight, *d_logprob, *d_entropy)
+        ctx.temperature, ctx.chunk, ctx.entropy_grad, ctx.chunks = (
+            temperature,
+            chunk,
+            entropy_grad,
+            len(d_logprob),
+        )
+        entropy = torch.cat(entropies)
+        if not entropy_grad:
+            ctx.mark_non_differentiable(entropy)
+        return torch.cat(logprobs), entropy
+
+    @staticmethod
+    def backward(ctx, grad_logprobs, grad_entropy):  # noqa: ANN001
+        hidden, weight, *saved = ctx.saved_tensors
+        d_logprob, d_entropy = saved[: ctx.chunks], saved[ctx.chunks :]
+        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
+        for i, start in enumerate(range(0, hidden.shape[0], ctx.chunk)):
+            stop = start + d_logprob[i].shape[0]
+            g = d_logprob[i] * (grad_logprobs[start:stop] / ctx.temperature).to(hidden.dtype).unsqueeze(-1)
+            if ctx.entropy_grad and grad_entropy is not None:
+                g = g + d_entropy[i] * (grad_entropy[start:stop] / ctx.temperature).to(
+                    hidden.dtype
+                ).unsqueeze(-1)
+            if grad_hidden is not None:
+                grad_hidden[start:stop] = g @ weight
+            if grad_weight is not None:  # the matmul in the model's dtype, accumulated over chunks in fp32
+                grad_weight += g.t() @ hidden[start:stop]
+        grad_weight = grad_weight.to(weight.dtype) if grad_weight is not None else None
+        return grad_hidden, grad_weight, None, None, None, None
+
+
 def token_logprobs(
     hidden: Tensor,
     targets: Tensor,
@@ -58,15 +121,29 @@ def token_logprobs(
     temperature: float = 1.0,
     softcap: float | None = None,
     with_entropy: bool = False,
+    entropy_grad: bool = False,
     chunk_tokens: int = 1024,
+    weight: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """``(logprobs [N], entropy [N] or None)`` of ``targets`` given the final hidden states
     ``hidden [N, H]`` at the positions that predict them. Equal (fp32) to
-    ``log_softmax(head(hidden) / T).gather(targets)`` and ``entropy_from_logits(head(hidden) / T)``."""
+    ``log_softmax(head(hidden) / T).gather(targets)`` and ``entropy_from_logits(head(hidden) / T)``.
+
+    With ``weight`` (the head's weight; no bias, no softcap) gradients go through
+    :class:`HeadLogprobs`; otherwise each chunk calls ``head`` under activation checkpointing.
+    ``entropy_grad`` says whether the entropy will be differentiated (an entropy bonus).
+    """
     if hidden.shape[0] == 0:
         empty = hidden.new_zeros(0, dtype=torch.float32)
         return empty, (empty if with_entropy else None)
-    recompute = torch.is_grad_enabled() and hidden.requires_grad
+    recompute = torch.is_grad_enabled() and (
+        hidden.requires_grad or any(p.requires_grad for p in _params(head))
+    )
+    if recompute and weight is not None and softcap is None:
+        logprobs, entropy = HeadLogprobs.apply(
+            hidden, weight, targets, temperature, chunk_tokens, entropy_grad
+        )
+        return logprobs, (entropy if with_entropy else None)
     parts_lp, parts_ent = [], []
     for start in range(0, hidden.shape[0], chunk_tokens):
         args = (hidden[start : start + chunk_tokens], targets[start : start + chunk_tokens])
@@ -78,8 +155,12 @@ def token_logprobs(
             lp, ent = _chunk_logprobs(*args, head, temperature, softcap, with_entropy)
         parts_lp.append(lp)
         parts_ent.append(ent)
-    logprobs = torch.cat(parts_lp)
-    return logprobs, (torch.cat(parts_ent) if with_entropy else None)
+    entropy = torch.cat(parts_ent) if entropy_grad else torch.cat(parts_ent).detach()
+    return torch.cat(parts_lp), (entropy if with_entropy else None)
+
+
+def _params(module: object) -> list[Tensor]:
+    return list(module.parameters()) if isinstance(module, nn.Module) else []
 
 
 class PolicyModel(nn.Module):
@@ -97,6 +178,10 @@ class PolicyModel(nn.Module):
         self.softcap = getattr(model.config, "final_logit_softcapping", None)
         vocab = model.get_output_embeddings().weight.shape[0]
         self.chunk_tokens = max(64, CHUNK_ELEMENTS // max(1, vocab))
+        head = model.get_output_embeddings()
+        self.fused_head = getattr(head, "bias", None) is None and not self.softcap
+        """Differentiate through :class:`HeadLogprobs` (needs the head weight as a tensor: the
+        learner turns this off under ZeRO-3, where only the head's own call gathers it)."""
 
     def forward(
         self,
@@ -105,6 +190,7 @@ class PolicyModel(nn.Module):
         targets: Tensor,
         position_ids: Tensor | None = None,
         with_entropy: bool = False,
+        entropy_grad: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """Logprobs (and entropies) of ``targets`` predicted at flat ``positions`` of ``input_ids``.
 
@@ -115,12 +201,15 @@ class PolicyModel(nn.Module):
         out = backbone(input_ids=input_ids, position_ids=position_ids, use_cache=False)
         hidden = out.last_hidden_state
         hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions)
+        head = self.model.get_output_embeddings()
         return token_logprobs(
             hidden,
             targets,
-            self.model.get_output_embeddings(),
+            head,
             temperature=self.temperature,
             softcap=self.softcap,
             with_entropy=with_entropy,
+            entropy_grad=entropy_grad,
             chunk_tokens=self.chunk_tokens,
+            weight=head.weight if self.fused_head else None,
         )

@@ -92,6 +92,7 @@ class LearnerRank:
         torch.manual_seed(spec.seed + self.rank)
         self.packed = self.opts.packing
         policy = self._load_model().to(self.device)
+        policy.fused_head &= self.opts.zero_stage < 3
         if self.opts.grad_checkpointing:
             policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         hf_config = policy.model.config
@@ -170,6 +171,7 @@ class LearnerRank:
             targets=batch.targets,
             position_ids=batch.position_ids,
             with_entropy=with_entropy,
+            entropy_grad=self.algo.entropy_coef > 0,
         )
         return batch.to_rows(logprobs), (batch.to_rows(entropy) if entropy is not None else None)
 
@@ -249,7 +251,7 @@ class LearnerRank:
             max_response_length=L,
             token_weights=token_weights,
         )
-        weight = sequence_weights(mask.sum(-1), algo.agg).sum()
+        weight = float(sequence_weights(torch.tensor(batch.loss_counts), algo.agg).sum())
         total = loss
         if self.ref is not None and algo.kl_placement == "loss":
             with torch.no_grad():
@@ -260,18 +262,18 @@ class LearnerRank:
         mean_entropy = aggregate_loss(entropy, mask, algo.agg, L)
         if algo.entropy_coef > 0:
             total = total - algo.entropy_coef * mean_entropy
-        tokens = mask.sum()
+        tokens = sum(batch.loss_counts)
         metrics.add("entropy/mean", mean_entropy.detach(), tokens)
         for key in ("clipfrac", "approx_kl", "ratio/mean"):
             metrics.add(f"actor/{key}", loss_metrics[key], tokens)
-        if float(tokens) > 0:
+        if tokens > 0:
             metrics.max("actor/ratio_max", loss_metrics["ratio/max"])
+        if batch.rollout_tokens > 0:  # |vLLM - learner| logprob gap where vLLM's logprobs are known
             valid = (mask > 0) & batch.has_rollout.unsqueeze(-1)
-            if bool(valid.any()):
-                gap = (logprobs.detach() - batch.rollout_logprobs).abs()[valid]
-                metrics.add("rollout/logprob_diff_mean", gap.mean(), valid.sum())
-                metrics.max("rollout/logprob_diff_max", gap.max())
-        return total, loss.detach(), float(weight) / denominator
+            gap = torch.where(valid, (logprobs.detach() - batch.rollout_logprobs).abs(), 0.0)
+            metrics.add("rollout/logprob_diff_mean", gap.sum() / batch.rollout_tokens, batch.rollout_tokens)
+            metrics.max("rollout/logprob_diff_max", gap.max())
+        return total, loss.detach(), weight / denominator
 
     def _step(self, finite: bool) -> tuple[float, bool]:
         """Optimizer step on every rank, or on none: when any rank saw a non-finite loss the
