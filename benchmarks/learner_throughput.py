@@ -172,6 +172,7 @@ def run_rlengine(args, samples: list[dict], plan) -> dict:
             f"learner.grad_checkpointing={str(args.grad_ckpt == 'on').lower()}",
             f"learner.micro_batch_tokens={args.micro_batch_tokens}",
             f"learner.packing={str(args.packing).lower()}",
+            f"learner.compile={str(args.compile).lower()}",
             "learner.lr=1.0e-6",
             f"rollout.max_tokens={max(len(s['response_ids']) for s in samples)}",
             f"rollout.max_model_len={max(len(s['prompt_ids']) + len(s['response_ids']) for s in samples) + 1}",
@@ -295,8 +296,9 @@ def one_run(args, impl: str, samples_file: str, model_path: str) -> dict:
     ]
     for key in ("device", "zero", "grad_ckpt", "micro_batch_tokens", "steps"):
         cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
-    if args.packing:
-        cmd.append("--packing")
+    for flag in ("packing", "compile"):
+        if getattr(args, flag):
+            cmd.append(f"--{flag}")
     if args.profile and impl == "rlengine":
         cmd += ["--profile", args.profile]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "TRANSFORMERS_VERBOSITY": "error"}
@@ -317,6 +319,7 @@ def main() -> None:
     parser.add_argument("--grad-ckpt", default="on", choices=["on", "off"])
     parser.add_argument("--micro-batch-tokens", type=int, default=None)
     parser.add_argument("--packing", action="store_true", help="rlengine packs micro-batches into one row")
+    parser.add_argument("--compile", action="store_true", help="rlengine compiles its decoder layers (learner.compile)")
     parser.add_argument("--responses", type=int, default=None)
     parser.add_argument("--prompt-tokens", type=int, default=None)
     parser.add_argument("--response-tokens", type=int, default=None)
@@ -408,7 +411,8 @@ def main() -> None:
         )
     setting = (
         f"{args.model}, {args.device}, ZeRO-{args.zero}, grad ckpt {args.grad_ckpt}, "
-        f"{args.micro_batch_tokens}-token micro-batches{' (packed)' if args.packing else ''}, "
+        f"{args.micro_batch_tokens}-token micro-batches{' (packed)' if args.packing else ''}"
+        f"{', rlengine compiled' if args.compile else ''}, "
         f"{args.responses} responses, {tokens} tokens per step, {args.steps} timed steps x {args.repeats} runs each"
     )
     table = render_table(
@@ -419,7 +423,8 @@ def main() -> None:
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"setting": setting, "summary": summary, "peak": peak}))
     if not args.no_write:
-        key = f"learner-{args.model}-{args.device}-z{args.zero}-ckpt{args.grad_ckpt}-{args.micro_batch_tokens}{'-packed' if args.packing else ''}"
+        flags = ("-packed" if args.packing else "") + ("-compiled" if args.compile else "")
+        key = f"learner-{args.model}-{args.device}-z{args.zero}-ckpt{args.grad_ckpt}-{args.micro_batch_tokens}{flags}"
         update_benchmarks_md(key, f"Learner throughput: {setting.split(', ')[0]}, {args.device}", text)
 
 

@@ -180,6 +180,9 @@ class LearnerConfig:
     """Pack each micro-batch's sequences into one row (position ids restart per sequence) instead
     of right-padding rows. Pays off with varlen attention (``attn_implementation:
     flash_attention_2`` on GPU); with SDPA it builds a block-diagonal mask and is usually slower."""
+    compile: bool = False
+    """``torch.compile`` each decoder layer (fuses the norm, rotary and MLP element-wise ops; the
+    first micro-batches pay the compilation). ZeRO 0-2 only."""
     attn_implementation: str | None = None
     """Attention kernel for the learner's model (``sdpa``, ``flash_attention_2``, ``eager``);
     null = the transformers default (SDPA)."""

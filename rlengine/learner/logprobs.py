@@ -183,6 +183,13 @@ class PolicyModel(nn.Module):
         """Differentiate through :class:`HeadLogprobs` (needs the head weight as a tensor: the
         learner turns this off under ZeRO-3, where only the head's own call gathers it)."""
 
+    def compile_layers(self) -> None:
+        """``torch.compile`` every decoder layer (dynamic shapes: micro-batch lengths vary)."""
+        backbone = getattr(self.model, self.model.base_model_prefix)
+        layers = getattr(backbone, "layers", None)
+        for layer in layers if isinstance(layers, nn.ModuleList) else [backbone]:
+            layer.compile(dynamic=True)
+
     def forward(
         self,
         input_ids: Tensor,

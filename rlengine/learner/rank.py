@@ -95,6 +95,8 @@ class LearnerRank:
         policy.fused_head &= self.opts.zero_stage < 3
         if self.opts.grad_checkpointing:
             policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if self.opts.compile:
+            policy.compile_layers()
         hf_config = policy.model.config
         self.tied = bool(getattr(hf_config, "tie_word_embeddings", False))
         pad = hf_config.pad_token_id if hf_config.pad_token_id is not None else hf_config.eos_token_id
