@@ -143,3 +143,33 @@ def test_learner_rank_without_ray(tiny_model_dir, in_process_rank_spec) -> None:
     for key in ("grad_norm", "loss/policy", "entropy/mean"):
         assert results[True][key] == pytest.approx(results[False][key], rel=1e-5), key
     assert results[False]["grad_norm"] > 0
+
+
+@pytest.mark.slow
+def test_compiled_layers_give_the_same_logprobs(tiny_model_dir, in_process_rank_spec) -> None:
+    """learner.compile: torch.compile'd decoder layers compute the same logprobs and gradients."""
+    from rlengine.learner.batching import plan_updates, sample_length, step_denominators
+    from rlengine.learner.rank import LearnerRank
+
+    samples = [s for s in random_samples(2) if s["response_ids"]]
+    plan = plan_updates(
+        [sample_length(s) for s in samples],
+        ranks=1,
+        mini_batch_size=None,
+        ppo_epochs=1,
+        token_budget=40,
+        seed=0,
+    )
+    results = {}
+    for compiled in (False, True):
+        rank = LearnerRank(
+            in_process_rank_spec(f"learner.compile={str(compiled).lower()}", "learner.micro_batch_tokens=40")
+        )
+        logprobs = rank.compute_logprobs(samples, plan[0][0], "policy")
+        metrics = rank.train(samples, plan[0], step_denominators(samples, plan, "token_mean"))
+        results[compiled] = (
+            torch.tensor([x for i in range(len(samples)) for x in logprobs[i]]),
+            metrics["grad_norm"],
+        )
+    assert torch.allclose(results[True][0], results[False][0], atol=1e-5)
+    assert results[True][1] == pytest.approx(results[False][1], rel=1e-4) and results[False][1] > 0
