@@ -1,4 +1,4 @@
-"""The step loop. Read :meth:`Trainer.step` top to bottom: it is the pseudo-code of DESIGN.md.
+"""The step loop. Read :meth:`Trainer.step` top to bottom: it is the pseudo-code of docs/architecture.md.
 
 prompts  = curriculum.select(batch_size)
 groups   = rollout_pool.generate(prompts, n=G); scores = rewards.score(groups)
@@ -214,7 +214,7 @@ class Trainer:
     # ------------------------------------------------------------------ the step
 
     def step(self) -> dict[str, Any]:
-        """One step: the pseudo-code of DESIGN.md, line for line."""
+        """One step: the pseudo-code of docs/architecture.md, line for line."""
         cfg, state = self.cfg, StepState(self.step_index)
         with state.timer("time/stages"):
             prompts = self.curriculum.select(cfg.trainer.batch_size)
@@ -380,7 +380,7 @@ class Trainer:
         return metrics
 
     def step_metrics(self, state: StepState, batch: list[Group], extra: dict[str, Any]) -> dict[str, Any]:
-        """The metrics line of a step (keys in DESIGN.md; learner keys are NaN when the update
+        """The metrics line of a step (keys in docs/architecture.md; learner keys are NaN when the update
         was skipped because the filter kept nothing)."""
         trained = [r for g in batch for r in g.responses]
         generated = [r for g in state.generated for r in g.responses]

@@ -244,10 +244,12 @@ class StubRewards:
 
     def __init__(self, passes) -> None:
         self.passes = passes
+        self.prompt_ids: list[str] = []  # one per response scored, in order
 
     def score(self, items):
         from types import SimpleNamespace
 
+        self.prompt_ids += [it.metadata["id"] for it in items]
         values = [float(int(it.completion) < self.passes(it.metadata["id"])) for it in items]
         return SimpleNamespace(scores={"acc": values}, errors=1, timeouts=2)  # faults counted per round
 
@@ -301,10 +303,13 @@ def test_trainer_counts_refill_rounds(tmp_path: Path) -> None:
     m = t.step()
     assert len(t.pool.calls) == m["filter/rounds"] >= 2 and t.pool.calls[0] == 4
     assert m["rollouts/generated"] == 4 * sum(t.pool.calls) == 16 + m["filter/extra_rollouts"]
-    generated = t.logger.histograms["pass_rate/generated"]
-    assert len(generated) == sum(t.pool.calls) and m["pass_rate/mean"] == pytest.approx(
-        sum(generated) / len(generated)
+    # an independent count: every prompt scored, with the pass rate the stub reward gives it
+    scored = t.rewards.prompt_ids[::4]  # 4 responses per prompt, scored together
+    expected = [t.rewards.passes(pid) / 4 for pid in scored]
+    assert len(scored) == sum(t.pool.calls) and m["pass_rate/mean"] == pytest.approx(
+        sum(expected) / len(expected)
     )
+    assert sorted(t.logger.histograms["pass_rate/generated"]) == sorted(expected)
     assert t.logger.histograms["pass_rate/kept"] == [0.5] * len(t.logger.histograms["pass_rate/kept"])
     assert m["effective_ratio"] == 1.0 and m["rollouts/kept"] == 4 * (4 - m["filter/shortfall"])
     assert t.learner.trained == [m["rollouts/kept"]]

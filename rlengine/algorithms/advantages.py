@@ -1,7 +1,7 @@
 """Advantage estimators (one scalar per response) and DAPO overlong reward shaping.
 
 Every estimator returns one float32 advantage per response; the learner broadcasts it over
-the response's tokens. Formulas are in ``shared/ALGORITHMS.md`` section 1 and in the
+the response's tokens. Formulas are in ``docs/algorithms.md`` and in the
 docstring of :func:`compute_advantages`.
 """
 

@@ -309,7 +309,7 @@ def bapo_adapt_bounds(
     all-reduce sum) so that every data-parallel rank picks the same bounds.
 
     Unverified: the paper's exact ratio form. We use the positive share ``pos / (pos + neg)``
-    (``shared/ALGORITHMS.md``); the authors' verl recipe compares ``pos / neg`` with its target
+    (``docs/algorithms.md``); the authors' verl recipe compares ``pos / neg`` with its target
     and lists ranges [0.6, 0.9] and [1.2, 3.0]. The effective-ratio contributions follow that
     recipe; note that raising ``c_low`` there can only lower the measured share, so the search
     in effect moves ``c_low`` to ``c_low_max`` before widening ``c_high`` whenever the batch is
