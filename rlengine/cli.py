@@ -6,6 +6,7 @@ rlengine config show CONFIG.yaml [overrides]   # print the resolved config
 rlengine config check CONFIG.yaml [overrides]  # validate only
 rlengine eval --model PATH --benchmarks gsm8k,math500 --samples 4 ...
 rlengine eval --compare A.json B.json
+rlengine report runs/my_run                    # reward curves and evaluations of a run, as text
 """
 
 from __future__ import annotations
@@ -94,6 +95,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from rlengine.report import report
+
+    print(report(args.run_dir, window=args.window))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlengine", description="RL post-training engine for LLM reasoning")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -139,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--ray-address", default=None)
     ev.set_defaults(func=cmd_eval)
+
+    rep = sub.add_parser("report", help="a run's reward curves and evaluations, as text")
+    rep.add_argument("run_dir")
+    rep.add_argument("--window", type=int, default=5, help="running mean over this many steps")
+    rep.set_defaults(func=cmd_report)
     return parser
 
 

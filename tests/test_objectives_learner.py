@@ -83,8 +83,7 @@ def test_multi_epoch_minibatch_with_tis(tiny_model_dir, ray_session) -> None:
     assert after > before + 0.2
     assert max(m["actor/ratio_max"] for m in history) > 1.0
     assert max(m["actor/clipfrac"] for m in history) > 0.0
-    # before the first optimizer step the learner's logprobs equal its own pre-update ones: |diff| = 0.3
-    assert history[0]["rollout/logprob_diff_max"] == pytest.approx(0.3, abs=0.05)
+    assert history[0]["rollout/logprob_diff_mean"] > 0  # the rollout/learner mismatch is measured
 
 
 def test_tis_weights_change_the_update(tiny_model_dir, ray_session) -> None:
@@ -96,6 +95,9 @@ def test_tis_weights_change_the_update(tiny_model_dir, ray_session) -> None:
             tiny_model_dir, f"algorithm.tis_cap={tis}", "learner.grad_clip=0.0", steps=1, rollout_shift=0.5
         )
         norms[tis] = history[0]["grad_norm"]
+        # one forward before the only optimizer step: the measured gap is exactly the 0.5 shift
+        assert history[0]["rollout/logprob_diff_mean"] == pytest.approx(0.5, abs=1e-4)
+        assert history[0]["rollout/logprob_diff_max"] == pytest.approx(0.5, abs=1e-4)
     assert norms["2.0"] == pytest.approx(math.exp(-0.5) * norms["null"], rel=1e-3)
 
 
@@ -137,7 +139,7 @@ def test_entropy_bonus_raises_entropy(tiny_model_dir, ray_session) -> None:
     with entropy_coef = 0, where the gradient is exactly zero)."""
     results = {}
     for coef in (0.0, 0.5):
-        learner = learner_group(tiny_model_dir, f"algorithm.entropy_coef={coef}", "learner.lr=1.0e-2")
+        learner = learner_group(tiny_model_dir, f"algorithm.entropy_coef={coef}", "learner.lr=1.0e-4")
         try:
             samples, _ = reward_batch(seed=0)
             for sample in samples:
@@ -148,7 +150,9 @@ def test_entropy_bonus_raises_entropy(tiny_model_dir, ray_session) -> None:
         results[coef] = history
     assert results[0.0][0]["grad_norm"] == 0.0
     assert results[0.0][-1]["entropy/mean"] == pytest.approx(results[0.0][0]["entropy/mean"], rel=1e-6)
-    assert results[0.5][-1]["entropy/mean"] > results[0.5][0]["entropy/mean"] + 1e-3
+    # a random model is near the maximum entropy (ln 49152 = 10.80); small steps still raise it
+    entropies = [m["entropy/mean"] for m in results[0.5]]
+    assert entropies[0] < entropies[1] < entropies[2], entropies
 
 
 def test_lr_schedule_warmup_then_cosine(tiny_model_dir, ray_session) -> None:
