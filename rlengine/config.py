@@ -93,8 +93,9 @@ class RolloutConfig:
     """vLLM context length (prompt + response)."""
     gpu_memory_utilization: float = 0.5
     """vLLM GPU memory share (GPU only)."""
-    kv_cache_gib: int = 2
-    """vLLM-CPU KV cache size in GiB (``VLLM_CPU_KVCACHE_SPACE``)."""
+    kv_cache_gib: int | None = None
+    """vLLM-CPU KV cache size in GiB (``VLLM_CPU_KVCACHE_SPACE``); null = just enough for one
+    step's sequences (``trainer.batch_size x n`` at ``max_model_len``), at least 1."""
     enforce_eager: bool = True
     """Skip CUDA-graph capture / compilation (faster start, slower decode)."""
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -199,12 +200,19 @@ class LearnerConfig:
     """Activation checkpointing in the policy."""
     threads: int | None = None
     """Torch CPU threads per rank (default: cores / ranks)."""
+    jemalloc: bool = False
+    """CPU only: run the learner ranks with Ray's bundled jemalloc (``LD_PRELOAD``) and a
+    ``MALLOC_CONF`` that keeps freed pages, instead of glibc malloc (see BENCHMARKS.md for its
+    effect on step time and memory)."""
 
 
 @dataclass
 class EvaluationConfig:
     every_n_steps: int = 0
-    """Evaluate every N steps (0 = never during training)."""
+    """Evaluate every N steps and after the last one (0 = never during training)."""
+    before_training: bool = False
+    """Also evaluate the initial policy before the first step (``eval/step_0.json``), for a
+    before/after comparison (``rlengine eval --compare RUN/eval/step_0.json RUN/eval/step_N.json``)."""
     benchmarks: list[str] = field(default_factory=lambda: ["gsm8k"])
     """Benchmark names (gsm8k, math500, aime24, aime25, amc23, minerva_math, olympiadbench)."""
     samples: int = 1
@@ -218,8 +226,7 @@ class EvaluationConfig:
     limit: int | None = 50
     """Problems per benchmark (null = all)."""
     template: str | None = None
-    """Prompt template with ``{problem}`` (default: ``data.template``'s default, the boxed-answer
-    math instruction)."""
+    """Prompt template with ``{problem}``; null = ``data.template`` (the one training uses)."""
 
 
 @dataclass

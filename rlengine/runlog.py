@@ -85,7 +85,12 @@ class MetricsLogger:
             )
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
+        """One step's line in metrics.jsonl, and its scalars in TensorBoard / W&B."""
         self.file.write(json.dumps({k: _clean(v) for k, v in metrics.items()}) + "\n")
+        self.log_scalars(metrics, step)
+
+    def log_scalars(self, metrics: dict[str, Any], step: int) -> None:
+        """Scalars to TensorBoard / W&B only (e.g. the evaluation before the first step)."""
         scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "step"}
         if self.tb is not None:
             for key, value in scalars.items():

@@ -127,6 +127,7 @@ class Trainer:
         from rlengine.learner.spec import LearnerSpec
         from rlengine.models import resolve_model
         from rlengine.rollout import RolloutPool
+        from rlengine.rollout.engine import kv_cache_gib_for
 
         self.cfg = cfg
         self.run_dir = cfg.run_dir
@@ -167,6 +168,9 @@ class Trainer:
             self.learner.load_checkpoint(str(checkpoint / "deepspeed"))
             engine_weights = str(checkpoint / "model")
         r = cfg.rollout
+        kv_cache_gib = r.kv_cache_gib or kv_cache_gib_for(
+            self.model_path, cfg.trainer.batch_size * r.n, r.max_model_len, cfg.model.dtype
+        )
         self.pool = RolloutPool(
             engine_weights,
             num_engines=r.num_engines,
@@ -175,7 +179,7 @@ class Trainer:
             seed=cfg.trainer.seed,
             enforce_eager=r.enforce_eager,
             trust_remote_code=cfg.model.trust_remote_code,
-            kv_cache_gib=r.kv_cache_gib,
+            kv_cache_gib=kv_cache_gib,
             gpu_memory_utilization=r.gpu_memory_utilization,
             engine_kwargs=r.engine_kwargs,
             use_gpu=gpu,
@@ -232,9 +236,7 @@ class Trainer:
                 self.learner.train(samples, seed=cfg.trainer.seed + self.step_index) if samples else {}
             )
         with state.timer("time/sync"):
-            weights = str(self.weights_dir / "policy.safetensors")
-            self.learner.export_weights(weights)
-            self.pool.sync_weights(weights)
+            self.sync_weights()
         self.step_index += 1
         with state.timer("time/stages"):
             stage_metrics = self.observe(state.generated, batch)
@@ -367,6 +369,14 @@ class Trainer:
         metrics["train/stale_fraction"] = statistics.fmean(s["old_logprobs"] is not None for s in samples)
         return samples, metrics
 
+    def sync_weights(self) -> None:
+        """The learner's weights to every engine, through one file in shared memory (deleted after
+        the engines have loaded it: it would hold a full copy of the weights in RAM)."""
+        weights = self.weights_dir / "policy.safetensors"
+        self.learner.export_weights(str(weights))
+        self.pool.sync_weights(str(weights))
+        weights.unlink(missing_ok=True)
+
     # ------------------------------------------------------------------ after the update
 
     def observe(self, generated: list[Group], batch: list[Group]) -> dict[str, float]:
@@ -437,9 +447,12 @@ class Trainer:
             dynamic_ncols=True,
         )
         try:
+            if cfg.evaluation.before_training and self.step_index == 0:
+                self.logger.log_scalars(self.evaluate(), step=0)
             while self.step_index < cfg.trainer.max_steps:
                 metrics = self.step()
-                if cfg.evaluation.every_n_steps and self.step_index % cfg.evaluation.every_n_steps == 0:
+                every, last = cfg.evaluation.every_n_steps, self.step_index == cfg.trainer.max_steps
+                if every and (self.step_index % every == 0 or last):
                     metrics.update(self.evaluate())
                 self.logger.log(metrics, self.step_index)
                 history.append(metrics)
@@ -450,7 +463,6 @@ class Trainer:
                     tok_s=f"{metrics['tokens/per_second']:.0f}",
                     refresh=False,
                 )
-                last = self.step_index == cfg.trainer.max_steps
                 if last or (cfg.trainer.save_every and self.step_index % cfg.trainer.save_every == 0):
                     self.checkpoint()
         finally:

