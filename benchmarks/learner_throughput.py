@@ -203,7 +203,9 @@ def run_rlengine(args, samples: list[dict], plan) -> dict:
             if cuda:
                 torch.cuda.synchronize()
         sort = "cuda_time_total" if cuda else "cpu_time_total"
-        Path(args.profile).write_text(prof.key_averages().table(sort_by=sort, row_limit=30, max_name_column_width=60))
+        Path(args.profile).write_text(
+            prof.key_averages().table(sort_by=sort, row_limit=30, max_name_column_width=60)
+        )
     return {"step_s": times, "logprob_s": logprob_times[-1:]}
 
 
@@ -319,7 +321,9 @@ def main() -> None:
     parser.add_argument("--grad-ckpt", default="on", choices=["on", "off"])
     parser.add_argument("--micro-batch-tokens", type=int, default=None)
     parser.add_argument("--packing", action="store_true", help="rlengine packs micro-batches into one row")
-    parser.add_argument("--compile", action="store_true", help="rlengine compiles its decoder layers (learner.compile)")
+    parser.add_argument(
+        "--compile", action="store_true", help="rlengine compiles its decoder layers (learner.compile)"
+    )
     parser.add_argument("--responses", type=int, default=None)
     parser.add_argument("--prompt-tokens", type=int, default=None)
     parser.add_argument("--response-tokens", type=int, default=None)
@@ -333,7 +337,9 @@ def main() -> None:
     )
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     parser.add_argument("--json-out", default=None, help="also write the rows as JSON here")
-    parser.add_argument("--profile", default=None, help="write a torch.profiler table of one rlengine step here")
+    parser.add_argument(
+        "--profile", default=None, help="write a torch.profiler table of one rlengine step here"
+    )
     # worker mode
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--impl", default=None, help=argparse.SUPPRESS)

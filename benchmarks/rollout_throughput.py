@@ -39,7 +39,13 @@ def prompts(model_path: str, count: int) -> list[list[int]]:
 
 
 def sampling(count: int, args) -> dict:
-    return {"n": args.n, "temperature": 1.0, "top_p": 1.0, "max_tokens": args.max_tokens, "seeds": [7919 * i for i in range(count)]}
+    return {
+        "n": args.n,
+        "temperature": 1.0,
+        "top_p": 1.0,
+        "max_tokens": args.max_tokens,
+        "seeds": [7919 * i for i in range(count)],
+    }
 
 
 def run_pool(args, batch: list[list[int]]) -> list[float]:
@@ -47,7 +53,9 @@ def run_pool(args, batch: list[list[int]]) -> list[float]:
     from rlengine.runtime import init_ray
 
     init_ray(None)
-    pool = RolloutPool(args.model_path, max_model_len=args.max_model_len, seed=0, kv_cache_gib=args.kv_cache_gib)
+    pool = RolloutPool(
+        args.model_path, max_model_len=args.max_model_len, seed=0, kv_cache_gib=args.kv_cache_gib
+    )
     try:
         return timed(lambda: pool.generate(batch, sampling(len(batch), args)), args.repeats)
     finally:
@@ -73,7 +81,9 @@ def run_direct(args, batch: list[list[int]]) -> list[float]:
     )
     s = sampling(len(batch), args)
     params = [
-        SamplingParams(n=s["n"], temperature=1.0, top_p=1.0, max_tokens=s["max_tokens"], logprobs=0, seed=seed)
+        SamplingParams(
+            n=s["n"], temperature=1.0, top_p=1.0, max_tokens=s["max_tokens"], logprobs=0, seed=seed
+        )
         for seed in s["seeds"]
     ]
 
@@ -101,8 +111,15 @@ def run_hf(args, batch: list[list[int]]) -> list[float]:
         torch.manual_seed(0)
         with torch.no_grad():
             out = model.generate(
-                input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
-                max_new_tokens=args.max_tokens, num_return_sequences=args.n, pad_token_id=pad,
+                input_ids=ids,
+                attention_mask=mask,
+                do_sample=True,
+                temperature=1.0,
+                top_p=1.0,
+                top_k=0,
+                max_new_tokens=args.max_tokens,
+                num_return_sequences=args.n,
+                pad_token_id=pad,
             )
         new = out[:, width:]
         return [[{"token_ids": [t for t in row.tolist() if t != pad]}] for row in new]
@@ -131,7 +148,9 @@ def worker(args) -> None:
 def main() -> None:
     from benchmarks.common import median, render_table, update_benchmarks_md
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--batch-sizes", default="8,32", help="prompts per generate call")
     parser.add_argument("--n", type=int, default=4)
@@ -157,7 +176,13 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="rlengine-rollout-"))
     if args.smoke:
         args.model_path = make_tiny_model(work / "tiny", num_heads=2, seed=0)
-        args.batch_sizes, args.impls, args.repeats, args.max_tokens, args.no_write = "4", "pool,direct", 1, 16, True
+        args.batch_sizes, args.impls, args.repeats, args.max_tokens, args.no_write = (
+            "4",
+            "pool,direct",
+            1,
+            16,
+            True,
+        )
     else:
         args.model_path = resolve_model(args.model)
     sizes = [int(x) for x in args.batch_sizes.split(",")]
@@ -168,10 +193,25 @@ def main() -> None:
         path = work / f"prompts_{size}.json"
         path.write_text(json.dumps(all_prompts[:size]))
         for impl in impls:
-            cmd = [sys.executable, __file__, "--worker", "--impl", impl, "--prompts-file", str(path), "--model-path", args.model_path]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--worker",
+                "--impl",
+                impl,
+                "--prompts-file",
+                str(path),
+                "--model-path",
+                args.model_path,
+            ]
             for key in ("n", "max_tokens", "max_model_len", "kv_cache_gib", "repeats"):
                 cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
-            env = {**os.environ, "RAY_AUTH_MODE": "disabled", "VLLM_LOGGING_LEVEL": "ERROR", "TOKENIZERS_PARALLELISM": "false"}
+            env = {
+                **os.environ,
+                "RAY_AUTH_MODE": "disabled",
+                "VLLM_LOGGING_LEVEL": "ERROR",
+                "TOKENIZERS_PARALLELISM": "false",
+            }
             out = subprocess.run(cmd, capture_output=True, text=True, env=env)
             line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:
@@ -183,12 +223,16 @@ def main() -> None:
         base = results.get(("direct", size))
         for impl in impls:
             rate = results[(impl, size)]
-            rows.append([str(size), str(args.n), impl, f"{rate:,.0f}", f"{rate / base:.2f}x" if base else "-"])
+            rows.append(
+                [str(size), str(args.n), impl, f"{rate:,.0f}", f"{rate / base:.2f}x" if base else "-"]
+            )
     table = render_table(["prompts", "n", "implementation", "tokens/s (median)", "vs direct vLLM"], rows)
     text = f"`{args.model}`, {args.max_tokens} new tokens at temperature 1, {args.repeats} timed calls each\n\n{table}\n"
     print(text)
     if not args.no_write:
-        update_benchmarks_md("rollout-throughput", "Rollout throughput: RolloutPool vs vLLM direct vs HF generate", text)
+        update_benchmarks_md(
+            "rollout-throughput", "Rollout throughput: RolloutPool vs vLLM direct vs HF generate", text
+        )
 
 
 if __name__ == "__main__":

@@ -68,21 +68,36 @@ def anatomy(metrics: list[dict]) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default="configs/quickstart.yaml")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. trainer.max_steps=6")
     parser.add_argument("--label", default=None, help="a name for this configuration in BENCHMARKS.md")
-    parser.add_argument("--smoke", action="store_true", help="tiny model, 2 steps, no BENCHMARKS.md update (CI)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny model, 2 steps, no BENCHMARKS.md update (CI)"
+    )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
 
     run_dir = Path(tempfile.mkdtemp(prefix="rlengine-anatomy-")) / "run"
-    overrides = [f"trainer.output_dir={run_dir}", "logging.progress=false", "evaluation.every_n_steps=0", *args.overrides]
+    overrides = [
+        f"trainer.output_dir={run_dir}",
+        "logging.progress=false",
+        "evaluation.every_n_steps=0",
+        "evaluation.before_training=false",
+        *args.overrides,
+    ]
     if args.smoke:
         from rlengine.models import make_tiny_model
 
         model = make_tiny_model(run_dir.parent / "tiny", num_heads=2, seed=0)
-        overrides += [f"model.name={model}", "trainer.max_steps=2", "trainer.batch_size=2", "rollout.max_tokens=8"]
+        overrides += [
+            f"model.name={model}",
+            "trainer.max_steps=2",
+            "trainer.batch_size=2",
+            "rollout.max_tokens=8",
+        ]
         args.no_write = True
     cmd = [sys.executable, "-m", "rlengine.cli", "train", args.config, *overrides]
     env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}

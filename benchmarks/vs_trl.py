@@ -46,7 +46,10 @@ def run_trl(args) -> dict:
 
     torch.set_num_threads(os.cpu_count() or 1)
     data = Dataset.from_list(
-        [{"prompt": [{"role": "user", "content": fill_template(TEMPLATE, r)}], "answer": r["answer"]} for r in rows(64)]
+        [
+            {"prompt": [{"role": "user", "content": fill_template(TEMPLATE, r)}], "answer": r["answer"]}
+            for r in rows(64)
+        ]
     )
 
     def math_verify(prompts, completions, answer, **kwargs):
@@ -87,7 +90,14 @@ def run_trl(args) -> dict:
     )
     model = AutoModelForCausalLM.from_pretrained(args.model_path, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(args.model_path)
-    trainer = GRPOTrainer(model=model, reward_funcs=math_verify, args=config, train_dataset=data, processing_class=tokenizer, callbacks=[Timer()])
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=math_verify,
+        args=config,
+        train_dataset=data,
+        processing_class=tokenizer,
+        callbacks=[Timer()],
+    )
     trainer.train()
     return {"step_s": times, "reward": rewards}
 
@@ -114,6 +124,8 @@ def run_rlengine(args) -> dict:
         f"trainer.max_steps={args.steps}",
         f"trainer.output_dir={run}",
         "logging.progress=false",
+        "evaluation.every_n_steps=0",
+        "evaluation.before_training=false",
     ]
     from rlengine.cli import main
 
@@ -128,7 +140,9 @@ def worker(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=1, help="alternating runs of each")
     parser.add_argument("--prompts", type=int, default=8)
@@ -158,9 +172,16 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--worker", "--impl", impl, "--model-path", args.model_path]
             for key in ("steps", "prompts", "n", "max_tokens"):
                 cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
-            env = {**os.environ, "RAY_AUTH_MODE": "disabled", "VLLM_LOGGING_LEVEL": "ERROR", "TOKENIZERS_PARALLELISM": "false"}
+            env = {
+                **os.environ,
+                "RAY_AUTH_MODE": "disabled",
+                "VLLM_LOGGING_LEVEL": "ERROR",
+                "TOKENIZERS_PARALLELISM": "false",
+            }
             with MemorySampler() as memory:
-                out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parent.parent)
+                out = subprocess.run(
+                    cmd, capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parent.parent
+                )
             line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:
                 sys.exit(f"{impl} failed:\n{out.stderr[-4000:]}")
@@ -174,9 +195,16 @@ def main() -> None:
         rewards = [x for r in runs for x in r["reward"]]
         summary[impl] = median(times)
         rows_out.append(
-            [impl, f"{median(times):.1f}", f"{sum(rewards) / max(1, len(rewards)):.3f}", f"{median([r['peak_gib'] for r in runs]):.1f}"]
+            [
+                impl,
+                f"{median(times):.1f}",
+                f"{sum(rewards) / max(1, len(rewards)):.3f}",
+                f"{median([r['peak_gib'] for r in runs]):.1f}",
+            ]
         )
-    table = render_table(["trainer", "s/step (median, after step 1)", "mean reward", "peak GiB above idle"], rows_out)
+    table = render_table(
+        ["trainer", "s/step (median, after step 1)", "mean reward", "peak GiB above idle"], rows_out
+    )
     text = (
         f"{args.prompts} prompts x {args.n} completions, <= {args.max_tokens} new tokens, lr 1e-6, beta 0, fp32, "
         f"gradient checkpointing, {args.steps} steps x {args.repeats} alternating runs each\n\n{table}\n\n"
