@@ -181,6 +181,12 @@ class LearnerConfig:
     """Pack each micro-batch's sequences into one row (position ids restart per sequence) instead
     of right-padding rows. Pays off with varlen attention (``attn_implementation:
     flash_attention_2`` on GPU); with SDPA it builds a block-diagonal mask and is usually slower."""
+    shared_prefix: bool = False
+    """Lay out each prompt once with all its responses behind it (a tree attention mask keeps the
+    responses apart), instead of repeating the prompt in every response's row: the learner then
+    computes each group's prompt once instead of ``rollout.n`` times. Exact; it pays off when
+    prompts are long next to responses. It builds a dense mask (rows x width^2), so keep it for
+    short sequences (the CPU quickstart), and it cannot be combined with ``packing``."""
     compile: bool = False
     """``torch.compile`` each decoder layer (fuses the norm, rotary and MLP element-wise ops; the
     first micro-batches pay the compilation). ZeRO 0-2 only."""
@@ -410,6 +416,8 @@ def validate(cfg: RunConfig) -> None:
             f"rollout.max_tokens ({cfg.rollout.max_tokens}) must be smaller than rollout.max_model_len "
             f"({cfg.rollout.max_model_len}), which also holds the prompt"
         )
+    if cfg.learner.shared_prefix and cfg.learner.packing:
+        raise ConfigError("learner.shared_prefix and learner.packing: choose one layout (both are true)")
     if cfg.algorithm.overlong_shaping and cfg.algorithm.overlong_cache > cfg.rollout.max_tokens:
         raise ConfigError(
             f"algorithm.overlong_cache ({cfg.algorithm.overlong_cache}) must be <= rollout.max_tokens "

@@ -14,10 +14,13 @@ from rlengine.learner.logprobs import PolicyModel
 
 
 def random_samples(seed: int, count: int = 6) -> list[dict]:
+    """Groups of 3, 2, 1 ... responses sharing a prompt (sample 2 has an empty response)."""
     rng = random.Random(seed)
+    prompts = [[rng.randint(5, 40000) for _ in range(rng.randint(1, 9))] for _ in range(count)]
+    group_of = [0, 0, 0, 1, 1, 2] + list(range(3, count))
     return [
         {
-            "prompt_ids": [rng.randint(5, 40000) for _ in range(rng.randint(1, 9))],
+            "prompt_ids": prompts[group_of[i]],
             "response_ids": [] if i == 2 else [rng.randint(5, 40000) for _ in range(rng.randint(1, 14))],
             "advantage": rng.uniform(-1, 1),
         }
@@ -50,8 +53,8 @@ def full_logits_reference(
 
 
 @pytest.mark.parametrize("fused_head", [True, False], ids=["fused-head", "checkpointed-head"])
-@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
-def test_chunked_logprobs_equal_full_logits_in_fp32(tiny_model_dir, packed: bool, fused_head: bool) -> None:
+@pytest.mark.parametrize("layout", ["padded", "packed", "shared_prefix"])
+def test_chunked_logprobs_equal_full_logits_in_fp32(tiny_model_dir, layout: str, fused_head: bool) -> None:
     """Values equal the full-vocabulary computation to 1e-5 and gradients to 1e-5 of their scale (fp32), with chunks of 3
     tokens (so chunking and the recomputation in backward are exercised) and temperature 0.7."""
     from transformers import AutoModelForCausalLM
@@ -69,7 +72,11 @@ def test_chunked_logprobs_equal_full_logits_in_fp32(tiny_model_dir, packed: bool
     ref_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
 
-    batch = make_micro_batch(samples, pad_id=0, packed=packed)
+    batch = make_micro_batch(
+        samples, pad_id=0, packed=layout == "packed", shared_prefix=layout == "shared_prefix"
+    )
+    if layout == "shared_prefix":
+        assert batch.input_ids.shape[0] == 3  # one row per distinct prompt
     lp, ent = policy(
         batch.input_ids,
         batch.positions,
@@ -77,6 +84,7 @@ def test_chunked_logprobs_equal_full_logits_in_fp32(tiny_model_dir, packed: bool
         batch.position_ids,
         with_entropy=True,
         entropy_grad=True,
+        attention_mask=batch.attention_mask,
     )
     (lp * weights).sum().add(ent.sum()).backward()
     assert lp.shape == ref_lp.shape and torch.allclose(lp, ref_lp, atol=1e-5)
@@ -85,7 +93,14 @@ def test_chunked_logprobs_equal_full_logits_in_fp32(tiny_model_dir, packed: bool
         scale = ref_grads[name].abs().max()
         assert (param.grad - ref_grads[name]).abs().max() <= 1e-5 * scale + 1e-7, name
     # without an entropy bonus the entropy carries no gradient (a metric only)
-    lp2, ent2 = policy(batch.input_ids, batch.positions, batch.targets, batch.position_ids, with_entropy=True)
+    lp2, ent2 = policy(
+        batch.input_ids,
+        batch.positions,
+        batch.targets,
+        batch.position_ids,
+        with_entropy=True,
+        attention_mask=batch.attention_mask,
+    )
     assert lp2.requires_grad and not ent2.requires_grad and torch.allclose(ent2, ref_ent, atol=1e-5)
     # [N] -> [B, T] puts every token at its sample's row
     rows = batch.to_rows(lp.detach())
@@ -113,8 +128,8 @@ def in_process_rank_spec(tiny_model_dir):
 
 
 def test_learner_rank_without_ray(tiny_model_dir, in_process_rank_spec) -> None:
-    """A LearnerRank built in this process: its logprobs match the plain implementation, and packing
-    the micro-batches into one row gives the same loss and gradient as padded rows."""
+    """A LearnerRank built in this process: its logprobs match the plain implementation, and packed
+    rows or shared-prefix rows give the same loss and gradient as padded rows."""
     from transformers import AutoModelForCausalLM
 
     from rlengine.learner.batching import plan_updates, sample_length, step_denominators
@@ -123,8 +138,13 @@ def test_learner_rank_without_ray(tiny_model_dir, in_process_rank_spec) -> None:
     samples = [s for s in random_samples(1) if s["response_ids"]]
     reference, _ = full_logits_reference(AutoModelForCausalLM.from_pretrained(tiny_model_dir), samples, 1.0)
     results = {}
-    for packed in (False, True):
-        spec = in_process_rank_spec(f"learner.packing={str(packed).lower()}", "learner.micro_batch_tokens=40")
+    for layout in ("padded", "packed", "shared_prefix"):
+        packed, shared = layout == "packed", layout == "shared_prefix"
+        spec = in_process_rank_spec(
+            f"learner.packing={str(packed).lower()}",
+            f"learner.shared_prefix={str(shared).lower()}",
+            "learner.micro_batch_tokens=40",
+        )
         rank = LearnerRank(spec)
         plan = plan_updates(
             [sample_length(s) for s in samples],
@@ -138,11 +158,12 @@ def test_learner_rank_without_ray(tiny_model_dir, in_process_rank_spec) -> None:
         logprobs = rank.compute_logprobs(samples, plan[0][0], "policy")
         flat = torch.tensor([x for i in range(len(samples)) for x in logprobs[i]])
         assert torch.allclose(flat, reference, atol=1e-5)
-        results[packed] = rank.train(samples, plan[0], step_denominators(samples, plan, "token_mean"))
+        results[layout] = rank.train(samples, plan[0], step_denominators(samples, plan, "token_mean"))
         assert len(plan[0][0]) > 1  # several micro-batches: accumulation is exercised
-    for key in ("grad_norm", "loss/policy", "entropy/mean"):
-        assert results[True][key] == pytest.approx(results[False][key], rel=1e-5), key
-    assert results[False]["grad_norm"] > 0
+    for layout in ("packed", "shared_prefix"):
+        for key in ("grad_norm", "loss/policy", "entropy/mean"):
+            assert results[layout][key] == pytest.approx(results["padded"][key], rel=1e-5), (layout, key)
+    assert results["padded"]["grad_norm"] > 0
 
 
 @pytest.mark.slow
@@ -173,3 +194,21 @@ def test_compiled_layers_give_the_same_logprobs(tiny_model_dir, in_process_rank_
         )
     assert torch.allclose(results[True][0], results[False][0], atol=1e-5)
     assert results[True][1] == pytest.approx(results[False][1], rel=1e-4) and results[False][1] > 0
+
+
+def test_dummy_micro_batch_changes_nothing(tiny_model_dir, in_process_rank_spec) -> None:
+    """An empty micro-batch (padding that keeps ranks' collectives in step) adds no gradient and
+    no weight to any metric."""
+    from rlengine.learner.batching import step_denominators
+    from rlengine.learner.rank import LearnerRank
+
+    samples = [s for s in random_samples(3) if s["response_ids"]]
+    plain = [[[0, 1, 2], [3, 4]]]
+    padded = [[[0, 1, 2], [], [3, 4]]]
+    results = []
+    for plan in (plain, padded):
+        rank = LearnerRank(in_process_rank_spec())
+        results.append(rank.train(samples, plan, step_denominators(samples, [plan], "token_mean")))
+    for key in ("grad_norm", "loss/policy", "entropy/mean", "actor/clipfrac"):
+        assert results[1][key] == pytest.approx(results[0][key], rel=1e-6), key
+    assert results[0]["entropy/mean"] > 1.0

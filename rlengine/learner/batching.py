@@ -30,6 +30,20 @@ def sample_length(sample: dict) -> int:
     return len(sample["prompt_ids"]) + len(sample["response_ids"])
 
 
+def planning_lengths(samples: list[dict], *, shared_prefix: bool = False) -> list[int]:
+    """Tokens each sample costs the learner: prompt + response, or with a shared prefix its
+    response plus its share of the prompt (the prompt is computed once for all its responses)."""
+    if not shared_prefix:
+        return [sample_length(s) for s in samples]
+    counts: dict[tuple[int, ...], int] = {}
+    for s in samples:
+        key = tuple(s["prompt_ids"])
+        counts[key] = counts.get(key, 0) + 1
+    return [
+        len(s["response_ids"]) + -(-len(s["prompt_ids"]) // counts[tuple(s["prompt_ids"])]) for s in samples
+    ]
+
+
 def pack_micro_batches(
     indices: list[int], lengths: list[int], token_budget: int, *, packed: bool = False
 ) -> list[list[int]]:
@@ -117,9 +131,14 @@ class MicroBatch:
     ``positions`` (the ``N`` positions whose next token is a response token)."""
 
     input_ids: Tensor
-    """``[B, width]`` right-padded rows, or ``[1, total]`` when packed."""
+    """``[B, width]`` right-padded rows, ``[1, total]`` when packed, ``[prompts, width]`` with a
+    shared prefix."""
     position_ids: Tensor | None
-    """``[1, total]`` restarting at 0 for each packed sequence; None when padded."""
+    """``[1, total]`` restarting at 0 for each packed sequence, ``[rows, width]`` for shared-prefix
+    rows; None when padded."""
+    attention_mask: Tensor | None
+    """``[rows, 1, width, width]`` boolean (True = may attend) for shared-prefix rows; else None
+    (causal attention, or varlen detected from ``position_ids``)."""
     positions: Tensor
     """``[N]`` indices into ``input_ids.view(-1)`` of the positions predicting response tokens."""
     targets: Tensor
@@ -160,34 +179,101 @@ class MicroBatch:
         return out.index_put((self.rows, self.cols), flat)
 
 
-def make_micro_batch(samples: list[dict], pad_id: int, *, packed: bool = False) -> MicroBatch:
-    """Tensors for ``samples`` (each has ``prompt_ids``, ``response_ids`` and optionally
-    ``rollout_logprobs``, ``old_logprobs``, ``advantage``, ``loss_masked``)."""
+def _padded_layout(samples: list[dict], pad_id: int) -> tuple:
+    """One right-padded row per sample."""
     seqs = [s["prompt_ids"] + s["response_ids"] for s in samples]
+    width = max(len(q) for q in seqs)
+    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    for i, q in enumerate(seqs):
+        input_ids[i, : len(q)] = torch.tensor(q, dtype=torch.long)
+    predict = [
+        _predicting(i * width, len(s["prompt_ids"]), len(s["response_ids"])) for i, s in enumerate(samples)
+    ]
+    return input_ids, None, None, predict
+
+
+def _packed_layout(samples: list[dict]) -> tuple:
+    """All sequences in one row; position ids restart at 0 for each (varlen attention)."""
+    seqs = [s["prompt_ids"] + s["response_ids"] for s in samples]
+    input_ids = torch.tensor([[t for q in seqs for t in q]], dtype=torch.long)
+    position_ids = torch.cat([torch.arange(len(q)) for q in seqs]).unsqueeze(0)
+    starts = [0] + torch.tensor([len(q) for q in seqs[:-1]], dtype=torch.long).cumsum(0).tolist()
+    predict = [
+        _predicting(start, len(s["prompt_ids"]), len(s["response_ids"])) for start, s in zip(starts, samples)
+    ]
+    return input_ids, position_ids, None, predict
+
+
+def _shared_prefix_layout(samples: list[dict], pad_id: int) -> tuple:
+    """One row per distinct prompt: the prompt once, then each of its responses. A tree attention
+    mask lets every response see the prompt and itself only, and position ids restart after the
+    prompt for every response, so each response is computed exactly as if it were alone. A group's
+    prompt is computed once instead of once per response."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, s in enumerate(samples):
+        groups.setdefault(tuple(s["prompt_ids"]), []).append(i)
+    rows, predict = [], [torch.zeros(0, dtype=torch.long)] * len(samples)
+    for prompt, members in groups.items():
+        tokens, positions, segments = list(prompt), list(range(len(prompt))), [0] * len(prompt)
+        for k, i in enumerate(members, start=1):
+            response = samples[i]["response_ids"]
+            start = len(tokens)
+            tokens += response
+            positions += range(len(prompt), len(prompt) + len(response))
+            segments += [k] * len(response)
+            # the first response token is predicted at the prompt's last position, the rest in-segment
+            predict[i] = torch.tensor([len(prompt) - 1] + list(range(start, start + len(response) - 1)))[
+                : len(response)
+            ]
+        rows.append((tokens, positions, segments))
+    width = max(len(t) for t, _, _ in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((len(rows), width), dtype=torch.long)
+    segment = torch.full((len(rows), width), -1, dtype=torch.long)  # -1 = padding
+    for r, (tokens, positions, segments) in enumerate(rows):
+        input_ids[r, : len(tokens)] = torch.tensor(tokens)
+        position_ids[r, : len(tokens)] = torch.tensor(positions)
+        segment[r, : len(tokens)] = torch.tensor(segments)
+    causal = torch.ones((width, width), dtype=torch.bool).tril()
+    query, key = segment.unsqueeze(-1), segment.unsqueeze(-2)
+    visible = causal & (key >= 0) & ((key == 0) | (key == query))
+    visible |= torch.eye(width, dtype=torch.bool)  # padding attends to itself: no empty softmax rows
+    row_of = {i: r for r, members in enumerate(groups.values()) for i in members}
+    predict = [p + row_of[i] * width for i, p in enumerate(predict)]
+    return input_ids, position_ids, visible.unsqueeze(1), predict
+
+
+def _predicting(start: int, n_prompt: int, n_response: int) -> Tensor:
+    """Flat positions predicting a response laid out right after its prompt from ``start``."""
+    return torch.arange(n_response) + start + n_prompt - 1
+
+
+def make_micro_batch(
+    samples: list[dict], pad_id: int, *, packed: bool = False, shared_prefix: bool = False
+) -> MicroBatch:
+    """Tensors for ``samples`` (each has ``prompt_ids``, ``response_ids`` and optionally
+    ``rollout_logprobs``, ``old_logprobs``, ``advantage``, ``loss_masked``).
+
+    Layout: right-padded rows (default), one packed row (``packed``), or one row per prompt with
+    its responses behind it (``shared_prefix``)."""
+    if shared_prefix:
+        input_ids, position_ids, attention_mask, predict = _shared_prefix_layout(samples, pad_id)
+    elif packed:
+        input_ids, position_ids, attention_mask, predict = _packed_layout(samples)
+    else:
+        input_ids, position_ids, attention_mask, predict = _padded_layout(samples, pad_id)
     lengths = [len(s["response_ids"]) for s in samples]
     count, resp_width = len(samples), max(1, max(lengths))
-    width = max(len(q) for q in seqs)
-    if packed:
-        input_ids = torch.tensor([[t for q in seqs for t in q]], dtype=torch.long)
-        position_ids = torch.cat([torch.arange(len(q)) for q in seqs]).unsqueeze(0)
-        starts = torch.tensor([0] + [len(q) for q in seqs[:-1]]).cumsum(0).tolist()
-    else:
-        input_ids = torch.full((count, width), pad_id, dtype=torch.long)
-        for i, q in enumerate(seqs):
-            input_ids[i, : len(q)] = torch.tensor(q, dtype=torch.long)
-        position_ids = None
-        starts = [i * width for i in range(count)]
-    positions, targets, rows, cols = [], [], [], []
+    targets, rows, cols = [], [], []
     mask = torch.zeros((count, resp_width))
     rollout_lp = torch.zeros((count, resp_width))
     old_lp = torch.zeros((count, resp_width))
     has_old = torch.zeros(count, dtype=torch.bool)
     has_rollout = torch.zeros(count, dtype=torch.bool)
     for i, s in enumerate(samples):
-        n_prompt, n_resp = len(s["prompt_ids"]), lengths[i]
+        n_resp = lengths[i]
         if not n_resp:
             continue
-        positions.append(torch.arange(n_resp) + starts[i] + n_prompt - 1)
         targets.append(torch.tensor(s["response_ids"], dtype=torch.long))
         rows.append(torch.full((n_resp,), i, dtype=torch.long))
         cols.append(torch.arange(n_resp))
@@ -202,7 +288,8 @@ def make_micro_batch(samples: list[dict], pad_id: int, *, packed: bool = False) 
     return MicroBatch(
         input_ids=input_ids,
         position_ids=position_ids,
-        positions=torch.cat(positions) if positions else empty,
+        attention_mask=attention_mask,
+        positions=torch.cat(predict) if predict else empty,
         targets=torch.cat(targets) if targets else empty,
         rows=torch.cat(rows) if rows else empty,
         cols=torch.cat(cols) if cols else empty,

@@ -13,7 +13,7 @@ from typing import Any
 
 import ray
 
-from rlengine.learner.batching import plan_updates, sample_length, step_denominators
+from rlengine.learner.batching import plan_updates, planning_lengths, step_denominators
 from rlengine.learner.rank import LearnerRank
 from rlengine.learner.spec import LearnerSpec
 from rlengine.runtime import QUIET_ENV, available_cpus
@@ -66,13 +66,13 @@ class LearnerGroup:
 
     def plan(self, samples: list[dict], *, mini_batch_size: int | None, ppo_epochs: int, seed: int):
         return plan_updates(
-            [sample_length(s) for s in samples],
+            planning_lengths(samples, shared_prefix=self.spec.learner.shared_prefix),
             ranks=self.num_ranks,
             mini_batch_size=mini_batch_size,
             ppo_epochs=ppo_epochs,
             token_budget=self.spec.learner.micro_batch_tokens,
             seed=seed,
-            packed=self.spec.learner.packing,
+            packed=self.spec.learner.packing or self.spec.learner.shared_prefix,
         )
 
     def compute_logprobs(self, samples: list[dict], which: str = "policy") -> list[list[float]]:

@@ -198,14 +198,18 @@ class PolicyModel(nn.Module):
         position_ids: Tensor | None = None,
         with_entropy: bool = False,
         entropy_grad: bool = False,
+        attention_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Logprobs (and entropies) of ``targets`` predicted at flat ``positions`` of ``input_ids``.
 
         Right-padded rows need no attention mask (causal attention never lets a real token see the
-        padding after it); packed rows pass ``position_ids`` restarting at 0 per sequence.
+        padding after it); packed rows pass ``position_ids`` restarting at 0 per sequence;
+        shared-prefix rows pass both and a 4-D boolean ``attention_mask``.
         """
         backbone = getattr(self.model, self.model.base_model_prefix)
-        out = backbone(input_ids=input_ids, position_ids=position_ids, use_cache=False)
+        out = backbone(
+            input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask, use_cache=False
+        )
         hidden = out.last_hidden_state
         hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions)
         head = self.model.get_output_embeddings()

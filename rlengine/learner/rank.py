@@ -90,7 +90,6 @@ class LearnerRank:
         self.device = torch.device("cuda", torch.cuda.current_device()) if spec.gpu else torch.device("cpu")
         deepspeed.init_distributed(dist_backend="nccl" if spec.gpu else "gloo")
         torch.manual_seed(spec.seed + self.rank)
-        self.packed = self.opts.packing
         policy = self._load_model().to(self.device)
         policy.fused_head &= self.opts.zero_stage < 3
         if self.opts.grad_checkpointing:
@@ -157,10 +156,14 @@ class LearnerRank:
     def _batch(self, samples: list[dict], indices: list[int]) -> MicroBatch:
         """Tensors of one micro-batch on the device; an empty one is a dummy with a zero mask."""
         batch = make_micro_batch(
-            [samples[i] for i in indices] or samples[:1], self.pad_id, packed=self.packed
+            [samples[i] for i in indices] or samples[:1],
+            self.pad_id,
+            packed=self.opts.packing,
+            shared_prefix=self.opts.shared_prefix,
         )
-        if not indices:
+        if not indices:  # keeps the ranks' collectives in step; contributes nothing
             batch.mask.zero_()
+            batch.loss_counts, batch.rollout_tokens = [0] * len(batch.loss_counts), 0
         return batch.to(self.device)
 
     def _logprobs(
@@ -174,6 +177,7 @@ class LearnerRank:
             position_ids=batch.position_ids,
             with_entropy=with_entropy,
             entropy_grad=self.algo.entropy_coef > 0,
+            attention_mask=batch.attention_mask,
         )
         return batch.to_rows(logprobs), (batch.to_rows(entropy) if entropy is not None else None)
 
