@@ -134,7 +134,7 @@ def main() -> int:
         from rlengine.models import make_tiny_model
 
         tiny = make_tiny_model(Path(tempfile.mkdtemp()) / "tiny", num_heads=2, seed=0)
-        extra = (f"model.name={tiny}", "rollout.max_tokens=8", "trainer.batch_size=2", "filter.max_rounds=2")
+        extra = (f"model.name={tiny}", "rollout.max_tokens=8", "trainer.batch_size=2")
         args.steps, args.no_write, args.out_dir = 1, True, tempfile.mkdtemp()
 
     config = Path(args.config).resolve()

@@ -110,7 +110,6 @@ def run_rlengine(args) -> dict:
         "data.synthetic_num=64",
         "data.synthetic_ops=[add,sub]",
         "data.synthetic_max_digits=2",
-        f"data.template={TEMPLATE}",
         f"rollout.n={args.n}",
         f"rollout.max_tokens={args.max_tokens}",
         "rollout.max_model_len=512",
@@ -129,7 +128,7 @@ def run_rlengine(args) -> dict:
     ]
     from rlengine.cli import main
 
-    main(["train", "configs/quickstart.yaml", *overrides])
+    main(["train", "configs/quickstart.yaml", *overrides])  # its data.template is TEMPLATE
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return {"step_s": [m["time/step"] for m in metrics], "reward": [m["reward/mean"] for m in metrics]}
 
