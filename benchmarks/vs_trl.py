@@ -4,7 +4,8 @@ Same model (the built-in SmolLM2-135M-Instruct), same prompts (synthetic add/sub
 quickstart template, in the chat template), G = 4 completions for 8 prompts per step, at most
 128 new tokens, temperature 1, learning rate 1e-6, no KL (beta = 0), token-mean loss (TRL's
 ``loss_type="dapo"``, rlengine's ``agg: token_mean``), group-normalised advantages, fp32, gradient
-checkpointing, math-verify as the reward (the same ``reward.grade``). TRL generates with
+checkpointing off for both (a 135M model's activations fit), math-verify as the reward (the same
+``reward.grade``). rlengine keeps its quickstart learner settings (ZeRO-0, shared-prefix layout). TRL generates with
 ``model.generate`` (vLLM's server/colocate modes need a GPU); rlengine uses its vLLM-CPU pool.
 Runs alternate (trl, rlengine, trl, ...), each in a subprocess, and peak memory is the machine's
 used memory above the idle level measured before each run. Needs ``pip install -e .[bench]``.
@@ -80,7 +81,7 @@ def run_trl(args) -> dict:
         loss_type="dapo",
         max_steps=args.steps,
         logging_steps=1,
-        gradient_checkpointing=True,
+        gradient_checkpointing=False,
         bf16=False,
         use_cpu=True,
         report_to=[],
@@ -118,7 +119,7 @@ def run_rlengine(args) -> dict:
         "algorithm.agg=token_mean",
         "algorithm.kl_coef=0.0",
         "learner.lr=1.0e-6",
-        "learner.grad_checkpointing=true",
+        "learner.grad_checkpointing=false",
         f"trainer.batch_size={args.prompts}",
         f"trainer.max_steps={args.steps}",
         f"trainer.output_dir={run}",
@@ -206,7 +207,7 @@ def main() -> None:
     )
     text = (
         f"{args.prompts} prompts x {args.n} completions, <= {args.max_tokens} new tokens, lr 1e-6, beta 0, fp32, "
-        f"gradient checkpointing, {args.steps} steps x {args.repeats} alternating runs each\n\n{table}\n\n"
+        f"no gradient checkpointing, {args.steps} steps x {args.repeats} alternating runs each\n\n{table}\n\n"
         f"rlengine / TRL seconds per step: {summary['rlengine'] / summary['trl']:.2f}x\n"
     )
     print(text)
