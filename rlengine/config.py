@@ -96,6 +96,10 @@ class RolloutConfig:
     kv_cache_gib: int | None = None
     """vLLM-CPU KV cache size in GiB (``VLLM_CPU_KVCACHE_SPACE``); null = just enough for one
     step's sequences (``trainer.batch_size x n`` at ``max_model_len``), at least 1."""
+    engine_in_process: bool = False
+    """CPU only: run vLLM's engine core and worker inside the engine actor's process (one process
+    instead of three: ~1.2 GB less memory, ~30 s faster start for the built-in model, slower
+    generation on 2 cores)."""
     enforce_eager: bool = True
     """Skip CUDA-graph capture / compilation (faster start, slower decode)."""
     engine_kwargs: dict[str, Any] = field(default_factory=dict)

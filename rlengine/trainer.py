@@ -180,6 +180,7 @@ class Trainer:
             enforce_eager=r.enforce_eager,
             trust_remote_code=cfg.model.trust_remote_code,
             kv_cache_gib=kv_cache_gib,
+            in_process=r.engine_in_process,
             gpu_memory_utilization=r.gpu_memory_utilization,
             engine_kwargs=r.engine_kwargs,
             use_gpu=gpu,

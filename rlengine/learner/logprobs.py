@@ -28,8 +28,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-CHUNK_ELEMENTS = 2**27
-"""Logit elements per chunk (512 MB in fp32): chunk tokens = CHUNK_ELEMENTS // vocabulary size."""
+CHUNK_ELEMENTS = {"cuda": 2**27, "cpu": 2**23}
+"""Logit elements per chunk (512 MB in fp32 on GPU, 32 MB on CPU where a few such temporaries per
+chunk would otherwise dominate the learner's memory): chunk tokens = elements // vocabulary size."""
 
 
 def _chunk_logprobs(
@@ -176,9 +177,9 @@ class PolicyModel(nn.Module):
         self.model = model
         self.temperature = float(temperature)
         self.softcap = getattr(model.config, "final_logit_softcapping", None)
-        vocab = model.get_output_embeddings().weight.shape[0]
-        self.chunk_tokens = max(64, CHUNK_ELEMENTS // max(1, vocab))
         head = model.get_output_embeddings()
+        self.chunk_tokens: int | None = None
+        """Tokens per head chunk; None = from :data:`CHUNK_ELEMENTS` for the device."""
         self.fused_head = getattr(head, "bias", None) is None and not self.softcap
         """Differentiate through :class:`HeadLogprobs` (needs the head weight as a tensor: the
         learner turns this off under ZeRO-3, where only the head's own call gathers it)."""
@@ -221,6 +222,7 @@ class PolicyModel(nn.Module):
             softcap=self.softcap,
             with_entropy=with_entropy,
             entropy_grad=entropy_grad,
-            chunk_tokens=self.chunk_tokens,
+            chunk_tokens=self.chunk_tokens
+            or max(64, CHUNK_ELEMENTS["cuda" if hidden.is_cuda else "cpu"] // head.weight.shape[0]),
             weight=head.weight if self.fused_head else None,
         )

@@ -28,13 +28,19 @@ def kv_cache_gib_for(model_path: str, sequences: int, max_model_len: int, dtype:
     return max(1, math.ceil(sequences * max_model_len * per_token / 2**30))
 
 
-def cpu_engine_env(cpus: list[int], kv_cache_gib: int) -> dict[str, str]:
-    """Environment for a vLLM-CPU engine pinned to ``cpus`` (set before vLLM is imported)."""
+def cpu_engine_env(cpus: list[int], kv_cache_gib: int, in_process: bool = False) -> dict[str, str]:
+    """Environment for a vLLM-CPU engine pinned to ``cpus`` (set before vLLM is imported).
+
+    ``in_process`` runs the engine core and its worker inside the actor's own process instead of
+    two more processes (``VLLM_ENABLE_V1_MULTIPROCESSING=0``): ~1.2 GB less memory and a faster
+    start for the built-in model, but generation is slower on 2 cores (no overlap of scheduling
+    and output processing with the forward passes; see BENCHMARKS.md)."""
     return {
         **QUIET_ENV,
         "VLLM_CPU_OMP_THREADS_BIND": ",".join(str(c) for c in cpus),
         "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
         "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib),
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0" if in_process else "1",
     }
 
 

@@ -31,6 +31,7 @@ class RolloutPool:
         enforce_eager: bool = True,
         trust_remote_code: bool = False,
         kv_cache_gib: int = 2,
+        in_process: bool = False,
         gpu_memory_utilization: float = 0.5,
         engine_kwargs: dict[str, Any] | None = None,
         use_gpu: bool = False,
@@ -47,7 +48,7 @@ class RolloutPool:
         self.engines = []
         cpu_shares = split_cpus(available_cpus(), num_engines)
         for i in range(num_engines):
-            env = dict(QUIET_ENV) if use_gpu else cpu_engine_env(cpu_shares[i], kv_cache_gib)
+            env = dict(QUIET_ENV) if use_gpu else cpu_engine_env(cpu_shares[i], kv_cache_gib, in_process)
             actor = RolloutEngine.options(
                 num_gpus=1 if use_gpu else 0,
                 runtime_env={"env_vars": env},
