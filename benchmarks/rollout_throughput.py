@@ -78,6 +78,7 @@ def run_direct(args, batch: list[list[int]]) -> list[float]:
         logprobs_mode="processed_logprobs",
         worker_extension_cls=EXTENSION,
         enable_prefix_caching=True,
+        enable_chunked_prefill=False,  # as the pool's CPU engines (see rlengine/rollout/engine.py)
     )
     s = sampling(len(batch), args)
     params = [

