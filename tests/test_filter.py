@@ -408,4 +408,17 @@ def test_balanced_filter_real_stack_and_resume_from_run_dir(tiny_model_dir, ray_
     ):
         assert resumed[2][key] == metrics[2][key], key
     state_b = torch.load(copy / "checkpoints/step_3/trainer_state.pt", weights_only=False)
-    assert state_b["stages"] == state["stages"]  # carried groups and data cursor
+    # Carried groups and data cursor: tokens, ids and rewards exactly; vLLM's sampled logprobs only to
+    # float noise (the resumed engine starts with an empty prefix cache, so its kernels see other shapes).
+    assert _same_state(state_b["stages"], state["stages"])
+
+
+def _same_state(a: object, b: object) -> bool:
+    """Nested equality with floats compared to 1e-4 relative (logprobs from two engine starts)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_state(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same_state(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-5)
+    return a == b
