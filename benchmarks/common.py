@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
+import json
 import os
 import platform
 import re
@@ -13,6 +15,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+
+# Environment of a measured worker process: no Ray auth prompt, quiet vLLM / transformers, no tokenizer threads.
+WORKER_ENV = {
+    "RAY_AUTH_MODE": "disabled",
+    "VLLM_LOGGING_LEVEL": "ERROR",
+    "TOKENIZERS_PARALLELISM": "false",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "PYTHONWARNINGS": "ignore",
+}
 
 
 def machine() -> str:
@@ -86,3 +97,32 @@ def git_commit() -> str:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+# --------------------------------------------------------------------------- measured worker processes
+# Every measurement runs in a fresh process (``script --worker --impl NAME ...``) so that one
+# implementation's memory and threads cannot leak into the next; the worker prints one RESULT line.
+
+
+def worker_command(
+    script: str, impl: str, args: argparse.Namespace, keys: tuple[str, ...], **values: object
+) -> list[str]:
+    """``python script --worker --impl impl --key value ...`` with ``values`` and then ``args.<key>``."""
+    cmd = [sys.executable, script, "--worker", "--impl", impl]
+    for key, value in [*values.items(), *((k, getattr(args, k)) for k in keys)]:
+        cmd += [f"--{key.replace('_', '-')}", str(value)]
+    return cmd
+
+
+def print_result(result: object) -> None:
+    """What a worker prints last: ``RESULT <json>``."""
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def run_worker(cmd: list[str], timeout: float | None = None) -> tuple[object | None, str]:
+    """Run a worker; return its RESULT payload (None when it printed none) and its stderr."""
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, **WORKER_ENV}, cwd=ROOT, timeout=timeout
+    )
+    line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
+    return (json.loads(line[len("RESULT ") :]) if line else None), out.stderr

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +31,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import median, render_table, update_benchmarks_md  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    median,
+    print_result,
+    render_table,
+    run_worker,
+    update_benchmarks_md,
+    worker_command,
+)
 
 QWEN = {  # Qwen2.5 shapes (config.json of the public checkpoints), random-initialised here
     "qwen2.5-0.5b": dict(
@@ -278,37 +283,24 @@ def worker(args) -> None:
         result["peak_gib"] = peak_memory_gib(args.device)
     except Exception as e:  # noqa: BLE001 - an out-of-memory is a result too
         result = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"}
-    print("RESULT " + json.dumps(result), flush=True)
+    print_result(result)
 
 
 # --------------------------------------------------------------------------- driver
 
 
 def one_run(args, impl: str, samples_file: str, model_path: str) -> dict:
-    cmd = [
-        sys.executable,
-        __file__,
-        "--worker",
-        "--impl",
-        impl,
-        "--samples-file",
-        samples_file,
-        "--model-path",
-        model_path,
-    ]
-    for key in ("device", "zero", "grad_ckpt", "micro_batch_tokens", "steps"):
-        cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+    keys = ("device", "zero", "grad_ckpt", "micro_batch_tokens", "steps")
+    cmd = worker_command(__file__, impl, args, keys, samples_file=samples_file, model_path=model_path)
     for flag in ("packing", "compile"):
         if getattr(args, flag):
             cmd.append(f"--{flag}")
     if args.profile and impl == "rlengine":
         cmd += ["--profile", args.profile]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "TRANSFORMERS_VERBOSITY": "error"}
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
-    for line in out.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[7:])
-    return {"error": (out.stderr.strip().splitlines() or ["no output"])[-1][:200]}
+    result, stderr = run_worker(cmd, timeout=args.timeout)
+    return (
+        result if result is not None else {"error": (stderr.strip().splitlines() or ["no output"])[-1][:200]}
+    )
 
 
 def main() -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -141,13 +140,15 @@ def timed(generate, repeats: int) -> list[float]:
 
 
 def worker(args) -> None:
+    from benchmarks.common import print_result
+
     batch = json.loads(Path(args.prompts_file).read_text())
     runner = {"pool": run_pool, "direct": run_direct, "hf": run_hf}[args.impl]
-    print("RESULT " + json.dumps(runner(args, batch)), flush=True)
+    print_result(runner(args, batch))
 
 
 def main() -> None:
-    from benchmarks.common import median, render_table, update_benchmarks_md
+    from benchmarks.common import median, render_table, run_worker, update_benchmarks_md, worker_command
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -194,30 +195,12 @@ def main() -> None:
         path = work / f"prompts_{size}.json"
         path.write_text(json.dumps(all_prompts[:size]))
         for impl in impls:
-            cmd = [
-                sys.executable,
-                __file__,
-                "--worker",
-                "--impl",
-                impl,
-                "--prompts-file",
-                str(path),
-                "--model-path",
-                args.model_path,
-            ]
-            for key in ("n", "max_tokens", "max_model_len", "kv_cache_gib", "repeats"):
-                cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
-            env = {
-                **os.environ,
-                "RAY_AUTH_MODE": "disabled",
-                "VLLM_LOGGING_LEVEL": "ERROR",
-                "TOKENIZERS_PARALLELISM": "false",
-            }
-            out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
-            if line is None:
-                sys.exit(f"{impl} failed:\n{out.stderr[-3000:]}")
-            results[(impl, size)] = median(json.loads(line[7:]))
+            keys = ("n", "max_tokens", "max_model_len", "kv_cache_gib", "repeats")
+            cmd = worker_command(__file__, impl, args, keys, prompts_file=path, model_path=args.model_path)
+            rates, stderr = run_worker(cmd)
+            if rates is None:
+                sys.exit(f"{impl} failed:\n{stderr[-3000:]}")
+            results[(impl, size)] = median(rates)
             print(impl, size, f"{results[(impl, size)]:.0f} tok/s", flush=True)
     rows = []
     for size in sizes:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -135,8 +134,10 @@ def run_rlengine(args) -> dict:
 
 
 def worker(args) -> None:
+    from benchmarks.common import print_result
+
     result = run_trl(args) if args.impl == "trl" else run_rlengine(args)
-    print("RESULT " + json.dumps(result), flush=True)
+    print_result(result)
 
 
 def main() -> None:
@@ -157,7 +158,7 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
-    from benchmarks.common import median, render_table, update_benchmarks_md
+    from benchmarks.common import median, render_table, run_worker, update_benchmarks_md, worker_command
     from benchmarks.step_anatomy import MemorySampler
     from rlengine.models import make_tiny_model, resolve_model
 
@@ -169,23 +170,13 @@ def main() -> None:
     results: dict[str, list[dict]] = {"trl": [], "rlengine": []}
     for _ in range(args.repeats):
         for impl in ("trl", "rlengine"):
-            cmd = [sys.executable, __file__, "--worker", "--impl", impl, "--model-path", args.model_path]
-            for key in ("steps", "prompts", "n", "max_tokens"):
-                cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
-            env = {
-                **os.environ,
-                "RAY_AUTH_MODE": "disabled",
-                "VLLM_LOGGING_LEVEL": "ERROR",
-                "TOKENIZERS_PARALLELISM": "false",
-            }
+            cmd = worker_command(
+                __file__, impl, args, ("steps", "prompts", "n", "max_tokens"), model_path=args.model_path
+            )
             with MemorySampler() as memory:
-                out = subprocess.run(
-                    cmd, capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parent.parent
-                )
-            line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
-            if line is None:
-                sys.exit(f"{impl} failed:\n{out.stderr[-4000:]}")
-            result = json.loads(line[7:])
+                result, stderr = run_worker(cmd)
+            if result is None:
+                sys.exit(f"{impl} failed:\n{stderr[-4000:]}")
             result["peak_gib"] = memory.peak - memory.idle
             results[impl].append(result)
             print(impl, result, flush=True)
