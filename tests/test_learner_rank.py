@@ -212,3 +212,34 @@ def test_dummy_micro_batch_changes_nothing(tiny_model_dir, in_process_rank_spec)
     for key in ("grad_norm", "loss/policy", "entropy/mean", "actor/clipfrac"):
         assert results[1][key] == pytest.approx(results[0][key], rel=1e-6), key
     assert results[0]["entropy/mean"] > 1.0
+
+
+def test_write_safetensors_streams_views_and_reads_back(tmp_path) -> None:
+    """The weight-sync writer stores views into one flat buffer (ZeRO's layout), non-contiguous,
+    bf16, scalar and empty tensors so that safetensors itself reads them back unchanged."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from rlengine.learner.export import write_safetensors
+
+    flat = torch.randn(6 * 4 + 5)
+    tensors = {
+        "a.weight": flat[:24].view(6, 4),  # views sharing one storage: save_file refuses these
+        "b.bias": flat[24:],
+        "c.transposed": torch.randn(3, 5).t(),
+        "d.bf16": torch.randn(7, 3).to(torch.bfloat16),
+        "e.scalar": torch.tensor(2.5),
+        "f.empty": torch.zeros(0, 4),
+        "g.int": torch.arange(9, dtype=torch.int64).view(3, 3),
+    }
+    path = tmp_path / "w.safetensors"
+    write_safetensors(tensors, str(path))
+    loaded = load_file(str(path))
+    assert loaded.keys() == tensors.keys()
+    for name, tensor in tensors.items():
+        assert loaded[name].dtype == tensor.dtype and loaded[name].shape == tensor.shape, name
+        assert torch.equal(loaded[name], tensor), name
+    with safe_open(str(path), framework="pt") as f:  # lazy per-tensor reads, as the engines do
+        assert torch.equal(f.get_tensor("c.transposed"), tensors["c.transposed"])
+    with pytest.raises(TypeError, match="complex"):
+        write_safetensors({"z": torch.zeros(2, dtype=torch.complex64)}, str(tmp_path / "z.safetensors"))

@@ -9,16 +9,19 @@ step (an empty one is a zero-weight dummy), so ZeRO's collectives line up across
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 
 import torch
 
 from rlengine.algorithms import aggregate_loss, compute_policy_loss, kl_penalty, sequence_weights, tis_weights
 from rlengine.learner.batching import MicroBatch, make_micro_batch
+from rlengine.learner.export import write_safetensors
 from rlengine.learner.logprobs import PolicyModel
 from rlengine.learner.spec import LearnerSpec
 
@@ -298,8 +301,10 @@ class LearnerRank:
 
     # ------------------------------------------------------------------ weights
 
-    def _full_state_dict(self) -> dict[str, torch.Tensor] | None:
-        """HF-named full state dict on rank 0 (collective under ZeRO-3); None elsewhere."""
+    @contextlib.contextmanager
+    def _full_state_dict(self) -> Iterator[dict[str, torch.Tensor] | None]:
+        """HF-named full state dict on rank 0, valid inside the block (a collective under ZeRO-3);
+        None elsewhere. The tensors are the parameters themselves, not copies."""
         import deepspeed
 
         model = self.engine.module.model
@@ -309,25 +314,23 @@ class LearnerRank:
             ctx = torch.no_grad()
         with ctx:
             if self.rank != 0:
-                return None
-            state = {}
-            for name, tensor in model.state_dict().items():
-                if self.tied and name == "lm_head.weight":
-                    continue
-                # clone: ZeRO keeps parameters as views into one flat buffer
-                state[name] = tensor.detach().to("cpu").contiguous().clone()
-            return state
+                yield None
+                return
+            yield {
+                name: tensor.detach()
+                for name, tensor in model.state_dict().items()
+                if not (self.tied and name == "lm_head.weight")
+            }
 
     def export_weights(self, path: str) -> float:
-        """Write the policy as one safetensors file (atomically) for the engines to reload."""
-        from safetensors.torch import save_file
-
+        """Write the policy as one safetensors file (atomically) for the engines to reload,
+        streamed from the parameters: no copy of the model is made."""
         start = time.perf_counter()
-        state = self._full_state_dict()
-        if state is not None:
-            tmp = f"{path}.tmp"
-            save_file(state, tmp)
-            os.replace(tmp, path)
+        with self._full_state_dict() as state:
+            if state is not None:
+                tmp = f"{path}.tmp"
+                write_safetensors(state, tmp)
+                os.replace(tmp, path)
         return time.perf_counter() - start
 
     def save_checkpoint(self, directory: str, hf_dir: str | None) -> bool:
@@ -335,9 +338,11 @@ class LearnerRank:
         writes a Hugging Face model directory to ``hf_dir``."""
         client_state = {"torch_rng": torch.get_rng_state()}
         self.engine.save_checkpoint(directory, tag="engine", client_state=client_state)
-        state = self._full_state_dict()
-        if state is not None and hf_dir is not None:
-            self.engine.module.model.save_pretrained(hf_dir, state_dict=state, safe_serialization=True)
+        with self._full_state_dict() as state:
+            if state is not None and hf_dir is not None:
+                # clone: ZeRO keeps parameters as views into one flat buffer, which save_pretrained refuses
+                copies = {name: tensor.to("cpu").contiguous().clone() for name, tensor in state.items()}
+                self.engine.module.model.save_pretrained(hf_dir, state_dict=copies, safe_serialization=True)
         return True
 
     def load_checkpoint(self, directory: str) -> bool:
