@@ -179,8 +179,9 @@ class LearnerConfig:
     min_lr_ratio: float = 0.0
     """Cosine floor as a fraction of ``lr``."""
     micro_batch_tokens: int = 4096
-    """Token budget of one micro-batch (rows x longest when padded, the sum when packed);
-    gradients accumulate over micro-batches. Micro-batches are cut from length-sorted samples."""
+    """Token budget of one micro-batch (rows x longest when padded, the sum when packed, rows x
+    longest prompt row with ``shared_prefix``); gradients accumulate over micro-batches.
+    Micro-batches are cut from length-sorted samples (whole prompt groups with ``shared_prefix``)."""
     packing: bool = False
     """Pack each micro-batch's sequences into one row (position ids restart per sequence) instead
     of right-padding rows. Pays off with varlen attention (``attn_implementation:

@@ -116,6 +116,39 @@ def test_packed_budget_counts_real_tokens() -> None:
     assert len(packed) < len(padded)  # no padding: more sequences per micro-batch
 
 
+def test_shared_prefix_plan_keeps_groups_together_within_the_budget() -> None:
+    """Shared-prefix micro-batches hold whole groups: every response once, each group in as few
+    micro-batches as the budget allows, and the built layout (rows x longest row) within budget."""
+    from rlengine.learner.batching import plan_updates, planning_lengths, prompt_groups
+
+    rng = random.Random(0)
+    samples = []
+    for _ in range(8):
+        prompt = [rng.randrange(10, 1000) for _ in range(rng.randrange(20, 60))]
+        samples += [
+            {
+                "prompt_ids": prompt,
+                "response_ids": [rng.randrange(10, 1000) for _ in range(rng.randrange(5, 64))],
+            }
+            for _ in range(8)
+        ]
+    groups = prompt_groups(samples)
+    assert groups == [i // 8 for i in range(64)]
+    kwargs = {"ranks": 1, "mini_batch_size": None, "ppo_epochs": 1, "token_budget": 1024, "seed": 0}
+    lengths = planning_lengths(samples, shared_prefix=True)
+    micro = plan_updates(lengths, groups=groups, **kwargs)[0][0]
+    scattered = plan_updates(lengths, **kwargs)[0][0]  # length order alone: groups spread out
+    assert sorted(i for b in micro for i in b) == list(range(64))
+
+    def layout_tokens(batch: list[int]) -> int:
+        return make_micro_batch([samples[i] for i in batch], 0, shared_prefix=True).input_ids.numel()
+
+    assert all(layout_tokens(b) <= 1024 for b in micro)
+    split = sum(len({groups[i] for i in b}) for b in micro) - 8  # extra rows from groups cut in two
+    assert split <= len(micro) - 1  # only a group at a micro-batch boundary is cut
+    assert sum(map(layout_tokens, micro)) < 0.75 * sum(map(layout_tokens, scattered))
+
+
 @pytest.fixture(scope="module")
 def in_process_rank_spec(tiny_model_dir):
     from rlengine.learner.rank import single_process_env

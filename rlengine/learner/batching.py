@@ -44,12 +44,30 @@ def planning_lengths(samples: list[dict], *, shared_prefix: bool = False) -> lis
     ]
 
 
+def prompt_groups(samples: list[dict]) -> list[int]:
+    """A group id per sample: samples with the same prompt share one."""
+    ids: dict[tuple[int, ...], int] = {}
+    return [ids.setdefault(tuple(s["prompt_ids"]), len(ids)) for s in samples]
+
+
 def pack_micro_batches(
-    indices: list[int], lengths: list[int], token_budget: int, *, packed: bool = False
+    indices: list[int],
+    lengths: list[int],
+    token_budget: int,
+    *,
+    packed: bool = False,
+    groups: list[int] | None = None,
 ) -> list[list[int]]:
     """Greedy length-sorted packing so that each micro-batch costs at most ``token_budget`` tokens:
     ``rows * longest`` when padded, ``sum(lengths)`` when packed. A sample longer than the budget
-    gets a micro-batch of its own."""
+    gets a micro-batch of its own.
+
+    With ``groups`` (the shared-prefix layout: one row per prompt, rows padded to the longest),
+    a group's responses stay together, groups are taken shortest first, and a micro-batch costs
+    ``rows * longest row``. Sorting responses by length alone would scatter every group over all
+    micro-batches: its prompt recomputed in each, and rows padded to the longest."""
+    if groups is not None:
+        return _pack_groups(indices, lengths, token_budget, groups)
     order = sorted(indices, key=lambda i: lengths[i])
     batches: list[list[int]] = []
     current: list[int] = []
@@ -61,6 +79,28 @@ def pack_micro_batches(
             current, longest, used = [], 0, 0
         current.append(i)
         longest, used = max(longest, lengths[i]), used + lengths[i]
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _pack_groups(
+    indices: list[int], lengths: list[int], token_budget: int, groups: list[int]
+) -> list[list[int]]:
+    members: dict[int, list[int]] = {}
+    for i in sorted(indices, key=lambda i: lengths[i]):
+        members.setdefault(groups[i], []).append(i)
+    batches: list[list[int]] = []
+    current: list[int] = []
+    rows: dict[int, int] = {}  # group -> its row's length in the current micro-batch
+    for group in sorted(members, key=lambda g: (sum(lengths[i] for i in members[g]), g)):
+        for i in members[group]:
+            trial = {**rows, group: rows.get(group, 0) + lengths[i]}
+            if current and len(trial) * max(trial.values()) > token_budget:
+                batches.append(current)
+                current, trial = [], {group: lengths[i]}
+            current.append(i)
+            rows = trial
     if current:
         batches.append(current)
     return batches
@@ -86,8 +126,10 @@ def plan_updates(
     token_budget: int,
     seed: int,
     packed: bool = False,
+    groups: list[int] | None = None,
 ) -> Plan:
-    """The micro-batches of every rank for every optimizer step of ``ppo_epochs`` passes."""
+    """The micro-batches of every rank for every optimizer step of ``ppo_epochs`` passes
+    (``groups``: prompt group ids for the shared-prefix layout, see :func:`pack_micro_batches`)."""
     count = len(lengths)
     size = mini_batch_size or count
     rng = random.Random(seed)
@@ -99,7 +141,9 @@ def plan_updates(
         for start in range(0, count, size):
             mini = order[start : start + size]
             per_rank = [
-                pack_micro_batches(share, lengths, token_budget, packed=packed) if share else []
+                pack_micro_batches(share, lengths, token_budget, packed=packed, groups=groups)
+                if share
+                else []
                 for share in split_over_ranks(mini, lengths, ranks)
             ]
             steps = max(1, max(len(p) for p in per_rank))

@@ -13,7 +13,7 @@ from typing import Any
 
 import ray
 
-from rlengine.learner.batching import plan_updates, planning_lengths, step_denominators
+from rlengine.learner.batching import plan_updates, planning_lengths, prompt_groups, step_denominators
 from rlengine.learner.rank import LearnerRank
 from rlengine.learner.spec import LearnerSpec
 from rlengine.runtime import QUIET_ENV, available_cpus
@@ -65,14 +65,16 @@ class LearnerGroup:
         ray.get([r.ready.remote() for r in self.ranks])
 
     def plan(self, samples: list[dict], *, mini_batch_size: int | None, ppo_epochs: int, seed: int):
+        shared = self.spec.learner.shared_prefix
         return plan_updates(
-            planning_lengths(samples, shared_prefix=self.spec.learner.shared_prefix),
+            planning_lengths(samples, shared_prefix=shared),
             ranks=self.num_ranks,
             mini_batch_size=mini_batch_size,
             ppo_epochs=ppo_epochs,
             token_budget=self.spec.learner.micro_batch_tokens,
             seed=seed,
-            packed=self.spec.learner.packing or self.spec.learner.shared_prefix,
+            packed=self.spec.learner.packing,
+            groups=prompt_groups(samples) if shared else None,
         )
 
     def compute_logprobs(self, samples: list[dict], which: str = "policy") -> list[list[float]]:
