@@ -272,7 +272,8 @@ class LearnerRank:
         if algo.entropy_coef > 0:
             total = total - algo.entropy_coef * mean_entropy
         tokens = sum(batch.loss_counts)
-        metrics.add("entropy/mean", mean_entropy.detach(), tokens)
+        # reported per token, so the figure does not depend on how the batch was cut into micro-batches
+        metrics.add("entropy/mean", aggregate_loss(entropy.detach(), mask, "token_mean"), tokens)
         for key in ("clipfrac", "approx_kl", "ratio/mean"):
             metrics.add(f"actor/{key}", loss_metrics[key], tokens)
         if tokens > 0:
