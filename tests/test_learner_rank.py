@@ -135,7 +135,7 @@ def test_shared_prefix_plan_keeps_groups_together_within_the_budget() -> None:
     groups = prompt_groups(samples)
     assert groups == [i // 8 for i in range(64)]
     kwargs = {"ranks": 1, "mini_batch_size": None, "ppo_epochs": 1, "token_budget": 1024, "seed": 0}
-    lengths = planning_lengths(samples, shared_prefix=True)
+    lengths = planning_lengths(samples, groups)
     micro = plan_updates(lengths, groups=groups, **kwargs)[0][0]
     scattered = plan_updates(lengths, **kwargs)[0][0]  # length order alone: groups spread out
     assert sorted(i for b in micro for i in b) == list(range(64))

@@ -15,6 +15,7 @@ same number of micro-batches per optimizer step (ZeRO collectives must line up):
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass, fields
 
 import torch
@@ -30,24 +31,21 @@ def sample_length(sample: dict) -> int:
     return len(sample["prompt_ids"]) + len(sample["response_ids"])
 
 
-def planning_lengths(samples: list[dict], *, shared_prefix: bool = False) -> list[int]:
-    """Tokens each sample costs the learner: prompt + response, or with a shared prefix its
-    response plus its share of the prompt (the prompt is computed once for all its responses)."""
-    if not shared_prefix:
-        return [sample_length(s) for s in samples]
-    counts: dict[tuple[int, ...], int] = {}
-    for s in samples:
-        key = tuple(s["prompt_ids"])
-        counts[key] = counts.get(key, 0) + 1
-    return [
-        len(s["response_ids"]) + -(-len(s["prompt_ids"]) // counts[tuple(s["prompt_ids"])]) for s in samples
-    ]
-
-
 def prompt_groups(samples: list[dict]) -> list[int]:
-    """A group id per sample: samples with the same prompt share one."""
+    """A group id per sample, numbered in order of first appearance: samples with the same prompt
+    share one."""
     ids: dict[tuple[int, ...], int] = {}
     return [ids.setdefault(tuple(s["prompt_ids"]), len(ids)) for s in samples]
+
+
+def planning_lengths(samples: list[dict], groups: list[int] | None = None) -> list[int]:
+    """Tokens each sample costs the learner: prompt + response, or with ``groups`` (the
+    shared-prefix layout, :func:`prompt_groups`) its response plus its share of the prompt (the
+    prompt is computed once for all its responses)."""
+    if groups is None:
+        return [sample_length(s) for s in samples]
+    counts = Counter(groups)
+    return [len(s["response_ids"]) + -(-len(s["prompt_ids"]) // counts[g]) for s, g in zip(samples, groups)]
 
 
 def pack_micro_batches(
@@ -253,11 +251,13 @@ def _shared_prefix_layout(samples: list[dict], pad_id: int) -> tuple:
     mask lets every response see the prompt and itself only, and position ids restart after the
     prompt for every response, so each response is computed exactly as if it were alone. A group's
     prompt is computed once instead of once per response."""
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, s in enumerate(samples):
-        groups.setdefault(tuple(s["prompt_ids"]), []).append(i)
+    row_of = prompt_groups(samples)  # one row per group, in the same order
+    groups: dict[int, list[int]] = {}
+    for i, row in enumerate(row_of):
+        groups.setdefault(row, []).append(i)
     rows, predict = [], [torch.zeros(0, dtype=torch.long)] * len(samples)
-    for prompt, members in groups.items():
+    for members in groups.values():
+        prompt = samples[members[0]]["prompt_ids"]
         tokens, positions, segments = list(prompt), list(range(len(prompt))), [0] * len(prompt)
         for k, i in enumerate(members, start=1):
             response = samples[i]["response_ids"]
@@ -282,7 +282,6 @@ def _shared_prefix_layout(samples: list[dict], pad_id: int) -> tuple:
     query, key = segment.unsqueeze(-1), segment.unsqueeze(-2)
     visible = causal & (key >= 0) & ((key == 0) | (key == query))
     visible |= torch.eye(width, dtype=torch.bool)  # padding attends to itself: no empty softmax rows
-    row_of = {i: r for r, members in enumerate(groups.values()) for i in members}
     predict = [p + row_of[i] * width for i, p in enumerate(predict)]
     return input_ids, position_ids, visible.unsqueeze(1), predict
 

@@ -65,16 +65,16 @@ class LearnerGroup:
         ray.get([r.ready.remote() for r in self.ranks])
 
     def plan(self, samples: list[dict], *, mini_batch_size: int | None, ppo_epochs: int, seed: int):
-        shared = self.spec.learner.shared_prefix
+        groups = prompt_groups(samples) if self.spec.learner.shared_prefix else None
         return plan_updates(
-            planning_lengths(samples, shared_prefix=shared),
+            planning_lengths(samples, groups),
             ranks=self.num_ranks,
             mini_batch_size=mini_batch_size,
             ppo_epochs=ppo_epochs,
             token_budget=self.spec.learner.micro_batch_tokens,
             seed=seed,
             packed=self.spec.learner.packing,
-            groups=prompt_groups(samples) if shared else None,
+            groups=groups,
         )
 
     def compute_logprobs(self, samples: list[dict], which: str = "policy") -> list[list[float]]:

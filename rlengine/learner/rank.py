@@ -268,9 +268,8 @@ class LearnerRank:
             kl = aggregate_loss(kl_penalty(logprobs, ref_logprobs, algo.kl_kind), mask, algo.agg, L)
             total = total + algo.kl_coef * kl
             metrics.add("kl/mean", kl.detach(), weight)
-        mean_entropy = aggregate_loss(entropy, mask, algo.agg, L)
         if algo.entropy_coef > 0:
-            total = total - algo.entropy_coef * mean_entropy
+            total = total - algo.entropy_coef * aggregate_loss(entropy, mask, algo.agg, L)
         tokens = sum(batch.loss_counts)
         # reported per token, so the figure does not depend on how the batch was cut into micro-batches
         metrics.add("entropy/mean", aggregate_loss(entropy.detach(), mask, "token_mean"), tokens)
