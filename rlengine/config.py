@@ -256,6 +256,10 @@ class LoggingConfig:
 class TrainerConfig:
     max_steps: int = 10
     """Training steps (one rollout batch each)."""
+    max_minutes: float | None = None
+    """Wall-clock budget: stop after the first step that ends this many minutes after the training
+    loop started (evaluation included; a resumed run gets the budget afresh). The final evaluation
+    and checkpoint then run as at ``max_steps``. Null: no budget."""
     batch_size: int = 8
     """Prompts (groups) per step."""
     seed: int = 0
@@ -413,6 +417,8 @@ def validate(cfg: RunConfig) -> None:
         _positive(cfg.learner.mini_batch_size, "learner.mini_batch_size")
     _positive(cfg.trainer.max_steps, "trainer.max_steps", allow_zero=True)
     _positive(cfg.trainer.batch_size, "trainer.batch_size")
+    if cfg.trainer.max_minutes is not None:
+        _positive(cfg.trainer.max_minutes, "trainer.max_minutes")
     _positive(cfg.algorithm.kl_coef, "algorithm.kl_coef", allow_zero=True)
     if cfg.algorithm.tis_cap is not None:
         _positive(cfg.algorithm.tis_cap, "algorithm.tis_cap")

@@ -6,6 +6,7 @@ python -m rlengine.config_doc > docs/config.md
 from __future__ import annotations
 
 import ast
+import dataclasses
 import inspect
 
 from rlengine import config
@@ -57,6 +58,15 @@ def table(cls: type, skip: tuple[str, ...] = ()) -> str:
     return "\n".join(lines)
 
 
+def nested_sections(cls: type) -> list[tuple[str, type]]:
+    """Fields of ``cls`` that are themselves sections (dataclass defaults), as ``(name, class)``."""
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(f.default_factory):
+            out.append((f.name, f.default_factory))
+    return out
+
+
 def render() -> str:
     parts = [
         "# Config reference",
@@ -76,10 +86,12 @@ def render() -> str:
             + ", or your own class as `my_file.py:MyClass` (see docs/stages.md).",
         ]
         for name, (cls, config_cls) in REGISTRY[kind].items():
-            summary = (inspect.getdoc(cls) or "").split("\n")[0]
+            summary = " ".join((inspect.getdoc(cls) or "").split("\n\n")[0].split())
             parts += ["", f"### `{kind}.name: {name}`", "", summary]
             if len(field_docs(config_cls)) > 1:
                 parts += ["", table(config_cls, skip=("name",))]
+            for sub_name, sub_cls in nested_sections(config_cls):
+                parts += ["", f"#### `{kind}.{sub_name}`", "", table(sub_cls)]
     return "\n".join(parts) + "\n"
 
 

@@ -192,6 +192,9 @@ class Trainer:
             reward_weights=[spec.weight for spec in self.reward_specs],
             rollout=RolloutView(lambda prompts, n: self.rollout(prompts, StepState(self.step_index), n=n)),
             learner=LearnerView(self.learner),
+            policy_path=self.model_path,
+            model=cfg.model,
+            gpu=gpu,
         )
         self.stages = {
             kind: build_stage(kind, getattr(cfg, kind), context, cfg.config_dir) for kind in STAGE_KINDS
@@ -401,6 +404,7 @@ class Trainer:
             "reward/mean": statistics.fmean(r.reward for r in trained) if trained else float("nan"),
             **{f"reward/{k}/mean": statistics.fmean(r.scores[k] for r in generated) for k in self.objectives},
             "pass_rate/mean": statistics.fmean(g.pass_rate for g in state.generated),
+            "pass_rate/distance_from_half": statistics.fmean(abs(g.pass_rate - 0.5) for g in state.generated),
             "effective_ratio": statistics.fmean(g.informative for g in batch) if batch else 0.0,
             "rollouts/generated": len(generated),
             "rollouts/kept": len(trained),
@@ -450,9 +454,15 @@ class Trainer:
         try:
             if cfg.evaluation.before_training and self.step_index == 0:
                 self.logger.log_scalars(self.evaluate(), step=0)
+            started = time.monotonic()
+            budget = cfg.trainer.max_minutes
             while self.step_index < cfg.trainer.max_steps:
                 metrics = self.step()
-                every, last = cfg.evaluation.every_n_steps, self.step_index == cfg.trainer.max_steps
+                out_of_time = budget is not None and time.monotonic() - started >= 60 * budget
+                every, last = (
+                    cfg.evaluation.every_n_steps,
+                    self.step_index == cfg.trainer.max_steps or out_of_time,
+                )
                 if every and (self.step_index % every == 0 or last):
                     metrics.update(self.evaluate())
                 self.logger.log(metrics, self.step_index)
@@ -466,11 +476,16 @@ class Trainer:
                 )
                 if last or (cfg.trainer.save_every and self.step_index % cfg.trainer.save_every == 0):
                     self.checkpoint()
+                if out_of_time:
+                    break
         finally:
             bar.close()
         return history
 
     def close(self) -> None:
+        for stage in self.stages.values():
+            if callable(getattr(stage, "close", None)):
+                stage.close()
         self.logger.close()
         self.rewards.close()
         self.pool.shutdown()

@@ -72,14 +72,19 @@ def plugin_yaml(tmp_path: Path):
     return write
 
 
-def test_builtin_stages_satisfy_their_protocol() -> None:
+def test_builtin_stages_satisfy_their_protocol(tiny_model_dir) -> None:
     context = StageContext(
-        rows=[{"id": "a", "problem": "p", "answer": "1"}], seed=0, objectives=["acc"], reward_weights=[1.0]
+        rows=[{"id": "a", "problem": "p", "answer": "1"}],
+        seed=0,
+        objectives=["acc"],
+        reward_weights=[1.0],
+        policy_path=tiny_model_dir,
     )
     cfg = load_config(None)
+    extra = {"pcl": ["curriculum.value_model.placement=driver"]}  # no Ray in this test
     for kind, stages in REGISTRY.items():
         for name in stages:
-            config = load_config(None, [f"{kind}.name={name}"]).__getattribute__(kind)
+            config = load_config(None, [f"{kind}.name={name}", *extra.get(name, [])]).__getattribute__(kind)
             assert isinstance(build_stage(kind, config, context), INTERFACES[kind]), (kind, name)
     assert not isinstance(build_stage("filter", cfg.filter, context), Curriculum)
 

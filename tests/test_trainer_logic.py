@@ -96,3 +96,26 @@ def test_existing_run_directory_needs_resume(tmp_path) -> None:
         FileExistsError, match=r"already has checkpoints \(newest: step_2\); pass resume=true"
     ):
         Trainer(cfg)
+
+
+def test_max_minutes_stops_after_the_step_that_runs_out_and_saves_it(monkeypatch) -> None:
+    import types
+
+    import rlengine.trainer
+
+    trainer = bare_trainer(
+        "trainer.max_steps=100", "trainer.max_minutes=1", "evaluation.every_n_steps=0", "logging.progress=false"
+    )
+    clock = [0.0]
+    monkeypatch.setattr(rlengine.trainer.time, "monotonic", lambda: clock[0])
+
+    def step() -> dict:
+        clock[0] += 25.0  # each step takes 25 s: the third ends at 75 s, past the 60 s budget
+        trainer.step_index += 1
+        return {"reward/mean": 0.0, "pass_rate/mean": 0.0, "tokens/per_second": 0.0}
+
+    saved: list[int] = []
+    trainer.step = step
+    trainer.checkpoint = lambda: saved.append(trainer.step_index)
+    trainer.logger = types.SimpleNamespace(log=lambda metrics, step: None)
+    assert len(trainer.fit()) == 3 and saved == [3]

@@ -110,6 +110,18 @@ class LearnerGroup:
     def load_checkpoint(self, directory: str) -> None:
         ray.get([r.load_checkpoint.remote(directory) for r in self.ranks])
 
+    def host(self, name: str, cls: type, *args: Any) -> str:
+        """Build ``cls(*args)`` inside rank 0's process (it shares that rank's GPU); see ``call_hosted``."""
+        return ray.get(self.ranks[0].host.remote(name, cls, *args))
+
+    def call_hosted(self, name: str, method: str, *args: Any) -> Any:
+        """Call ``method(*args)`` on the object hosted as ``name`` and wait for the result."""
+        return ray.get(self.ranks[0].call_hosted.remote(name, method, *args))
+
+    def unhost(self, name: str) -> None:
+        if self.ranks:
+            ray.get(self.ranks[0].unhost.remote(name))
+
     def shutdown(self) -> None:
         for r in self.ranks:
             ray.kill(r)
@@ -117,8 +129,8 @@ class LearnerGroup:
 
 
 class LearnerView:
-    """The learner handle stages get (:class:`rlengine.stages.LearnerHandle`): logprobs only,
-    never ``train`` or the weights."""
+    """The learner handle stages get (:class:`rlengine.stages.LearnerHandle`): logprobs, and room for
+    a stage's own model in rank 0's process; never ``train`` or the weights."""
 
     def __init__(self, group: LearnerGroup) -> None:
         self._group = group
@@ -129,6 +141,15 @@ class LearnerView:
 
     def compute_logprobs(self, samples: list[dict], which: str = "policy") -> list[list[float]]:
         return self._group.compute_logprobs(samples, which)
+
+    def host(self, name: str, cls: type, *args: Any) -> str:
+        return self._group.host(name, cls, *args)
+
+    def call_hosted(self, name: str, method: str, *args: Any) -> Any:
+        return self._group.call_hosted(name, method, *args)
+
+    def unhost(self, name: str) -> None:
+        self._group.unhost(name)
 
 
 def merge_rank_metrics(results: list[dict[str, Any]]) -> dict[str, float]:

@@ -88,6 +88,7 @@ class LearnerRank:
         transformers.utils.logging.disable_progress_bar()
         self.spec = spec
         self.algo, self.opts = spec.algorithm, spec.learner
+        self.guests: dict[str, object] = {}
         self.rank = int(os.environ["RANK"])
         self.world_size = int(os.environ["WORLD_SIZE"])
         self.device = torch.device("cuda", torch.cuda.current_device()) if spec.gpu else torch.device("cpu")
@@ -153,6 +154,19 @@ class LearnerRank:
 
     def ready(self) -> int:
         return self.rank
+
+    # ------------------------------------------------------------------ guests
+
+    def host(self, name: str, cls: type, *args: object) -> str:
+        """Build ``cls(*args)`` in this process (e.g. PCL's value model, sharing this rank's GPU)."""
+        self.guests[name] = cls(*args)
+        return name
+
+    def call_hosted(self, name: str, method: str, *args: object) -> object:
+        return getattr(self.guests[name], method)(*args)
+
+    def unhost(self, name: str) -> None:
+        self.guests.pop(name, None)
 
     # ------------------------------------------------------------------ forward
 

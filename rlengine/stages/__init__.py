@@ -5,7 +5,7 @@ registered with ``@register(kind, name, ConfigClass)``. The interfaces (``typing
 classes), the registry and plug-in loading live in :mod:`rlengine.stages.registry`.
 """
 
-from rlengine.stages import curriculum, filter, replay, reward_weighting  # noqa: F401  (registers built-ins)
+from rlengine.stages import curriculum, filter, pcl, replay, reward_weighting  # noqa: F401  (registers built-ins)
 from rlengine.stages.registry import (
     DEFAULT_STAGE,
     INTERFACES,

@@ -114,12 +114,22 @@ class RolloutHandle(Protocol):
 
 class LearnerHandle(Protocol):
     """What a stage may ask of the learner: logprobs of token sequences under the current policy
-    (``which="policy"``) or the reference model (``"ref"``, when ``algorithm.kl_coef > 0``)."""
+    (``which="policy"``) or the reference model (``"ref"``, when ``algorithm.kl_coef > 0``), and a
+    place for the stage's own model in rank 0's process (``host`` / ``call_hosted``)."""
 
     num_ranks: int
 
     def compute_logprobs(self, samples: list[dict], which: str = "policy") -> list[list[float]]:
         """Per-sample response-token logprobs; a sample has ``prompt_ids`` and ``response_ids``."""
+
+    def host(self, name: str, cls: type, *args: Any) -> str:
+        """Build ``cls(*args)`` inside the learner's rank-0 process (sharing its GPU); returns ``name``."""
+
+    def call_hosted(self, name: str, method: str, *args: Any) -> Any:
+        """Call ``method(*args)`` on the hosted object ``name`` and wait for the result."""
+
+    def unhost(self, name: str) -> None:
+        """Drop the hosted object ``name``."""
 
 
 @dataclass
@@ -136,6 +146,12 @@ class StageContext:
     """The ``weight`` of each objective in ``reward.functions``."""
     rollout: RolloutHandle | None = None
     learner: LearnerHandle | None = None
+    policy_path: str | None = None
+    """Directory of the policy's initial weights (PCL's ``backbone: policy_init``)."""
+    model: Any = None
+    """The run's :class:`rlengine.config.ModelConfig` (dtype, cache_dir, trust_remote_code)."""
+    gpu: bool = False
+    """Whether the run uses CUDA."""
 
 
 # --------------------------------------------------------------------------- registry

@@ -1,0 +1,217 @@
+"""Prompt Curriculum Learning (arXiv 2510.01135): ``curriculum.name: pcl``.
+
+A value model V(x) predicts the current policy's pass rate on prompt x from the prompt alone (one
+forward pass, no generation). Each :meth:`PCLCurriculum.select` of B prompts draws k·B candidates
+from the data (k = ``candidates_factor``), scores them, and keeps the B whose |V(x) − τ| is
+smallest: prompts of intermediate difficulty, where the GRPO gradient is largest. After the step,
+:meth:`PCLCurriculum.observe` fits V by MSE to the pass rate each selected prompt's group really had
+(refill rounds included), so the model needs no extra rollouts and lags the policy by one step.
+
+Candidates come from the same seeded, epoch-shuffled walk over the data as ``uniform`` (each
+prompt is a candidate once per epoch); the candidates not chosen are skipped for that epoch, as in
+the paper's uniform candidate draw. Only the candidate rows are touched, never the whole set.
+
+See docs/curriculum.md for every option and what it costs.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from rlengine.data import PromptDataset
+from rlengine.errors import ConfigError
+from rlengine.stages.registry import StageContext, register
+from rlengine.stages.value_model import (
+    ValueModelConfig,
+    ValueModelHandle,
+    ValueModelSpec,
+    build_value_model,
+    resolve_placement,
+)
+
+
+@dataclass
+class PCLConfig:
+    name: str = "pcl"
+    """Stage name."""
+    tau: float = 0.5
+    """Target pass rate τ: the prompts whose predicted pass rate is nearest it are rolled out."""
+    candidates_factor: int = 4
+    """k: candidates scored per prompt selected (k·B per step; the paper uses 4)."""
+    fit_history: int = 1
+    """Steps of (prompt, pass rate) pairs each fit uses: 1 = only the step just made, as in the paper
+    (B = 512 there); a few steps steady the fit when B is small. Older pairs are one more policy
+    version stale each step."""
+    value_model: ValueModelConfig = field(default_factory=ValueModelConfig)
+    """The value model: backbone, head, what is trained, optimiser and placement."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.tau < 1.0:
+            raise ConfigError(
+                f"curriculum.tau: expected a pass rate strictly between 0 and 1, got {self.tau}"
+            )
+        if self.fit_history < 1:
+            raise ConfigError(f"curriculum.fit_history: expected an integer >= 1, got {self.fit_history}")
+        if self.candidates_factor < 1:
+            raise ConfigError(
+                f"curriculum.candidates_factor: expected an integer >= 1, got {self.candidates_factor}"
+            )
+        vm = self.value_model
+        for key in ("batch_size", "epochs_per_step", "max_prompt_tokens", "cache_size", "hidden_size"):
+            if getattr(vm, key) < 1:
+                raise ConfigError(
+                    f"curriculum.value_model.{key}: expected an integer >= 1, got {getattr(vm, key)}"
+                )
+        if vm.lr is not None and not vm.lr > 0:
+            raise ConfigError(f"curriculum.value_model.lr: expected a positive number or null, got {vm.lr}")
+        if vm.layers is not None and vm.layers < 1:
+            raise ConfigError(
+                f"curriculum.value_model.layers: expected null or an integer >= 1, got {vm.layers}"
+            )
+        if vm.num_gpus < 0:
+            raise ConfigError(f"curriculum.value_model.num_gpus: expected a number >= 0, got {vm.num_gpus}")
+
+
+def select_nearest(predictions: list[float], num: int, tau: float) -> list[int]:
+    """Indices of the ``num`` predictions nearest ``tau``, in candidate order. Ties in
+    |prediction − τ| go to the earlier candidate, so the choice is deterministic."""
+    ranked = sorted(range(len(predictions)), key=lambda i: (abs(predictions[i] - tau), i))
+    return sorted(ranked[:num])
+
+
+def explained_variance(predicted: list[float], realised: list[float]) -> float:
+    """1 − Var(realised − predicted) / Var(realised); NaN when the realised values do not vary."""
+    if len(realised) < 2:
+        return math.nan
+    variance = statistics.pvariance(realised)
+    if variance == 0:
+        return math.nan
+    return 1.0 - statistics.pvariance([r - p for p, r in zip(predicted, realised)]) / variance
+
+
+def _mean(values: list[float]) -> float:
+    return statistics.fmean(values) if values else math.nan
+
+
+def prompt_key(row: dict[str, Any]) -> tuple[str, str, list[int]]:
+    """What the value model reads of a prompt row: id (the feature-cache key), text and token ids."""
+    return str(row["id"]), row.get("prompt", row["problem"]), list(row.get("prompt_ids", []))
+
+
+@register("curriculum", "pcl", PCLConfig)
+class PCLCurriculum:
+    """Rolls out the prompts whose predicted pass rate is nearest ``tau``. Its state is the data
+    cursor, the value model (weights and optimiser) and the fit history."""
+
+    def __init__(
+        self, config: PCLConfig, context: StageContext, model: ValueModelHandle | None = None
+    ) -> None:
+        self.config = config
+        self.dataset = PromptDataset(context.rows, seed=context.seed)
+        self.model = model or build_value_model(
+            value_model_spec(config.value_model, context),
+            resolve_placement(config.value_model.placement, context.gpu, context.learner is not None),
+            context.learner,
+            init_pass_rate=config.tau,
+        )
+        self.predicted: dict[str, float] = {}
+        """Prediction for every prompt selected since the last observe (refills included), by id."""
+        self.candidates = 0
+        self.seconds = 0.0
+        self.history: list[list[tuple[tuple[str, str, list[int]], float]]] = []
+        """The last ``fit_history`` steps' (prompt key, pass rate) pairs."""
+
+    def candidates_for(self, num_prompts: int) -> list[dict]:
+        """k·B distinct candidate rows (all rows when the data has fewer)."""
+        wanted = min(num_prompts * self.config.candidates_factor, len(self.dataset))
+        rows: dict[str, dict] = {}
+        while len(rows) < wanted:
+            for row in self.dataset.next_batch(wanted - len(rows)):
+                rows.setdefault(str(row["id"]), row)
+        return list(rows.values())
+
+    def select(self, num_prompts: int) -> list[dict]:
+        """Score k·B candidates with the value model and return the B nearest τ."""
+        start = time.perf_counter()
+        candidates = self.candidates_for(num_prompts)
+        predictions = self.model.predict([prompt_key(row) for row in candidates])
+        chosen = select_nearest(predictions, num_prompts, self.config.tau)
+        for i in chosen:
+            self.predicted[str(candidates[i]["id"])] = predictions[i]
+        self.candidates += len(candidates)
+        self.seconds += time.perf_counter() - start
+        rows = [candidates[i] for i in chosen]
+        return [rows[i % len(rows)] for i in range(num_prompts)]  # repeats only when data < B
+
+    def observe(self, prompts: list[dict], pass_rates: list[float]) -> dict[str, float]:
+        """Report how well the predictions matched, then fit the value model to the observed pass rates."""
+        start = time.perf_counter()
+        selected = [(p, r) for p, r in zip(prompts, pass_rates) if str(p["id"]) in self.predicted]
+        predicted = [self.predicted[str(p["id"])] for p, _ in selected]
+        realised = [r for _, r in selected]
+        tau = self.config.tau
+        metrics = {
+            "curriculum/value_mse": _mean([(p - r) ** 2 for p, r in zip(predicted, realised)]),
+            "curriculum/explained_variance": explained_variance(predicted, realised),
+            "curriculum/predicted_pass_rate": _mean(predicted),
+            "curriculum/realised_pass_rate": _mean(realised),
+            "curriculum/distance_to_tau": _mean([abs(r - tau) for r in realised]),
+            "curriculum/candidates": float(self.candidates),
+        }
+        self.history = [*self.history, [(prompt_key(p), float(r)) for p, r in zip(prompts, pass_rates)]]
+        self.history = self.history[-self.config.fit_history :]
+        pairs = [pair for step in self.history for pair in step]
+        fit = self.model.fit([k for k, _ in pairs], [r for _, r in pairs]) if prompts else {}
+        metrics["curriculum/fit_loss"] = fit.get("loss", math.nan)
+        metrics["time/curriculum"] = self.seconds + time.perf_counter() - start
+        self.predicted, self.candidates, self.seconds = {}, 0, 0.0
+        return metrics
+
+    def state_dict(self) -> dict:
+        return {
+            "dataset": self.dataset.state_dict(),
+            "value_model": self.model.state_dict(),
+            "history": self.history,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.dataset.load_state_dict(state["dataset"])
+        self.history = state["history"]
+        self.model.load_state_dict(state["value_model"])
+
+    def close(self) -> None:
+        """Stop the value model's actor (or drop it from the learner's process)."""
+        self.model.close()
+
+
+def value_model_spec(config: ValueModelConfig, context: StageContext) -> ValueModelSpec:
+    """Resolve ``backbone`` (``policy_init`` or a model name) into a spec the model can be built from."""
+    model = context.model
+    dtype = getattr(model, "dtype", "float32")
+    trust = bool(getattr(model, "trust_remote_code", False))
+    if config.backbone == "policy_init":
+        if context.policy_path is None:
+            raise ConfigError(
+                "curriculum.value_model.backbone: policy_init needs the policy's path (none given)"
+            )
+        path, shared = context.policy_path, True
+    else:
+        from rlengine.models import resolve_model
+
+        path = resolve_model(
+            config.backbone, cache_dir=getattr(model, "cache_dir", None), trust_remote_code=trust
+        )
+        shared = False
+    return ValueModelSpec(
+        config,
+        path,
+        shares_policy_tokenizer=shared,
+        dtype=dtype,
+        trust_remote_code=trust,
+        seed=context.seed,
+        gpu=context.gpu,
+    )
