@@ -67,6 +67,11 @@ class DataConfig:
     """Optional system message for the chat template."""
     limit: int | None = None
     """Use only the first N rows."""
+    lazy: bool = False
+    """Read prompts when the curriculum draws them instead of loading the whole source: a ``.jsonl``
+    file is indexed by line offsets (8 bytes a row), other sources stay memory-mapped through
+    ``datasets``. For prompt sets larger than memory. Rows are checked and prompts rendered when
+    drawn; prompts too long for ``rollout.max_model_len - rollout.max_tokens`` are skipped then."""
     synthetic_num: int = 2000
     """``synthetic_arithmetic`` only: number of problems generated."""
     synthetic_ops: list[str] = field(default_factory=lambda: ["add", "sub", "mul"])

@@ -20,7 +20,7 @@ import statistics
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,15 +34,19 @@ from rlengine.algorithms import compute_advantages, kl_penalty, overlong_reward_
 from rlengine.batch import Group, Response
 from rlengine.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from rlengine.config import RunConfig, dump_yaml, to_dict
-from rlengine.data import load_prompt_source, render_prompt
+from rlengine.data import PreparedRows, load_prompt_source, render_prompt
 from rlengine.eval.runner import evaluate_during_training
 from rlengine.runlog import LEARNER_METRICS, MetricsLogger
 from rlengine.runtime import init_ray, use_gpu
 from rlengine.stages import STAGE_KINDS, StageContext, build_stage
 
 
-def load_prompt_rows(cfg: RunConfig, tokenizer: Any) -> list[dict]:
-    """Load the prompt source, render every prompt, tokenize it, drop prompts that do not fit."""
+def load_prompt_rows(cfg: RunConfig, tokenizer: Any) -> Sequence[dict | None]:
+    """Load the prompt source, render every prompt, tokenize it, drop prompts that do not fit.
+
+    With ``data.lazy`` nothing is read beyond an index: rows are rendered and tokenised when a
+    curriculum draws them, and a prompt that does not fit reads as None (skipped by the curriculum).
+    """
     data = cfg.data
     kwargs: dict[str, Any] = {}
     if data.source == "synthetic_arithmetic":
@@ -61,11 +65,12 @@ def load_prompt_rows(cfg: RunConfig, tokenizer: Any) -> list[dict]:
         id_field=data.id_field,
         limit=data.limit,
         base_dir=cfg.config_dir,
+        lazy=data.lazy,
         **kwargs,
     )
     budget = cfg.rollout.max_model_len - cfg.rollout.max_tokens
-    kept = []
-    for row in rows:
+
+    def prepare(row: dict) -> dict | None:
         text = render_prompt(
             row["problem"],
             tokenizer,
@@ -75,8 +80,11 @@ def load_prompt_rows(cfg: RunConfig, tokenizer: Any) -> list[dict]:
             row=row,
         )
         ids = tokenizer(text, add_special_tokens=not data.chat_template)["input_ids"]
-        if len(ids) <= budget:
-            kept.append({**row, "prompt": text, "prompt_ids": ids})
+        return {**row, "prompt": text, "prompt_ids": ids} if len(ids) <= budget else None
+
+    if data.lazy:
+        return PreparedRows(rows, prepare)
+    kept = [row for row in map(prepare, rows) if row is not None]
     if not kept:
         raise ValueError(
             f"data.source '{data.source}': no prompt fits in rollout.max_model_len - rollout.max_tokens = {budget} tokens"

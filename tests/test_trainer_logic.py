@@ -104,7 +104,10 @@ def test_max_minutes_stops_after_the_step_that_runs_out_and_saves_it(monkeypatch
     import rlengine.trainer
 
     trainer = bare_trainer(
-        "trainer.max_steps=100", "trainer.max_minutes=1", "evaluation.every_n_steps=0", "logging.progress=false"
+        "trainer.max_steps=100",
+        "trainer.max_minutes=1",
+        "evaluation.every_n_steps=0",
+        "logging.progress=false",
     )
     clock = [0.0]
     monkeypatch.setattr(rlengine.trainer.time, "monotonic", lambda: clock[0])

@@ -15,9 +15,11 @@ Public API::
 from __future__ import annotations
 
 import random
+from array import array
 from collections.abc import Sequence
 from typing import Any
 
+from rlengine.data.rows import DatasetRows, JsonlRows, PreparedRows
 from rlengine.data.sources import (
     BENCHMARK_DIR,
     BENCHMARKS,
@@ -37,6 +39,9 @@ __all__ = [
     "PLAIN_TEMPLATE",
     "SHIPPED",
     "DataError",
+    "DatasetRows",
+    "JsonlRows",
+    "PreparedRows",
     "PromptDataset",
     "fill_template",
     "load_benchmark",
@@ -56,6 +61,10 @@ class PromptDataset:
     ``(epoch, cursor, seed)``; a dataset built from the same rows and loaded with that state
     yields exactly the batches the original would have yielded next.
 
+    ``rows`` is read by index, never copied, so it may be a lazy sequence
+    (:class:`rlengine.data.rows.PreparedRows`): only the rows served are read. A row that reads as
+    None (a prompt too long for the rollout) is skipped and counted in :attr:`skipped`.
+
     Args:
         rows: prompt rows (``{"id", "problem", "answer", ...}``); must not be empty.
         seed: shuffling seed.
@@ -65,15 +74,16 @@ class PromptDataset:
     def __init__(self, rows: Sequence[dict[str, Any]], seed: int = 0, *, shuffle: bool = True) -> None:
         if len(rows) == 0:
             raise DataError("PromptDataset needs at least one row")
-        self.rows: list[dict[str, Any]] = list(rows)
+        self.rows: Sequence[dict[str, Any] | None] = rows if isinstance(rows, Sequence) else list(rows)
         self.seed = int(seed)
         self.shuffle = bool(shuffle)
         self.epoch = 0
         self.cursor = 0
-        self._order: list[int] = self._permutation(0)
+        self.skipped = 0
+        self._order = self._permutation(0)
 
-    def _permutation(self, epoch: int) -> list[int]:
-        order = list(range(len(self.rows)))
+    def _permutation(self, epoch: int) -> array:
+        order = array("q", range(len(self.rows)))  # 8 bytes a row
         if self.shuffle:
             # A string seed is hashed with SHA-512 by `random`, so it is stable across processes.
             random.Random(f"rlengine.PromptDataset/{self.seed}/{epoch}").shuffle(order)
@@ -87,13 +97,23 @@ class PromptDataset:
         if int(k) < 1:
             raise DataError(f"next_batch needs k >= 1, got {k}")
         batch: list[dict[str, Any]] = []
-        for _ in range(int(k)):
+        misses = 0
+        while len(batch) < int(k):
             if self.cursor >= len(self.rows):
                 self.epoch += 1
                 self.cursor = 0
                 self._order = self._permutation(self.epoch)
-            batch.append(dict(self.rows[self._order[self.cursor]]))
+            row = self.rows[self._order[self.cursor]]
             self.cursor += 1
+            if row is None:
+                self.skipped += 1
+                misses += 1
+                if misses >= len(self.rows):
+                    raise DataError(
+                        "no row of the prompt source can be used: every one was skipped (too long?)"
+                    )
+                continue
+            batch.append(dict(row))
         return batch
 
     def state_dict(self) -> dict[str, int]:

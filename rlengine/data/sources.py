@@ -8,14 +8,14 @@ Every loader returns plain rows ``{"id": str, "problem": str, "answer": str, ...
 from __future__ import annotations
 
 import json
-import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rlengine.data.rows import DatasetRows, JsonlRows, check_fields, normalise_row
 from rlengine.data.synthetic import make_arithmetic
-from rlengine.errors import DataError, closest, did_you_mean
+from rlengine.errors import DataError, did_you_mean
 
 __all__ = [
     "BENCHMARKS",
@@ -61,9 +61,6 @@ BENCHMARKS: dict[str, str] = {
 
 SYNTHETIC_SOURCE = "synthetic_arithmetic"
 _FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
-# Field names that often hold the problem / answer in public datasets (used in hints).
-_PROBLEM_ALIASES = ("problem", "question", "prompt", "query", "input", "instruction")
-_ANSWER_ALIASES = ("answer", "final_answer", "solution", "target", "output", "label", "ground_truth")
 
 
 def shipped_path(name: str) -> Path:
@@ -133,10 +130,9 @@ def _candidates(source: str, base_dir: str | os.PathLike[str] | None) -> list[Pa
     return out
 
 
-def _load_with_datasets(
-    source: str, split: str | None, limit: int | None, kwargs: Mapping[str, Any]
-) -> list[dict[str, Any]]:
-    """Load ``source`` through ``datasets.load_dataset`` (hub name or local dataset dir)."""
+def _open_dataset(source: str, split: str | None, limit: int | None, kwargs: Mapping[str, Any]) -> Any:
+    """``datasets.load_dataset(source, split=...)``: a memory-mapped Dataset (hub name, local
+    dataset folder, or a builder such as ``parquet`` with ``data_files``)."""
     try:
         import datasets
     except ImportError as e:  # pragma: no cover - datasets is a hard dependency
@@ -153,30 +149,7 @@ def _load_with_datasets(
         ) from e
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
-    return [dict(r) for r in ds]
-
-
-def _to_str_answer(value: Any) -> str:
-    """Convert an answer to a string: integral floats lose ``.0``, lists are joined with commas."""
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, (list, tuple)):
-        return ",".join(_to_str_answer(v) for v in value)
-    return str(value).strip()
-
-
-def _missing_field_error(
-    origin: str, kind: str, field: str, fields: list[str], aliases: tuple[str, ...]
-) -> DataError:
-    hint = closest(field, fields, cutoff=0.5)
-    if hint is None:
-        hint = next((a for a in aliases if a in fields), None)
-    msg = f"{origin}: {kind} field {field!r} not found; fields present: {fields}"
-    if hint is not None:
-        msg += f". Closest: {hint!r} (set {kind}_field={hint!r})"
-    return DataError(msg)
+    return ds
 
 
 def _normalise(
@@ -190,31 +163,17 @@ def _normalise(
     """Map raw rows to ``{"id", "problem", "answer", **metadata}`` and validate them."""
     if not raw_rows:
         raise DataError(f"{origin}: the prompt source is empty (no rows)")
-    fields = list(raw_rows[0].keys())
-    if problem_field not in raw_rows[0]:
-        raise _missing_field_error(origin, "problem", problem_field, fields, _PROBLEM_ALIASES)
-    if answer_field not in raw_rows[0]:
-        raise _missing_field_error(origin, "answer", answer_field, fields, _ANSWER_ALIASES)
-    if id_field != "id" and id_field not in raw_rows[0]:
-        raise _missing_field_error(origin, "id", id_field, fields, ("id", "uid", "unique_id", "idx"))
+    check_fields(raw_rows[0], origin, problem_field, answer_field, id_field)
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
     for i, raw in enumerate(raw_rows):
-        problem, answer = raw.get(problem_field), raw.get(answer_field)
-        if not isinstance(problem, str) or not problem.strip():
-            raise DataError(f"{origin}: row {i} has no usable {problem_field!r} text (got {problem!r})")
-        if answer is None or (isinstance(answer, str) and not answer.strip()):
-            raise DataError(f"{origin}: row {i} has an empty {answer_field!r} (got {answer!r})")
-        rid = raw.get(id_field)
-        rid = f"{id_prefix}/{i}" if rid is None or rid == "" else str(rid)
-        if rid in seen:
+        row = normalise_row(raw, i, origin, id_prefix, problem_field, answer_field, id_field)
+        if row["id"] in seen:
             raise DataError(
-                f"{origin}: duplicate id {rid!r} at row {i}; ids must be unique "
+                f"{origin}: duplicate id {row['id']!r} at row {i}; ids must be unique "
                 f"(choose another id_field, or drop the {id_field!r} column to get generated ids)"
             )
-        seen.add(rid)
-        row = dict(raw)
-        row.update(id=rid, problem=problem, answer=_to_str_answer(answer))
+        seen.add(row["id"])
         out.append(row)
     return out
 
@@ -228,9 +187,16 @@ def load_prompt_source(
     id_field: str = "id",
     limit: int | None = None,
     base_dir: str | os.PathLike[str] | None = None,
+    lazy: bool = False,
     **synthetic_kwargs: Any,
-) -> list[dict[str, Any]]:
+) -> Sequence[dict[str, Any]]:
     """Load prompts from any supported source as ``{"id", "problem", "answer", ...}`` rows.
+
+    With ``lazy`` the rows are read when indexed, never all at once: a ``.jsonl`` file (shipped
+    names included) is indexed by line offsets (:class:`JsonlRows`), anything else goes through
+    ``datasets`` and stays memory-mapped (:class:`DatasetRows`). Fields are checked on the first
+    row, every other row when it is read; ids are not checked for duplicates. Synthetic rows are
+    generated in memory either way.
 
     ``source`` is resolved in this order:
 
@@ -281,6 +247,8 @@ def load_prompt_source(
             name = wanted if wanted in SHIPPED else BENCHMARKS[source]
         _reject_options(source, synthetic_kwargs)
         path = shipped_path(name)
+        if lazy:
+            return JsonlRows(path, f"{name} ({path})", name, (problem_field, answer_field, id_field), limit)
         raw = _read_jsonl(path)
         return _normalise(
             raw[:limit] if limit else raw, f"{name} ({path})", name, problem_field, answer_field, id_field
@@ -295,6 +263,13 @@ def load_prompt_source(
                 " (or a folder that datasets.load_dataset can read)"
             )
         _reject_options(source, synthetic_kwargs)
+        fields = (problem_field, answer_field, id_field)
+        if lazy and existing.suffix.lower() == ".jsonl":
+            return JsonlRows(existing, str(existing), source, fields, limit)
+        if lazy:
+            builder = existing.suffix.lower().lstrip(".")
+            dataset = _open_dataset(builder, None, limit, {"data_files": str(existing)})
+            return DatasetRows(dataset, str(existing), source, fields)
         raw = _read_file(existing)
         return _normalise(
             raw[:limit] if limit else raw, str(existing), source, problem_field, answer_field, id_field
@@ -304,8 +279,11 @@ def load_prompt_source(
         raise DataError(f"prompt file {source!r} not found; tried: {tried}")
 
     target = str(existing) if existing is not None else source
-    raw = _load_with_datasets(target, split, limit, synthetic_kwargs)
     origin = f"{source} (datasets, split={split or 'train'})"
+    if lazy:
+        dataset = _open_dataset(target, split, limit, synthetic_kwargs)
+        return DatasetRows(dataset, origin, source.rstrip("/"), (problem_field, answer_field, id_field))
+    raw = [dict(r) for r in _open_dataset(target, split, limit, synthetic_kwargs)]
     return _normalise(raw, origin, source.rstrip("/"), problem_field, answer_field, id_field)
 
 

@@ -16,7 +16,7 @@ same messages as every other config key. Every stage is built as ``cls(config, c
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -137,8 +137,9 @@ class StageContext:
     """What a stage gets when it is built. ``rollout`` and ``learner`` are narrow handles to the
     running actors (None in unit tests that build a stage alone)."""
 
-    rows: list[dict]
-    """The prompt rows (rendered, tokenised)."""
+    rows: Sequence[dict | None]
+    """The prompt rows (rendered, tokenised). With ``data.lazy`` a lazy sequence: index it (a row
+    is read when indexed; None for a prompt too long to roll out), do not copy it whole."""
     seed: int
     objectives: list[str]
     """Reward objective names, in ``reward.functions`` order."""
