@@ -18,6 +18,8 @@ SCRIPTS = [
     "rollout_throughput.py",
     "filter_effective_ratio.py",
     "vs_trl.py",
+    "pcl_selection.py",
+    "curriculum_efficiency.py",
 ]
 
 pytestmark = pytest.mark.slow

@@ -115,7 +115,12 @@ def test_trainer_prepares_lazy_rows_like_eager_ones(tmp_path) -> None:
     long = {"question": "What is " + " + ".join(["1"] * 400) + "?", "answer": 400}
     with path.open("a") as f:
         f.write(json.dumps(long) + "\n")
-    overrides = [f"data.source={path}", "data.problem_field=question", "rollout.max_model_len=512", "rollout.max_tokens=256"]
+    overrides = [
+        f"data.source={path}",
+        "data.problem_field=question",
+        "rollout.max_model_len=512",
+        "rollout.max_tokens=256",
+    ]
     eager = load_prompt_rows(load_config(None, overrides), tokenizer)
     lazy = load_prompt_rows(load_config(None, [*overrides, "data.lazy=true"]), tokenizer)
     assert len(eager) == 20 and len(lazy) == 21  # the long prompt is dropped up front, or read as None

@@ -112,19 +112,24 @@ def test_pcl_observe_reports_prediction_quality_then_fits_on_every_rolled_out_pr
 
 
 def test_pcl_fit_history_refits_the_last_steps() -> None:
-    model = ScriptedModel({f"p{i}": 0.5 for i in range(40)})
+    model = ScriptedModel({f"p{i}": 0.3 + i / 100 for i in range(40)})
     stage = pcl_stage(model, fit_history=2)
     first = stage.select(2)
     stage.observe(first, [0.0, 1.0])
     second = stage.select(2)
     stage.observe(second, [0.5, 0.25])
     third = stage.select(2)
-    stage.observe(third, [0.75, 0.75])
+    metrics = stage.observe(third, [0.75, 0.75])
     ids = lambda rows: [r["id"] for r in rows]  # noqa: E731
     assert model.fits[0] == (ids(first), [0.0, 1.0])
     assert model.fits[1] == (ids(first) + ids(second), [0.0, 1.0, 0.5, 0.25])
     assert model.fits[2] == (ids(second) + ids(third), [0.5, 0.25, 0.75, 0.75])  # the oldest step dropped
     assert len(stage.state_dict()["history"]) == 2
+    # explained variance over the window's predictions (made before each step's rollouts)
+    predicted = [model.rates[i] for i in ids(second) + ids(third)]
+    window = metrics["curriculum/explained_variance_window"]
+    assert window == pytest.approx(explained_variance(predicted, [0.5, 0.25, 0.75, 0.75]))
+    assert window != pytest.approx(metrics["curriculum/explained_variance"])
 
 
 def test_pcl_candidates_are_distinct_and_cover_the_data_once_per_epoch() -> None:

@@ -99,11 +99,9 @@ def test_pcl_picks_prompts_nearer_tau_than_uniform(ray_session, tmp_path) -> Non
 
     common = [
         "rollout.n=4",
-        "rollout.max_tokens=40",
         "trainer.batch_size=8",
         "trainer.max_steps=7",
         "trainer.save_every=0",
-        "learner.lr=1.0e-6",
         "logging.progress=false",
         "evaluation.every_n_steps=0",
     ]
@@ -123,10 +121,13 @@ def test_pcl_picks_prompts_nearer_tau_than_uniform(ray_session, tmp_path) -> Non
         name: statistics.fmean(m["pass_rate/distance_from_half"] for m in ms[warm])
         for name, ms in runs.items()
     }
-    variance_explained = [m["curriculum/explained_variance"] for m in runs["pcl"][warm]]
     summary = {
-        name: [(m["pass_rate/mean"], m["pass_rate/distance_from_half"]) for m in ms]
+        name: [
+            (m["pass_rate/mean"], m["pass_rate/distance_from_half"], m.get("curriculum/explained_variance"))
+            for m in ms
+        ]
         for name, ms in runs.items()
     }
     assert distance["pcl"] < distance["uniform"], (distance, summary)
-    assert statistics.fmean(variance_explained) > 0, (variance_explained, summary)
+    # over the selected prompts of steps 4..7 (fit_history: 4), predictions made before their rollouts
+    assert runs["pcl"][-1]["curriculum/explained_variance_window"] > 0, summary

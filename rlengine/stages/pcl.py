@@ -62,7 +62,7 @@ class PCLConfig:
             )
         vm = self.value_model
         for key in ("batch_size", "epochs_per_step", "max_prompt_tokens", "cache_size", "hidden_size"):
-            if getattr(vm, key) < 1:
+            if getattr(vm, key) is not None and getattr(vm, key) < 1:
                 raise ConfigError(
                     f"curriculum.value_model.{key}: expected an integer >= 1, got {getattr(vm, key)}"
                 )
@@ -122,15 +122,18 @@ class PCLCurriculum:
         """Prediction for every prompt selected since the last observe (refills included), by id."""
         self.candidates = 0
         self.seconds = 0.0
-        self.history: list[list[tuple[tuple[str, str, list[int]], float]]] = []
-        """The last ``fit_history`` steps' (prompt key, pass rate) pairs."""
+        self.history: list[list[tuple[tuple[str, str, list[int]], float, float | None]]] = []
+        """The last ``fit_history`` steps' (prompt key, realised pass rate, prediction) triples."""
 
     def candidates_for(self, num_prompts: int) -> list[dict]:
         """k·B distinct candidate rows (all rows when the data has fewer)."""
         wanted = min(num_prompts * self.config.candidates_factor, len(self.dataset))
         rows: dict[str, dict] = {}
-        while len(rows) < wanted:
-            for row in self.dataset.next_batch(wanted - len(rows)):
+        drawn = 0
+        while len(rows) < wanted and drawn < 2 * len(self.dataset):  # duplicates only across an epoch end
+            batch = self.dataset.next_batch(wanted - len(rows))
+            drawn += len(batch)
+            for row in batch:
                 rows.setdefault(str(row["id"]), row)
         return list(rows.values())
 
@@ -162,10 +165,16 @@ class PCLCurriculum:
             "curriculum/distance_to_tau": _mean([abs(r - tau) for r in realised]),
             "curriculum/candidates": float(self.candidates),
         }
-        self.history = [*self.history, [(prompt_key(p), float(r)) for p, r in zip(prompts, pass_rates)]]
-        self.history = self.history[-self.config.fit_history :]
-        pairs = [pair for step in self.history for pair in step]
-        fit = self.model.fit([k for k, _ in pairs], [r for _, r in pairs]) if prompts else {}
+        step = [
+            (prompt_key(p), float(r), self.predicted.get(str(p["id"]))) for p, r in zip(prompts, pass_rates)
+        ]
+        self.history = [*self.history, step][-self.config.fit_history :]
+        recent = [entry for step in self.history for entry in step if entry[2] is not None]
+        metrics["curriculum/explained_variance_window"] = explained_variance(
+            [e[2] for e in recent], [e[1] for e in recent]
+        )
+        pairs = [entry for step in self.history for entry in step]
+        fit = self.model.fit([e[0] for e in pairs], [e[1] for e in pairs]) if prompts else {}
         metrics["curriculum/fit_loss"] = fit.get("loss", math.nan)
         metrics["time/curriculum"] = self.seconds + time.perf_counter() - start
         self.predicted, self.candidates, self.seconds = {}, 0, 0.0
