@@ -55,6 +55,10 @@ def pass_rates(pool, rows: list[dict], n: int, seed: int) -> tuple[list[float], 
     return rates, time.perf_counter() - start
 
 
+def seconds_text(seconds: float) -> str:
+    return f"{seconds:.2f} s" if seconds >= 0.1 else f"{seconds * 1000:.2f} ms"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
@@ -137,15 +141,15 @@ def main() -> int:
     table_rows = [
         [
             label,
-            f"{median(values):.3f}",
-            f"{base / median(values):.1f}x" if label != "rollout" else "1.0x",
-            f"{median(distance[label if label != 'pcl (cached)' else 'pcl (cold)']):.3f}",
+            seconds_text(median(values)),
+            f"{base / max(median(values), 1e-9):,.0f}x" if label != "rollout" else "1x",
+            f"{median(distance['pcl (cold)' if label == 'pcl (cached)' else label]):.3f}",
         ]
         for label, values in times.items()
     ]
     table_rows.append(["random choice", "-", "-", f"{median(distance['random']):.3f}"])
     body = render_table(
-        ["method", "median seconds to pick B", "speed-up vs rollout", "mean |p̂ − 0.5| of the chosen"],
+        ["method", "median time to pick B", "speed-up vs rollout", "mean |p̂ − 0.5| of the chosen"],
         table_rows,
     )
     print(body)

@@ -2,7 +2,8 @@
 
 Advantages (``compute_advantages``), policy losses (``compute_policy_loss``) and their
 aggregation, KL to a reference policy, entropy, DAPO overlong shaping, truncated importance
-sampling, BAPO bound adaptation, and the named presets. See ``docs/algorithms.md``.
+sampling, BAPO bound adaptation, multi-objective weighting (hypervolume, mirror descent), and
+the named presets. See ``docs/algorithms.md``.
 """
 
 from .advantages import ADVANTAGES, compute_advantages, overlong_reward_penalty
@@ -17,6 +18,14 @@ from .losses import (
     sequence_weights,
     tis_weights,
 )
+from .multi_objective import (
+    hypervolume,
+    hypervolume_contribution,
+    hypervolume_multiplier,
+    influence_scores,
+    mirror_descent_weights,
+    pareto_front,
+)
 from .presets import PRESETS, Preset, apply_preset
 
 __all__ = [
@@ -28,6 +37,12 @@ __all__ = [
     "POLICY_LOSSES",
     "PRESETS",
     "Preset",
+    "hypervolume",
+    "hypervolume_contribution",
+    "hypervolume_multiplier",
+    "influence_scores",
+    "mirror_descent_weights",
+    "pareto_front",
     "aggregate_loss",
     "apply_preset",
     "bapo_adapt_bounds",

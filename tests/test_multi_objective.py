@@ -1,0 +1,88 @@
+"""Multi-objective weighting functions against hand-computed values (arXiv 2509.11452)."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from rlengine.algorithms.multi_objective import (
+    hypervolume,
+    hypervolume_contribution,
+    hypervolume_multiplier,
+    influence_scores,
+    mirror_descent_weights,
+    pareto_front,
+)
+
+
+def test_pareto_front_drops_dominated_points() -> None:
+    assert sorted(pareto_front([(1, 3), (2, 2), (1, 1), (2, 2), (3, 1), (0, 3)])) == [(1, 3), (2, 2), (3, 1)]
+
+
+def test_hypervolume_2d_by_hand() -> None:
+    # staircase: 1x3 + 1x2 + 1x1 = 6; a dominated point changes nothing
+    assert hypervolume([(1, 3), (2, 2), (3, 1)], (0, 0)) == pytest.approx(6.0)
+    assert hypervolume([(1, 3), (2, 2), (3, 1), (1, 1)], (0, 0)) == pytest.approx(6.0)
+    # reference (0.5, 0.5): 0.5x2.5 + 1x1.5 + 1x0.5 = 3.25
+    assert hypervolume([(1, 3), (2, 2), (3, 1)], (0.5, 0.5)) == pytest.approx(3.25)
+    # a point below the reference in one objective adds nothing
+    assert hypervolume([(2, 0.2)], (0.5, 0.5)) == 0.0
+    assert hypervolume([], (0, 0)) == 0.0
+
+
+def test_hypervolume_3d_by_hand() -> None:
+    assert hypervolume([(1, 2, 3)], (0, 0, 0)) == pytest.approx(6.0)
+    # two boxes of volume 2 overlapping in a unit cube: 2 + 2 - 1
+    assert hypervolume([(2, 1, 1), (1, 2, 1)], (0, 0, 0)) == pytest.approx(3.0)
+    # three: 3 x 2 - 3 x 1 + 1 (inclusion-exclusion)
+    assert hypervolume([(2, 1, 1), (1, 2, 1), (1, 1, 2)], (0, 0, 0)) == pytest.approx(4.0)
+    # reference (0.5, 0.5, 0.5) on one box (1, 2, 3): 0.5 x 1.5 x 2.5
+    assert hypervolume([(1, 2, 3)], (0.5, 0.5, 0.5)) == pytest.approx(1.875)
+
+
+def test_hypervolume_matches_a_monte_carlo_estimate() -> None:
+    rng = random.Random(0)
+    points = [tuple(rng.random() for _ in range(3)) for _ in range(12)]
+    samples = [tuple(rng.random() for _ in range(3)) for _ in range(40_000)]
+    inside = sum(any(all(s <= p for s, p in zip(x, q)) for q in points) for x in samples) / len(samples)
+    assert hypervolume(points, (0, 0, 0)) == pytest.approx(inside, abs=0.01)
+
+
+def test_contribution_and_multiplier() -> None:
+    buffer = [(1, 3), (3, 1)]  # HV 1x3 + 2x1 = 5
+    assert hypervolume_contribution(buffer, (2, 2), (0, 0)) == pytest.approx(1.0)  # 6 - 5
+    assert hypervolume_contribution(buffer, (1, 1), (0, 0)) == 0.0  # dominated
+    assert hypervolume_multiplier(0.0) == 0.5
+    assert hypervolume_multiplier(1.0) == pytest.approx(0.5 + 1.5 * math.tanh(1.0))
+    assert hypervolume_multiplier(50.0) == pytest.approx(2.0)
+
+
+def test_mirror_descent_step_by_hand() -> None:
+    # w = (0.5, 0.5), s = (1, -1), eta / lambda = 1: w ∝ 0.5 e^1, 0.5 e^-1
+    w = mirror_descent_weights([0.5, 0.5], [1.0, -1.0], lr=1e-5, lam=1e-5)
+    assert w == pytest.approx([math.e / (math.e + 1 / math.e), (1 / math.e) / (math.e + 1 / math.e)])
+    # no influence, no change
+    assert mirror_descent_weights([0.2, 0.3, 0.5], [0.0, 0.0, 0.0], lr=1e-3, lam=1e-4) == pytest.approx(
+        [0.2, 0.3, 0.5]
+    )
+
+
+def test_mirror_descent_stays_on_the_simplex() -> None:
+    rng = random.Random(1)
+    weights = [1 / 3] * 3
+    for _ in range(200):
+        weights = mirror_descent_weights(
+            weights, [rng.uniform(-1e3, 1e3) for _ in range(3)], lr=1e-5, lam=1e-5
+        )
+        assert sum(weights) == pytest.approx(1.0) and all(w >= 0 for w in weights)
+    with pytest.raises(ValueError, match="lambda"):
+        mirror_descent_weights([1.0], [0.0], lr=1e-5, lam=0)
+
+
+def test_influence_scores_are_row_sums_of_the_gram_matrix() -> None:
+    g = [[1.0, 0.0], [1.0, 1.0], [-1.0, 0.0]]
+    gram = [[sum(a * b for a, b in zip(x, y)) for y in g] for x in g]
+    # row sums: <g0, g0+g1+g2> = <(1,0),(1,1)> = 1; <g1,(1,1)> = 2; <g2,(1,1)> = -1
+    assert influence_scores(gram) == [1.0, 2.0, -1.0]
