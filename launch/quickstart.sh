@@ -16,3 +16,4 @@ rlengine eval --compare "$run_dir/eval/step_0.json" "$last"
 echo
 echo "== the run =="
 rlengine report "$run_dir"
+rlengine plot "$run_dir" --output "$run_dir/plot.png"

@@ -7,6 +7,7 @@ rlengine config check CONFIG.yaml [overrides]  # validate only
 rlengine eval --model PATH --benchmarks gsm8k,math500 --samples 4 ...
 rlengine eval --compare A.json B.json
 rlengine report runs/my_run                    # reward curves and evaluations of a run, as text
+rlengine plot runs/a runs/b --output cmp.png   # the same runs compared in one picture
 """
 
 from __future__ import annotations
@@ -102,6 +103,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from rlengine.plot import plot_runs
+
+    for run_dir in args.runs:
+        if not (Path(run_dir) / "metrics.jsonl").is_file():
+            raise DataError(f"rlengine plot: {run_dir} has no metrics.jsonl (is it a run directory?)")
+    print(f"wrote {plot_runs(args.runs, args.output)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlengine", description="RL post-training engine for LLM reasoning")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -152,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dir")
     rep.add_argument("--window", type=int, default=5, help="running mean over this many steps")
     rep.set_defaults(func=cmd_report)
+
+    plot = sub.add_parser("plot", help="reward, objectives, weights and evaluations of runs, as a picture")
+    plot.add_argument("runs", nargs="+", help="run directories")
+    plot.add_argument("--output", required=True, help="picture to write (.png, .svg or .pdf)")
+    plot.set_defaults(func=cmd_plot)
     return parser
 
 
