@@ -35,8 +35,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import ROOT, WORKER_ENV, render_table, update_benchmarks_md  # noqa: E402
 
-HELDOUT_KEY = "eval/heldout/pass@1"
-
 
 def write_heldout(path: Path, data: dict, count: int) -> None:
     """``count`` problems from the training generator's distribution, none in the training set."""
@@ -54,7 +52,7 @@ def write_heldout(path: Path, data: dict, count: int) -> None:
     )
 
 
-def run(name: str, raw: dict, out: Path, args: argparse.Namespace) -> list[dict]:
+def run(name: str, raw: dict, out: Path, args: argparse.Namespace) -> Path:
     run_dir = out / name
     config = out / f"{name}.yaml"
     config.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -82,17 +80,19 @@ def run(name: str, raw: dict, out: Path, args: argparse.Namespace) -> list[dict]
             cwd=ROOT,
         )
         print(f"{name}: {time.perf_counter() - start:.0f} s wall")
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]
+    return run_dir
 
 
-def curve(metrics: list[dict]) -> list[tuple[int, float, float | None, float | None]]:
-    """(step, training seconds so far, reward/mean, held-out accuracy) per line of metrics.jsonl."""
-    seconds, out = 0.0, []
-    for m in metrics:
-        seconds += m.get("time/step") or 0.0
-        out.append((m["step"], seconds, m.get("reward/mean"), m.get(HELDOUT_KEY)))
-    return out
+def curve(run_dir: Path) -> list[tuple[int, float, float | None, float | None]]:
+    """(step, training seconds so far, reward/mean, held-out pass@1) from step 0 (before training)
+    on; the accuracy is None at steps without an evaluation (read from ``eval/step_N.json``)."""
+    from rlengine.plot import eval_points, training_seconds
+
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    seconds = training_seconds(metrics)
+    accuracy = {p["step"]: p["pass@1"] for p in eval_points(run_dir) if p["benchmark"] == "heldout"}
+    rewards = {m["step"]: m.get("reward/mean") for m in metrics}
+    return [(step, seconds[step], rewards.get(step), accuracy.get(step)) for step in sorted(seconds)]
 
 
 def first_time(
@@ -151,6 +151,10 @@ def main() -> int:
         "pcl": {"curriculum": base["curriculum"], "filter": {"name": "none"}},
     }
     curves = {name: curve(run(name, {**base, **sections}, out, args)) for name, sections in variants.items()}
+    if not args.no_write:
+        from rlengine.plot import plot_runs
+
+        plot_runs([out / name for name in variants], ROOT / "docs" / "images" / "curriculum_efficiency.png")
 
     plain = curves["uniform"]
     best_acc = max(p[3] for p in plain if p[3] is not None)
@@ -206,7 +210,9 @@ def main() -> int:
             f"(evaluations included in the budget, excluded from the seconds shown); held-out: {args.heldout} "
             "problems from the training generator with another seed, none in the training set. Training reward "
             "is over the prompts each run chose: PCL and the balanced filter choose prompts near a 0.5 pass rate, "
-            "so compare runs by held-out accuracy."
+            "so compare runs by held-out accuracy. One held-out accuracy near "
+            f"{best_acc:.2f} on {args.heldout} problems has a standard error of about "
+            f"{(best_acc * (1 - best_acc) / args.heldout) ** 0.5:.3f}."
         )
         update_benchmarks_md(
             "curriculum_efficiency", "Curriculum efficiency: uniform vs balanced vs pcl", text + note

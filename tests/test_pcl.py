@@ -12,7 +12,12 @@ import torch
 
 from rlengine.config import ConfigError, load_config
 from rlengine.stages import Curriculum, StageContext, build_stage
-from rlengine.stages.pcl import PCLCurriculum, explained_variance, select_nearest
+from rlengine.stages.pcl import (
+    PCLCurriculum,
+    explained_variance,
+    select_nearest,
+    within_step_explained_variance,
+)
 from rlengine.stages.value_model import (
     ValueModel,
     ValueModelConfig,
@@ -125,11 +130,28 @@ def test_pcl_fit_history_refits_the_last_steps() -> None:
     assert model.fits[1] == (ids(first) + ids(second), [0.0, 1.0, 0.5, 0.25])
     assert model.fits[2] == (ids(second) + ids(third), [0.5, 0.25, 0.75, 0.75])  # the oldest step dropped
     assert len(stage.state_dict()["history"]) == 2
-    # explained variance over the window's predictions (made before each step's rollouts)
-    predicted = [model.rates[i] for i in ids(second) + ids(third)]
+    # within-step explained variance over the window's predictions (made before each step's rollouts)
+    predicted = {i: model.rates[i] for i in ids(second) + ids(third)}
     window = metrics["curriculum/explained_variance_window"]
-    assert window == pytest.approx(explained_variance(predicted, [0.5, 0.25, 0.75, 0.75]))
-    assert window != pytest.approx(metrics["curriculum/explained_variance"])
+    expected = within_step_explained_variance(
+        [
+            list(zip([predicted[i] for i in ids(second)], [0.5, 0.25])),
+            list(zip([predicted[i] for i in ids(third)], [0.75, 0.75])),
+        ]
+    )
+    assert window == pytest.approx(expected)
+
+
+def test_within_step_explained_variance_by_hand() -> None:
+    # step 1: realised 0 / 1 around mean 0.5 (SS 0.5); predictions 0.2 / 0.6: residuals -0.2 / 0.4,
+    # around their mean 0.1: SS 0.09 + 0.09 = 0.18. Step 2 adds a common shift of +0.3 only:
+    # realised 0.3 / 1.3 (SS 0.5), residuals 0.1 / 0.7 (SS 0.18) -> 1 - 0.36 / 1.0 = 0.64
+    steps = [[(0.2, 0.0), (0.6, 1.0)], [(0.2, 0.3), (0.6, 1.3)]]
+    assert within_step_explained_variance(steps) == pytest.approx(0.64)
+    assert within_step_explained_variance(steps[:1]) == pytest.approx(
+        explained_variance([0.2, 0.6], [0.0, 1.0])
+    )
+    assert math.isnan(within_step_explained_variance([[(0.1, 0.5), (0.2, 0.5)], [(0.3, 1.0)]]))
 
 
 def test_pcl_candidates_are_distinct_and_cover_the_data_once_per_epoch() -> None:

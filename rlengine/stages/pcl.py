@@ -93,6 +93,24 @@ def explained_variance(predicted: list[float], realised: list[float]) -> float:
     return 1.0 - statistics.pvariance([r - p for p, r in zip(predicted, realised)]) / variance
 
 
+def within_step_explained_variance(steps: list[list[tuple[float, float]]]) -> float:
+    """Explained variance of (predicted, realised) pairs pooled over several steps, each step's mean
+    taken out first: 1 − Σ (residual − its step mean)² / Σ (realised − its step mean)².
+
+    A shift common to a step's prompts (V lagging a policy that improved) does not change which
+    prompts are selected, so it is not counted against V. NaN when the realised values do not vary.
+    """
+    residual_ss = realised_ss = 0.0
+    for pairs in steps:
+        if len(pairs) < 2:
+            continue
+        residuals = [r - p for p, r in pairs]
+        mean_residual, mean_realised = statistics.fmean(residuals), statistics.fmean(r for _, r in pairs)
+        residual_ss += sum((x - mean_residual) ** 2 for x in residuals)
+        realised_ss += sum((r - mean_realised) ** 2 for _, r in pairs)
+    return 1.0 - residual_ss / realised_ss if realised_ss > 0 else math.nan
+
+
 def _mean(values: list[float]) -> float:
     return statistics.fmean(values) if values else math.nan
 
@@ -169,9 +187,8 @@ class PCLCurriculum:
             (prompt_key(p), float(r), self.predicted.get(str(p["id"]))) for p, r in zip(prompts, pass_rates)
         ]
         self.history = [*self.history, step][-self.config.fit_history :]
-        recent = [entry for step in self.history for entry in step if entry[2] is not None]
-        metrics["curriculum/explained_variance_window"] = explained_variance(
-            [e[2] for e in recent], [e[1] for e in recent]
+        metrics["curriculum/explained_variance_window"] = within_step_explained_variance(
+            [[(e[2], e[1]) for e in step if e[2] is not None] for step in self.history]
         )
         pairs = [entry for step in self.history for entry in step]
         fit = self.model.fit([e[0] for e in pairs], [e[1] for e in pairs]) if prompts else {}
