@@ -29,13 +29,15 @@ OBJECTIVE_STYLES = ["-", "--", ":", "-."]
 
 
 def _series(metrics: list[dict], key: str, x: str = "step") -> tuple[list[float], list[float]]:
-    xs, ys, seconds = [], [], 0.0
+    """(x, value) of every finite ``key``; x is the step or, with ``x="time"``, the training seconds."""
+    seconds = training_seconds(metrics)
+    xs, ys = [], []
     for m in metrics:
-        seconds += m.get("time/step") or 0.0
         value = m.get(key)
         if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
             continue
-        xs.append(m.get("step", 0) if x == "step" else seconds)
+        step = m.get("step", 0)
+        xs.append(step if x == "step" else seconds[step])
         ys.append(float(value))
     return xs, ys
 

@@ -81,6 +81,17 @@ def normalise_row(
     return row
 
 
+def parse_json_line(line: str | bytes, where: str) -> dict[str, Any]:
+    """One JSONL line as a dict; ``where`` (file and line or row) starts the error message."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{where}: invalid JSON line ({e.msg})") from e
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    return row
+
+
 class LazyRows(Sequence):
     """A sequence whose row ``i`` is made by :meth:`row` when it is indexed (slices and negative
     indices as for a list)."""
@@ -125,14 +136,7 @@ class JsonlRows(LazyRows):
         if self._file is None:
             self._file = self.path.open("rb")
         self._file.seek(self.offsets[i])
-        line = self._file.readline()
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{self.path}: row {i}: invalid JSON line ({e.msg})") from e
-        if not isinstance(row, dict):
-            raise DataError(f"{self.path}: row {i}: expected a JSON object, got {type(row).__name__}")
-        return row
+        return parse_json_line(self._file.readline(), f"{self.path}: row {i}")
 
     def row(self, i: int) -> dict[str, Any]:
         return normalise_row(self._raw(i), i, self.origin, self.id_prefix, *self.fields)

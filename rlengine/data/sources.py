@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rlengine.data.rows import DatasetRows, JsonlRows, check_fields, normalise_row
+from rlengine.data.rows import DatasetRows, JsonlRows, check_fields, normalise_row, parse_json_line
 from rlengine.data.synthetic import make_arithmetic
 from rlengine.errors import DataError, did_you_mean
 
@@ -80,13 +80,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: invalid JSON line ({e.msg})") from e
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
+            rows.append(parse_json_line(line, f"{path}:{lineno}"))
     return rows
 
 

@@ -228,12 +228,12 @@ class ValueModel:
     def state_dict(self) -> dict[str, Any]:
         """Head (and, with ``train: full``, backbone) weights and the optimizer state, on CPU."""
         state: dict[str, Any] = {
-            "head": {k: v.detach().cpu().clone() for k, v in self.head.state_dict().items()},
+            "head": _to_cpu(self.head.state_dict()),
             "optimizer": _to_cpu(self.optimizer.state_dict()),
             "fits": self.fits,
         }
         if self.config.train == "full":
-            state["backbone"] = {k: v.detach().cpu().clone() for k, v in self.backbone.state_dict().items()}
+            state["backbone"] = _to_cpu(self.backbone.state_dict())
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
