@@ -467,10 +467,8 @@ class Trainer:
             while self.step_index < cfg.trainer.max_steps:
                 metrics = self.step()
                 out_of_time = budget is not None and time.monotonic() - started >= 60 * budget
-                every, last = (
-                    cfg.evaluation.every_n_steps,
-                    self.step_index == cfg.trainer.max_steps or out_of_time,
-                )
+                every = cfg.evaluation.every_n_steps
+                last = self.step_index == cfg.trainer.max_steps or out_of_time
                 if every and (self.step_index % every == 0 or last):
                     metrics.update(self.evaluate())
                 self.logger.log(metrics, self.step_index)
