@@ -149,7 +149,7 @@ def main() -> int:
     ]
     table_rows.append(["random choice", "-", "-", f"{median(distance['random']):.3f}"])
     body = render_table(
-        ["method", "median time to pick B", "speed-up vs rollout", "mean |p̂ − 0.5| of the chosen"],
+        ["method", "median time to pick B", "speed-up vs rollout", "mean \\|p̂ − 0.5\\| of the chosen"],
         table_rows,
     )
     print(body)
