@@ -4,6 +4,7 @@ assertions, BENCHMARKS.md untouched). Speed itself is measured by the scripts, n
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -19,7 +20,6 @@ SCRIPTS = [
     "filter_effective_ratio.py",
     "vs_trl.py",
     "pcl_selection.py",
-    "curriculum_efficiency.py",
 ]
 
 pytestmark = pytest.mark.slow
@@ -42,3 +42,48 @@ def test_benchmark_runs_at_smallest_size(script: str) -> None:
     assert out.returncode == 0, out.stderr[-3000:]
     assert "|" in out.stdout  # it printed its table
     assert (ROOT / "BENCHMARKS.md").read_text() == before
+
+
+def fake_run(run_dir: Path, rewards: list[float], accuracy: dict[int, float]) -> None:
+    (run_dir / "eval").mkdir(parents=True)
+    lines = [{"step": i + 1, "time/step": 10.0, "reward/mean": r} for i, r in enumerate(rewards)]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    for step, acc in accuracy.items():
+        data = {
+            "meta": {"step": step},
+            "benchmarks": {"heldout": {"pass@1": acc, "mean_response_tokens": 9.0}},
+        }
+        (run_dir / "eval" / f"step_{step}.json").write_text(json.dumps(data))
+
+
+def test_curriculum_efficiency_reports_time_to_plain_grpos_best(tmp_path) -> None:
+    """The report of benchmarks/curriculum_efficiency.py on finished runs (``--reuse``): the
+    training itself is the trainer's, covered by the end-to-end tests."""
+    fake_run(tmp_path / "uniform", [0.1, 0.2, 0.3, 0.3], {0: 0.1, 2: 0.2, 4: 0.4})
+    fake_run(tmp_path / "balanced", [0.3, 0.3, 0.3], {0: 0.1, 3: 0.3})
+    fake_run(tmp_path / "pcl", [0.2, 0.4, 0.5, 0.1], {0: 0.1, 2: 0.45, 4: 0.3})
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "curriculum_efficiency.py"),
+            "--reuse",
+            "--no-write",
+            "--out-dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+        for line in out.stdout.splitlines()
+        if line.startswith("| ") and not line.startswith("| run")
+    }
+    # plain GRPO's best held-out is 0.4 (reached at 40 s); its best 3-step mean reward is 0.2667 (at 40 s)
+    assert rows["uniform"][3:] == ["0.400", "40", "40"]
+    # balanced: every 3-step mean reward is 0.3 >= 0.2667 from step 1 on; held-out never reaches 0.4
+    assert rows["balanced"][2:] == ["0.100 → 0.300", "0.300", "not reached", "10"]
+    assert rows["pcl"][2:] == ["0.100 → 0.300", "0.450", "20", "20"]
