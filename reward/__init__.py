@@ -13,6 +13,7 @@ Quick use::
 from reward.builtin import (
     BUILTIN_REWARDS,
     RewardOutput,
+    conciseness_reward,
     format_reward,
     length_reward,
     math_verify_detailed_reward,
@@ -38,6 +39,7 @@ __all__ = [
     "RewardPoolError",
     "RewardResult",
     "RewardSpec",
+    "conciseness_reward",
     "extract_answer",
     "extract_boxed",
     "format_reward",

@@ -4,7 +4,10 @@ Every reward function, built-in or user-written, has the signature::
 
     fn(prompt: str, completion: str, answer: str, metadata: dict, **kwargs) -> float
 
-``kwargs`` are the ``kwargs:`` of the reward entry in the YAML config. A function may instead return
+``kwargs`` are the ``kwargs:`` of the reward entry in the YAML config. ``metadata`` holds the prompt
+row's fields, plus, during training and evaluation, ``response_tokens`` (the response's length in
+tokens) and ``mean_correct_length`` (the running mean token length of correct responses, None until
+one is seen; see ``reward.length_momentum``). A function may instead return
 a :class:`RewardOutput` (score plus a small picklable ``info`` dict); the pool reports the score like
 any float and hands ``info`` back in ``RewardResult.info`` (evaluation uses this to get the extracted
 answer and the timeout flag along with correctness).
@@ -21,6 +24,7 @@ from reward.grader import extract_boxed, grade
 __all__ = [
     "BUILTIN_REWARDS",
     "RewardOutput",
+    "conciseness_reward",
     "format_reward",
     "length_reward",
     "math_verify_detailed_reward",
@@ -77,8 +81,35 @@ def math_verify_detailed_reward(
 
 
 def format_reward(prompt: str, completion: str, answer: str, metadata: dict, **kwargs: Any) -> float:
-    """1.0 if the completion holds a complete, non-empty ``\\boxed{...}`` answer, else 0.0."""
-    return 1.0 if extract_boxed(completion) is not None else 0.0
+    """1.0 if the completion shows its steps and ends in a complete ``\\boxed{...}`` answer, else 0.0.
+
+    Steps are the non-empty lines before the line that holds the last box.
+
+    Kwargs:
+        min_steps: how many such lines are needed (default 1; 0 checks the box alone).
+    """
+    min_steps = int(kwargs.get("min_steps", 1))
+    if extract_boxed(completion) is None:
+        return 0.0
+    box_at = max(completion.rfind("\\boxed"), completion.rfind("\\fbox"))
+    before = completion[: completion.rfind("\n", 0, box_at) + 1] if box_at >= 0 else ""
+    steps = sum(1 for line in before.splitlines() if line.strip())
+    return 1.0 if steps >= min_steps else 0.0
+
+
+def conciseness_reward(prompt: str, completion: str, answer: str, metadata: dict, **kwargs: Any) -> float:
+    """1.0 if the response is shorter than the running mean length of correct responses, else 0.0.
+
+    Lengths are in tokens: ``metadata["response_tokens"]`` against ``metadata["mean_correct_length"]``,
+    which the trainer keeps as run state (a running mean over steps, checkpointed; see
+    ``reward.length_momentum``). Outside training (no ``response_tokens``) the completion's length in
+    characters is used. Until a correct response has been seen there is no mean and the score is 0.0.
+    """
+    reference = metadata.get("mean_correct_length")
+    if reference is None:
+        return 0.0
+    length = metadata.get("response_tokens", len(completion))
+    return 1.0 if length < float(reference) else 0.0
 
 
 def length_reward(prompt: str, completion: str, answer: str, metadata: dict, **kwargs: Any) -> float:
@@ -100,5 +131,6 @@ BUILTIN_REWARDS: dict[str, Callable[..., Any]] = {
     "math_verify": math_verify_reward,
     "math_verify_detailed": math_verify_detailed_reward,
     "format": format_reward,
+    "conciseness": conciseness_reward,
     "length": length_reward,
 }

@@ -72,6 +72,9 @@ class DataConfig:
     file is indexed by line offsets (8 bytes a row), other sources stay memory-mapped through
     ``datasets``. For prompt sets larger than memory. Rows are checked and prompts rendered when
     drawn; prompts too long for ``rollout.max_model_len - rollout.max_tokens`` are skipped then."""
+    validation_size: int = 0
+    """Prompts held out of training (the last N rows of the source, after ``limit``): the validation
+    slice that ``reward_weighting.name: hypervolume`` measures on. The curriculum never draws them."""
     synthetic_num: int = 2000
     """``synthetic_arithmetic`` only: number of problems generated."""
     synthetic_ops: list[str] = field(default_factory=lambda: ["add", "sub", "mul"])
@@ -114,7 +117,7 @@ class RolloutConfig:
 @dataclass
 class RewardConfig:
     functions: list[Any] = field(default_factory=lambda: ["math_verify"])
-    """Reward functions: built-in names (``math_verify``, ``format``, ``length``),
+    """Reward functions: built-in names (``math_verify``, ``format``, ``conciseness``, ``length``),
     ``path/to/file.py:function`` or ``{function: ..., name: ..., weight: ..., kwargs: {...}}``."""
     num_workers: int = 2
     """Reward worker processes."""
@@ -122,6 +125,10 @@ class RewardConfig:
     """Per-call timeout; a call that takes longer scores 0 and is counted in ``reward/timeouts``."""
     correct_threshold: float = 0.5
     """A response counts as passing (for ``pass_rate``) when the first objective is >= this."""
+    length_momentum: float = 0.9
+    """Momentum of the running mean token length of correct responses, m <- momentum * m +
+    (1 - momentum) * (this step's mean); handed to every reward as ``metadata["mean_correct_length"]``
+    (the ``conciseness`` objective) and checkpointed."""
 
 
 @dataclass
@@ -425,6 +432,9 @@ def validate(cfg: RunConfig) -> None:
     if cfg.trainer.max_minutes is not None:
         _positive(cfg.trainer.max_minutes, "trainer.max_minutes")
     _positive(cfg.algorithm.kl_coef, "algorithm.kl_coef", allow_zero=True)
+    _positive(cfg.data.validation_size, "data.validation_size", allow_zero=True)
+    if not 0 <= cfg.reward.length_momentum < 1:
+        raise ConfigError(f"reward.length_momentum: expected a value in [0, 1), got {cfg.reward.length_momentum}")
     if cfg.algorithm.tis_cap is not None:
         _positive(cfg.algorithm.tis_cap, "algorithm.tis_cap")
     if cfg.rollout.max_tokens >= cfg.rollout.max_model_len:
@@ -438,6 +448,11 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(
             f"algorithm.overlong_cache ({cfg.algorithm.overlong_cache}) must be <= rollout.max_tokens "
             f"({cfg.rollout.max_tokens}); the dapo preset uses the paper's 4096, set it for short runs"
+        )
+    if getattr(cfg.reward_weighting, "name", None) == "hypervolume" and cfg.data.validation_size == 0:
+        raise ConfigError(
+            "reward_weighting.name: hypervolume measures the objectives on a held-out validation slice; "
+            "set data.validation_size (e.g. 32) to keep that many prompts out of training"
         )
     _check_data(cfg)
     _check_rewards(cfg)

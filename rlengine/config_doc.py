@@ -10,6 +10,7 @@ import dataclasses
 import inspect
 
 from rlengine import config
+from rlengine.schema import yaml_key
 from rlengine.stages import REGISTRY, STAGE_KINDS
 
 SECTIONS = {
@@ -44,7 +45,7 @@ def field_docs(cls: type) -> list[tuple[str, str, str, str]]:
                 default = default[len("field(default_factory=lambda: ") : -1]
             elif default.startswith("field(default_factory="):
                 default = default[len("field(default_factory=") : -1] + "()"
-            rows.append((node.target.id, ast.unparse(node.annotation), default, doc))
+            rows.append((yaml_key(node.target.id), ast.unparse(node.annotation), default, doc))
     return rows
 
 

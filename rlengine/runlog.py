@@ -21,6 +21,7 @@ REQUIRED_METRICS = (
     "time/train",
     "time/sync",
     "time/stages",
+    "time/reward_weighting",
     "loss/policy",
     "kl/mean",
     "entropy/mean",

@@ -8,6 +8,7 @@ configs (built-in or plug-in) go through it. A leaf module: it imports only ``er
 from __future__ import annotations
 
 import dataclasses
+import keyword
 import types
 import typing
 from typing import Any, Literal, Union
@@ -91,6 +92,13 @@ def coerce(value: Any, tp: Any, path: str) -> Any:
     raise _expected(tp, value, path)
 
 
+def yaml_key(field_name: str) -> str:
+    """The config key of a dataclass field: a Python keyword is spelled with a trailing underscore
+    in code (``lambda_``) and without it in YAML (``lambda``)."""
+    stem = field_name[:-1]
+    return stem if field_name.endswith("_") and keyword.iskeyword(stem) else field_name
+
+
 def from_dict(cls: type, data: Any, path: str = "") -> Any:
     """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types.
 
@@ -101,22 +109,23 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{path or 'config'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    fields = {yaml_key(f.name): f.name for f in dataclasses.fields(cls) if f.init}
+    names = list(fields)
     kwargs = {}
     for key, value in data.items():
         where = f"{path}.{key}" if path else str(key)
-        if key not in names:
+        if key not in fields:
             raise ConfigError(
                 f"unknown key '{where}'{did_you_mean(key, names)}; valid keys: {', '.join(names)}"
             )
-        kwargs[key] = coerce(value, hints[key], where)
+        kwargs[fields[key]] = coerce(value, hints[fields[key]], where)
     return cls(**kwargs)
 
 
 def to_dict(cfg: Any) -> Any:
     """Plain-data (YAML-serialisable) view of a config dataclass."""
     if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
-        out = {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+        out = {yaml_key(f.name): to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
         if "name" not in out and isinstance(getattr(cfg, "name", None), str):
             out = {"name": cfg.name, **out}  # a plug-in stage's config carries its name as an attribute
         return out

@@ -34,62 +34,11 @@ from rlengine.algorithms import compute_advantages, kl_penalty, overlong_reward_
 from rlengine.batch import Group, Response
 from rlengine.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from rlengine.config import RunConfig, dump_yaml, to_dict
-from rlengine.data import PreparedRows, load_prompt_source, render_prompt
+from rlengine.data.prompts import load_prompt_rows, split_validation
 from rlengine.eval.runner import evaluate_during_training
 from rlengine.runlog import LEARNER_METRICS, MetricsLogger
 from rlengine.runtime import init_ray, use_gpu
 from rlengine.stages import STAGE_KINDS, StageContext, build_stage
-
-
-def load_prompt_rows(cfg: RunConfig, tokenizer: Any) -> Sequence[dict | None]:
-    """Load the prompt source, render every prompt, tokenize it, drop prompts that do not fit.
-
-    With ``data.lazy`` nothing is read beyond an index: rows are rendered and tokenised when a
-    curriculum draws them, and a prompt that does not fit reads as None (skipped by the curriculum).
-    """
-    data = cfg.data
-    kwargs: dict[str, Any] = {}
-    if data.source == "synthetic_arithmetic":
-        kwargs = dict(
-            num=data.synthetic_num,
-            seed=cfg.trainer.seed,
-            ops=tuple(data.synthetic_ops),
-            min_digits=data.synthetic_min_digits,
-            max_digits=data.synthetic_max_digits,
-        )
-    rows = load_prompt_source(
-        data.source,
-        split=data.split,
-        problem_field=data.problem_field,
-        answer_field=data.answer_field,
-        id_field=data.id_field,
-        limit=data.limit,
-        base_dir=cfg.config_dir,
-        lazy=data.lazy,
-        **kwargs,
-    )
-    budget = cfg.rollout.max_model_len - cfg.rollout.max_tokens
-
-    def prepare(row: dict) -> dict | None:
-        text = render_prompt(
-            row["problem"],
-            tokenizer,
-            template=data.template,
-            chat_template=data.chat_template,
-            system_prompt=data.system_prompt,
-            row=row,
-        )
-        ids = tokenizer(text, add_special_tokens=not data.chat_template)["input_ids"]
-        return {**row, "prompt": text, "prompt_ids": ids} if len(ids) <= budget else None
-
-    if data.lazy:
-        return PreparedRows(rows, prepare)
-    kept = [row for row in map(prepare, rows) if row is not None]
-    if not kept:
-        raise ValueError(
-            f"data.source '{data.source}': no prompt fits in rollout.max_model_len - rollout.max_tokens = {budget} tokens"
-        )
-    return kept
 
 
 @dataclass
@@ -155,7 +104,7 @@ class Trainer:
         self.tokenizer = AutoTokenizer.from_pretrained(
             self.model_path, trust_remote_code=cfg.model.trust_remote_code
         )
-        rows = load_prompt_rows(cfg, self.tokenizer)
+        rows, validation_rows = split_validation(load_prompt_rows(cfg, self.tokenizer), cfg.data.validation_size)
         self.reward_specs = parse_reward_specs(cfg.reward.functions)
         self.objectives = [spec.name for spec in self.reward_specs]
         (self.run_dir / "config.yaml").write_text(dump_yaml(cfg))
@@ -171,6 +120,8 @@ class Trainer:
         spec = LearnerSpec.from_config(cfg, self.model_path, gpu=gpu)
         self.learner = LearnerGroup(spec, num_ranks=cfg.learner.num_ranks)
         self.step_index = 0
+        self.mean_correct_length: float | None = None
+        """Running mean token length of correct responses (``reward.length_momentum``), for rewards."""
         engine_weights = self.model_path
         if checkpoint is not None:
             self.learner.load_checkpoint(str(checkpoint / "deepspeed"))
@@ -198,6 +149,8 @@ class Trainer:
             seed=cfg.trainer.seed,
             objectives=self.objectives,
             reward_weights=[spec.weight for spec in self.reward_specs],
+            validation_rows=validation_rows,
+            algorithm=cfg.algorithm,
             rollout=RolloutView(lambda prompts, n: self.rollout(prompts, StepState(self.step_index), n=n)),
             learner=LearnerView(self.learner),
             policy_path=self.model_path,
@@ -212,6 +165,7 @@ class Trainer:
         if checkpoint is not None:
             state = load_trainer_state(checkpoint)
             self.step_index = state["step"]
+            self.mean_correct_length = state.get("mean_correct_length")
             for kind, stage in self.stages.items():
                 stage.load_state_dict(state["stages"][kind])
         self.weights_dir = Path(
@@ -244,6 +198,9 @@ class Trainer:
             batch = self.replay.mix(groups, self.step_index)
         with state.timer("time/train"):
             samples, adv_metrics = self.build_samples(batch)
+        with state.timer("time/reward_weighting"):
+            weighting_metrics = self.before_update(batch, samples)
+        with state.timer("time/train"):
             train_metrics = (
                 self.learner.train(samples, seed=cfg.trainer.seed + self.step_index) if samples else {}
             )
@@ -253,7 +210,9 @@ class Trainer:
         with state.timer("time/stages"):
             stage_metrics = self.observe(state.generated, batch)
         return self.step_metrics(
-            state, batch, {**train_metrics, **adv_metrics, **filter_metrics, **stage_metrics}
+            state,
+            batch,
+            {**train_metrics, **adv_metrics, **filter_metrics, **weighting_metrics, **stage_metrics},
         )
 
     # ------------------------------------------------------------------ rollout + reward
@@ -301,7 +260,11 @@ class Trainer:
                 g.prompt["prompt"],
                 r.text,
                 g.prompt["answer"],
-                {k: v for k, v in g.prompt.items() if k != "prompt_ids"},
+                {
+                    **{k: v for k, v in g.prompt.items() if k != "prompt_ids"},
+                    "response_tokens": len(r.token_ids),
+                    "mean_correct_length": self.mean_correct_length,
+                },
             )
             for g in groups
             for r in g.responses
@@ -381,6 +344,12 @@ class Trainer:
         metrics["train/stale_fraction"] = statistics.fmean(s["old_logprobs"] is not None for s in samples)
         return samples, metrics
 
+    def before_update(self, groups: list[Group], samples: list[dict]) -> dict[str, float]:
+        """The reward-weighting stage's optional hook between the samples and the update (it may
+        rescale advantages, or measure per-objective gradients on the learner)."""
+        hook = getattr(self.reward_weighting, "before_update", None)
+        return hook(groups, samples) if hook is not None and samples else {}
+
     def sync_weights(self) -> None:
         """The learner's weights to every engine, through one file in shared memory (deleted after
         the engines have loaded it: it would hold a full copy of the weights in RAM)."""
@@ -399,7 +368,19 @@ class Trainer:
         scores = {k: [r.scores[k] for g in batch for r in g.responses] for k in self.objectives}
         metrics.update(self.reward_weighting.observe(scores))
         metrics.update(self.replay.observe(batch, self.step_index))
+        metrics.update(self.update_correct_length(generated))
         return metrics
+
+    def update_correct_length(self, groups: list[Group]) -> dict[str, float]:
+        """Fold this step's mean length of correct responses into the running mean the rewards see."""
+        lengths = [len(r.token_ids) for g in groups for r in g.responses if r.correct]
+        if lengths:
+            mean, momentum = statistics.fmean(lengths), self.cfg.reward.length_momentum
+            previous = self.mean_correct_length
+            self.mean_correct_length = mean if previous is None else momentum * previous + (1 - momentum) * mean
+        if self.mean_correct_length is None:
+            return {}
+        return {"reward/mean_correct_length": self.mean_correct_length}
 
     def step_metrics(self, state: StepState, batch: list[Group], extra: dict[str, Any]) -> dict[str, Any]:
         """The metrics line of a step (keys in docs/architecture.md; learner keys are NaN when the update
@@ -423,7 +404,7 @@ class Trainer:
             "response_length/truncated_fraction": statistics.fmean(r.truncated for r in generated),
             **{
                 f"time/{k}": state.times[f"time/{k}"]
-                for k in ("rollout", "reward", "train", "sync", "stages")
+                for k in ("rollout", "reward", "train", "sync", "stages", "reward_weighting")
             },
             **{key: float("nan") for key in LEARNER_METRICS},
             **{key: float(value) for key, value in state.reward_faults.items()},
@@ -437,7 +418,10 @@ class Trainer:
     # ------------------------------------------------------------------ outer loop
 
     def checkpoint(self) -> Path:
-        state = {"stages": {kind: stage.state_dict() for kind, stage in self.stages.items()}}
+        state = {
+            "stages": {kind: stage.state_dict() for kind, stage in self.stages.items()},
+            "mean_correct_length": self.mean_correct_length,
+        }
         return save_checkpoint(
             self.run_dir, self.step_index, self.learner, self.tokenizer, state, self.cfg.trainer.keep_last
         )

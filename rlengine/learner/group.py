@@ -101,6 +101,20 @@ class LearnerGroup:
         )
         return merge_rank_metrics(results)
 
+    def objective_gradients(self, samples: list[dict], advantages: list[list[float]], layers: int) -> dict:
+        """Gram matrix of per-objective policy gradients over all ranks (see
+        :meth:`LearnerRank.objective_gradients`), with the current learning rate."""
+        plan = self.plan(samples, mini_batch_size=None, ppo_epochs=1, seed=0)
+        denominator = step_denominators(samples, plan, self.spec.algorithm.agg)[0]
+        ref = ray.put(samples)
+        results = ray.get(
+            [
+                rank.objective_gradients.remote(ref, plan[r][0], denominator, advantages, layers)
+                for r, rank in enumerate(self.ranks)
+            ]
+        )
+        return results[0]
+
     def export_weights(self, path: str) -> None:
         ray.get([r.export_weights.remote(path) for r in self.ranks])
 
@@ -129,8 +143,9 @@ class LearnerGroup:
 
 
 class LearnerView:
-    """The learner handle stages get (:class:`rlengine.stages.LearnerHandle`): logprobs, and room for
-    a stage's own model in rank 0's process; never ``train`` or the weights."""
+    """The learner handle stages get (:class:`rlengine.stages.LearnerHandle`): logprobs, per-objective
+    gradient Gram matrices, and room for a stage's own model in rank 0's process; never ``train`` or
+    the weights."""
 
     def __init__(self, group: LearnerGroup) -> None:
         self._group = group
@@ -150,6 +165,9 @@ class LearnerView:
 
     def unhost(self, name: str) -> None:
         self._group.unhost(name)
+
+    def objective_gradients(self, samples: list[dict], advantages: list[list[float]], layers: int) -> dict:
+        return self._group.objective_gradients(samples, advantages, layers)
 
 
 def merge_rank_metrics(results: list[dict[str, Any]]) -> dict[str, float]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import socket
 import time
 from collections import defaultdict
@@ -312,6 +313,75 @@ class LearnerRank:
         norm = self.engine.get_global_grad_norm()
         norm = float(norm) if norm is not None else 0.0
         return norm, not math.isfinite(norm)
+
+    # ------------------------------------------------------------------ per-objective gradients
+
+    def _last_blocks(self, layers: int) -> list[torch.nn.Parameter]:
+        """Trainable parameters of the last ``layers`` transformer blocks (0 = all of them)."""
+        named = [(n, p) for n, p in self.engine.module.model.named_parameters() if p.requires_grad]
+        if layers == 0:
+            return [p for _, p in named]
+        index = {n: int(m.group(1)) for n, _ in named if (m := re.search(r"\.layers\.(\d+)\.", n))}
+        if not index:
+            raise ValueError("reward_weighting.layers: the model has no '.layers.N.' parameters; use 0 (all)")
+        first = max(index.values()) + 1 - layers
+        return [p for n, p in named if index.get(n, -1) >= first]
+
+    def objective_gradients(
+        self,
+        samples: list[dict],
+        micro_batches: list[list[int]],
+        denominator: float,
+        advantages: list[list[float]],
+        layers: int,
+    ) -> dict:
+        """Gram matrix of the per-objective policy gradients g_k (the policy loss of the update with
+        ``advantages[k]``), on the last ``layers`` blocks, summed over ranks. Taken with
+        ``torch.autograd.grad`` through the bare module: nothing reaches ``.grad`` or DeepSpeed's
+        gradient buffers, and the backward pass stops at the first chosen block."""
+        import torch.distributed as dist
+
+        start = time.perf_counter()
+        algo, params = self.algo, self._last_blocks(layers)
+        size = sum(int(getattr(p, "ds_numel", p.numel())) for p in params)
+        flat = torch.zeros(len(advantages), size, device=self.device, dtype=torch.float32)
+        self.engine.train()
+        for indices in micro_batches:
+            batch = self._batch(samples, indices)
+            # the module itself, not the engine: the engine's forward hooks start ZeRO's gradient reduction
+            logprobs, _ = self._logprobs(self.engine.module, batch, with_entropy=False)
+            old = torch.where(batch.has_old.unsqueeze(-1), batch.old_logprobs, logprobs.detach())
+            share = float(sequence_weights(torch.tensor(batch.loss_counts), algo.agg).sum()) / max(denominator, 1e-8)
+            for k, per_sample in enumerate(advantages):
+                adv = torch.tensor([per_sample[i] for i in indices] or [0.0], device=self.device)
+                loss, _ = compute_policy_loss(
+                    algo.loss,
+                    logprobs,
+                    old,
+                    adv,
+                    batch.mask,
+                    algo.agg,
+                    clip_low=algo.clip_low,
+                    clip_high=algo.clip_high,
+                    dual_clip=algo.dual_clip,
+                    max_response_length=self.spec.max_response_length,
+                )
+                grads = torch.autograd.grad(
+                    loss * share, params, retain_graph=k < len(advantages) - 1, allow_unused=True
+                )
+                flat[k] += torch.cat(
+                    [
+                        (g if g is not None else torch.zeros_like(p)).reshape(-1).float()
+                        for g, p in zip(grads, params)
+                    ]
+                )
+        dist.all_reduce(flat)  # each rank's loss is its share of the global one: the sum is the gradient
+        gram = flat @ flat.T
+        return {
+            "gram": gram.tolist(),
+            "lr": float(self.scheduler.get_last_lr()[0]),
+            "seconds": time.perf_counter() - start,
+        }
 
     # ------------------------------------------------------------------ weights
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from rlengine.batch import Group
@@ -72,6 +72,10 @@ class RewardWeighting(Protocol):
 
     def observe(self, scores: dict[str, list[float]]) -> dict[str, float]:
         """Feedback after the step (scores of the trained responses); returns metrics."""
+
+    # Optional: ``before_update(groups, samples) -> metrics``, called after the learner samples are
+    # built (each has its ``advantage``) and before the update; it may rescale the advantages or
+    # measure per-objective gradients through ``context.learner``. Timed as ``time/reward_weighting``.
 
     def state_dict(self) -> dict: ...
 
@@ -131,6 +135,11 @@ class LearnerHandle(Protocol):
     def unhost(self, name: str) -> None:
         """Drop the hosted object ``name``."""
 
+    def objective_gradients(self, samples: list[dict], advantages: list[list[float]], layers: int) -> dict:
+        """Per objective k, the gradient g_k of the policy loss with ``advantages[k]`` (one per sample)
+        on the last ``layers`` blocks (0 = all), over all ranks; returns ``{"gram": G, "lr": η}`` with
+        G_kj = ⟨g_k, g_j⟩ and η the current learning rate. No optimizer state changes."""
+
 
 @dataclass
 class StageContext:
@@ -145,6 +154,10 @@ class StageContext:
     """Reward objective names, in ``reward.functions`` order."""
     reward_weights: list[float]
     """The ``weight`` of each objective in ``reward.functions``."""
+    validation_rows: list[dict] = field(default_factory=list)
+    """The held-out validation prompts (``data.validation_size``), rendered and tokenised."""
+    algorithm: Any = None
+    """The run's :class:`rlengine.config.AlgorithmConfig` (advantage estimator, loss)."""
     rollout: RolloutHandle | None = None
     learner: LearnerHandle | None = None
     policy_path: str | None = None

@@ -1,0 +1,89 @@
+"""The run's prompt rows: load ``data.source``, render and tokenise every prompt, and hold out the
+validation slice (``data.validation_size``) that stages measure on and the curriculum never draws."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rlengine.data.rows import LazyRows, PreparedRows
+from rlengine.data.sources import load_prompt_source
+from rlengine.data.templates import render_prompt
+
+
+class RowRange(LazyRows):
+    """Rows ``start .. stop - 1`` of a (lazy) sequence, read when indexed."""
+
+    def __init__(self, rows: Sequence[Any], start: int, stop: int) -> None:
+        self.rows, self.start, self.stop = rows, start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def row(self, i: int) -> Any:
+        return self.rows[self.start + i]
+
+
+def load_prompt_rows(cfg: Any, tokenizer: Any) -> Sequence[dict | None]:
+    """Load the prompt source, render every prompt, tokenize it, drop prompts that do not fit.
+
+    With ``data.lazy`` nothing is read beyond an index: rows are rendered and tokenised when a
+    curriculum draws them, and a prompt that does not fit reads as None (skipped by the curriculum).
+    """
+    data = cfg.data
+    kwargs: dict[str, Any] = {}
+    if data.source == "synthetic_arithmetic":
+        kwargs = dict(
+            num=data.synthetic_num,
+            seed=cfg.trainer.seed,
+            ops=tuple(data.synthetic_ops),
+            min_digits=data.synthetic_min_digits,
+            max_digits=data.synthetic_max_digits,
+        )
+    rows = load_prompt_source(
+        data.source,
+        split=data.split,
+        problem_field=data.problem_field,
+        answer_field=data.answer_field,
+        id_field=data.id_field,
+        limit=data.limit,
+        base_dir=cfg.config_dir,
+        lazy=data.lazy,
+        **kwargs,
+    )
+    budget = cfg.rollout.max_model_len - cfg.rollout.max_tokens
+
+    def prepare(row: dict) -> dict | None:
+        text = render_prompt(
+            row["problem"],
+            tokenizer,
+            template=data.template,
+            chat_template=data.chat_template,
+            system_prompt=data.system_prompt,
+            row=row,
+        )
+        ids = tokenizer(text, add_special_tokens=not data.chat_template)["input_ids"]
+        return {**row, "prompt": text, "prompt_ids": ids} if len(ids) <= budget else None
+
+    if data.lazy:
+        return PreparedRows(rows, prepare)
+    kept = [row for row in map(prepare, rows) if row is not None]
+    if not kept:
+        raise ValueError(
+            f"data.source '{data.source}': no prompt fits in rollout.max_model_len - rollout.max_tokens = {budget} tokens"
+        )
+    return kept
+
+
+def split_validation(rows: Sequence[dict | None], size: int) -> tuple[Sequence[dict | None], list[dict]]:
+    """``(training rows, validation rows)``: the last ``size`` rows are held out (lazy rows stay lazy;
+    the validation rows are read now, skipping prompts too long to roll out)."""
+    if size <= 0:
+        return rows, []
+    if size >= len(rows):
+        raise ValueError(
+            f"data.validation_size: {size} held-out prompts leave none of the {len(rows)} prompts to train on"
+        )
+    cut = len(rows) - size
+    training = RowRange(rows, 0, cut) if isinstance(rows, LazyRows) else rows[:cut]
+    return training, [row for row in RowRange(rows, cut, len(rows)) if row is not None]

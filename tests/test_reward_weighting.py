@@ -1,0 +1,291 @@
+"""Reward weighting: static / hypervolume / gradient stages, the math objectives, and the learner's
+per-objective gradients (checked against a plain autograd computation)."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+
+from reward import BUILTIN_REWARDS
+from rlengine.algorithms import compute_advantages
+from rlengine.batch import Group, Response
+from rlengine.config import AlgorithmConfig, load_config
+from rlengine.errors import ConfigError
+from rlengine.stages import StageContext, build_stage, build_stage_config
+from rlengine.stages.reward_weighting import objective_advantages
+
+OBJECTIVES = ["token_a", "short"]
+TARGET = 1234
+PROMPT = [1, 523, 88, 2]
+
+
+def context(**kwargs) -> StageContext:
+    defaults = dict(
+        rows=[], seed=0, objectives=list(OBJECTIVES), reward_weights=[1.0, 1.0], algorithm=AlgorithmConfig()
+    )
+    return StageContext(**{**defaults, **kwargs})
+
+
+def stage(raw: dict, ctx: StageContext):
+    return build_stage("reward_weighting", build_stage_config("reward_weighting", raw), ctx)
+
+
+def group(scores: list[dict[str, float]], tokens: list[list[int]] | None = None) -> Group:
+    tokens = tokens or [[5, 6]] * len(scores)
+    responses = [Response("x", t, [0.0] * len(t), "stop", scores=s) for t, s in zip(tokens, scores)]
+    return Group(prompt={"prompt_ids": PROMPT}, prompt_ids=PROMPT, responses=responses, policy_version=0)
+
+
+# ---------------------------------------------------------------- objectives
+
+
+def test_format_needs_a_box_and_visible_steps() -> None:
+    fmt = BUILTIN_REWARDS["format"]
+    assert fmt("p", "3 + 4 = 7\nSo the answer is \\boxed{7}", "7", {}) == 1.0
+    assert fmt("p", "So the answer is \\boxed{7}", "7", {}) == 0.0  # no step before the answer
+    assert fmt("p", "3 + 4 = 7\nSo the answer is 7", "7", {}) == 0.0  # no box
+    assert fmt("p", "3 + 4 = 7\nSo \\boxed{7", "7", {}) == 0.0  # truncated box
+    assert fmt("p", "\\boxed{7}", "7", {}, min_steps=0) == 1.0
+    assert fmt("p", "a\n\n\\boxed{7}", "7", {}, min_steps=2) == 0.0  # blank lines are not steps
+    assert fmt("p", "a\nb\nthus \\boxed{7}", "7", {}, min_steps=2) == 1.0
+
+
+def test_conciseness_compares_with_the_running_mean_of_correct_lengths() -> None:
+    concise = BUILTIN_REWARDS["conciseness"]
+    assert concise("p", "x", "", {"mean_correct_length": None, "response_tokens": 1}) == 0.0
+    assert concise("p", "x", "", {"mean_correct_length": 10.0, "response_tokens": 9}) == 1.0
+    assert concise("p", "x", "", {"mean_correct_length": 10.0, "response_tokens": 10}) == 0.0
+    assert concise("p", "x" * 5, "", {"mean_correct_length": 6.0}) == 1.0  # characters outside training
+
+
+def test_running_correct_length_is_a_momentum_mean_and_checkpointed() -> None:
+    from tests.test_trainer_logic import bare_trainer
+
+    trainer = bare_trainer("reward.length_momentum=0.5")
+    trainer.mean_correct_length = None
+    correct = [Response("x", [1] * n, [], "stop", correct=True) for n in (4, 8)]
+    wrong = Response("x", [1] * 100, [], "stop", correct=False)
+    assert trainer.update_correct_length([Group({}, PROMPT, [wrong], 0)]) == {}  # nothing correct yet
+    assert trainer.mean_correct_length is None
+    trainer.update_correct_length([Group({}, PROMPT, [*correct, wrong], 0)])
+    assert trainer.mean_correct_length == 6.0  # the first step sets it; wrong answers do not count
+    tens = [Response("x", [1] * 10, [], "stop", correct=True)] * 2
+    metrics = trainer.update_correct_length([Group({}, PROMPT, tens, 0)])
+    assert trainer.mean_correct_length == 0.5 * 6.0 + 0.5 * 10.0
+    assert metrics == {"reward/mean_correct_length": 8.0}
+
+
+# ---------------------------------------------------------------- static and hypervolume
+
+
+def test_static_weights_and_metrics() -> None:
+    weighting = stage({"name": "static", "weights": {"short": 0.25}}, context())
+    assert weighting.combine({"token_a": [1.0, 0.0], "short": [1.0, 1.0]}) == [1.25, 0.25]
+    assert weighting.observe({}) == {"weights/token_a": 1.0, "weights/short": 0.25}
+    with pytest.raises(ConfigError, match=r"unknown objective\(s\) \['shrt'\]"):
+        stage({"name": "static", "weights": {"shrt": 1.0}}, context())
+
+
+class ScriptedRollout:
+    """Validation rollouts whose objective means follow a script (one point per measurement)."""
+
+    def __init__(self, points: list[tuple[float, float]]) -> None:
+        self.points, self.calls = list(points), 0
+
+    def generate(self, prompts: list[dict], n: int) -> list[Group]:
+        a, b = self.points[self.calls]
+        self.calls += 1
+        return [group([{"token_a": a, "short": b}] * n) for _ in prompts]
+
+
+def test_hypervolume_multiplier_scales_advantages_and_state_round_trips() -> None:
+    rollout = ScriptedRollout([(0.2, 0.2), (0.5, 0.4), (0.4, 0.3), (0.6, 0.6)])
+    ctx = context(rollout=rollout, validation_rows=[{"prompt_ids": PROMPT}] * 3)
+    weighting = stage({"name": "hypervolume", "every_n_steps": 2, "responses": 2}, ctx)
+    samples = lambda: [{"advantage": 1.0}, {"advantage": -2.0}]  # noqa: E731
+
+    first = samples()
+    metrics = weighting.before_update([], first)  # step 0: the reference point, m = 1
+    assert first == samples() and metrics["reward_weighting/multiplier"] == 1.0
+    assert metrics["reward_weighting/hypervolume"] == 0.0
+    weighting.before_update([], samples())  # step 1: no measurement
+    second = samples()
+    metrics = weighting.before_update([], second)  # step 2: (0.5, 0.4) adds 0.3 * 0.2 = 0.06
+    m = 0.5 + 1.5 * math.tanh(0.06)
+    assert metrics["reward_weighting/contribution"] == pytest.approx(0.06)
+    assert [s["advantage"] for s in second] == pytest.approx([m, -2 * m])
+    assert metrics["reward_weighting/hypervolume"] == pytest.approx(0.06)
+    assert metrics["reward_weighting/validation/token_a"] == pytest.approx(0.5)
+
+    saved = weighting.state_dict()
+    resumed = stage({"name": "hypervolume", "every_n_steps": 2, "responses": 2}, ctx)
+    resumed.load_state_dict(saved)
+    for w in (weighting, resumed):
+        w.before_update([], samples())  # step 3: holds m
+    rollout.calls = 2
+    dominated = weighting.before_update([], samples())  # step 4: (0.4, 0.3) is dominated: m = 0.5
+    assert dominated["reward_weighting/multiplier"] == 0.5 and dominated["reward_weighting/pareto_size"] == 1
+    rollout.calls = 2
+    assert resumed.before_update([], samples()) == dominated
+    assert rollout.calls == 3
+
+
+def test_hypervolume_needs_a_validation_slice() -> None:
+    with pytest.raises(ConfigError, match="data.validation_size"):
+        load_config(None, ["reward_weighting.name=hypervolume"])
+    cfg = load_config(None, ["reward_weighting.name=hypervolume", "data.validation_size=8"])
+    assert cfg.reward_weighting.every_n_steps == 5
+
+
+# ---------------------------------------------------------------- gradient weighting
+
+
+def test_gradient_weighting_mirror_descent_on_the_simplex() -> None:
+    weighting = stage({"name": "gradient", "lambda": 1e-4, "weights": {"token_a": 3.0}}, context())
+    assert weighting.weights == {"token_a": 0.75, "short": 0.25}  # normalised to the simplex
+    gram = [[4.0, -1.0], [-1.0, 1.0]]  # influence s = (3, 0)
+    weighting.update(gram, lr=1e-5)  # eta / lambda = 0.1: w ∝ (0.75 e^0.3, 0.25)
+    expected = 0.75 * math.exp(0.3) / (0.75 * math.exp(0.3) + 0.25)
+    assert weighting.weights["token_a"] == pytest.approx(expected)
+    assert sum(weighting.weights.values()) == pytest.approx(1.0)
+    metrics = weighting.observe({})
+    assert metrics["weights/token_a"] == pytest.approx(expected)
+    for _ in range(50):
+        weighting.update(gram, lr=1e-3)
+        assert all(w >= 0 for w in weighting.weights.values())
+        assert sum(weighting.weights.values()) == pytest.approx(1.0)
+    floored = stage({"name": "gradient", "min_weight": 0.1}, context())
+    for _ in range(5):
+        floored.update(gram, lr=1e-3)
+    assert floored.weights["short"] == pytest.approx(0.1 / 1.1) and floored.weights["token_a"] > 0.9
+    state = weighting.state_dict()
+    resumed = stage({"name": "gradient"}, context())
+    resumed.load_state_dict(state)
+    assert resumed.weights == weighting.weights and resumed.steps == weighting.steps
+    with pytest.raises(ConfigError, match="lambda must be > 0"):
+        stage({"name": "gradient", "lambda": 0.0}, context())
+    with pytest.raises(ConfigError, match="unknown key 'reward_weighting.lamda'.*did you mean 'lambda'"):
+        stage({"name": "gradient", "lamda": 1e-4}, context())
+
+
+def test_objective_advantages_use_each_objective_alone() -> None:
+    groups = [
+        group([{"token_a": 1.0, "short": 1.0}, {"token_a": 0.0, "short": 1.0}]),
+        group([{"token_a": 0.0, "short": 0.0}, {"token_a": 0.0, "short": 1.0}]),
+    ]
+    samples = [{"response_ids": r.token_ids, "loss_masked": False} for g in groups for r in g.responses]
+    per_objective = objective_advantages(groups, samples, OBJECTIVES, AlgorithmConfig())
+    index = torch.tensor([0, 0, 1, 1])
+    for k, name in enumerate(OBJECTIVES):
+        rewards = torch.tensor([r.scores[name] for g in groups for r in g.responses])
+        assert per_objective[k] == pytest.approx(compute_advantages("grpo", rewards, index).tolist())
+    assert per_objective[0][2:] == [0.0, 0.0] and per_objective[1][:2] == [0.0, 0.0]
+
+
+def conflicting_batch(seed: int, groups: int = 6, size: int = 4) -> tuple[list[Group], list[dict]]:
+    """Objective ``token_a`` (emit the target token) is behind: half of every group has it.
+    Objective ``short`` (at most 4 tokens) is ahead: it is met by every response but one per group,
+    and the long responses are the ones with the target token."""
+    rng = random.Random(seed)
+    out, samples = [], []
+    for g in range(groups):
+        scores, tokens = [], []
+        for i in range(size):
+            response = [rng.randint(3000, 9000) for _ in range(4)]
+            if i % 2 == 0:
+                response[rng.randrange(4)] = TARGET
+            if i == 0:
+                response += [rng.randint(3000, 9000) for _ in range(4)]
+            tokens.append(response)
+            scores.append({"token_a": float(TARGET in response), "short": float(len(response) <= 4)})
+        out.append(group(scores, tokens))
+    for g in out:
+        for r in g.responses:
+            samples.append(
+                {
+                    "prompt_ids": PROMPT,
+                    "response_ids": r.token_ids,
+                    "rollout_logprobs": [],
+                    "loss_masked": False,
+                    "old_logprobs": None,
+                    "advantage": 0.0,
+                }
+            )
+    return out, samples
+
+
+class InProcessLearner:
+    """The learner handle over one :class:`LearnerRank` in this process (a DeepSpeed world of one)."""
+
+    num_ranks = 1
+
+    def __init__(self, rank) -> None:
+        self.rank = rank
+
+    def objective_gradients(self, samples: list[dict], advantages: list[list[float]], layers: int) -> dict:
+        from rlengine.learner.batching import plan_updates, sample_length, step_denominators
+
+        plan = plan_updates(
+            [sample_length(s) for s in samples], ranks=1, mini_batch_size=None, ppo_epochs=1,
+            token_budget=64, seed=0,
+        )
+        denominator = step_denominators(samples, plan, "token_mean")[0]
+        return self.rank.objective_gradients(samples, plan[0][0], denominator, advantages, layers)
+
+
+@pytest.fixture(scope="module")
+def in_process_rank(tiny_model_dir):
+    from rlengine.learner.rank import LearnerRank, single_process_env
+    from tests.conftest import learner_spec
+
+    single_process_env()
+    return LearnerRank(learner_spec(tiny_model_dir, "learner.lr=1.0e-5"))
+
+
+def test_learner_objective_gradients_equal_plain_autograd(tiny_model_dir, in_process_rank) -> None:
+    """The Gram matrix the learner returns equals one from plain per-objective gradients of
+    -Σ A_k·logp / tokens over the last block (full-vocabulary logprobs, an independent model copy)."""
+    from transformers import AutoModelForCausalLM
+
+    from tests.test_learner_rank import full_logits_reference
+
+    groups, samples = conflicting_batch(0)
+    advantages = objective_advantages(groups, samples, OBJECTIVES, AlgorithmConfig())
+    result = InProcessLearner(in_process_rank).objective_gradients(samples, advantages, layers=1)
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    params = [p for n, p in model.named_parameters() if ".layers.1." in n]
+    logprobs, _ = full_logits_reference(model, samples, in_process_rank.spec.temperature)
+    tokens = torch.tensor([len(s["response_ids"]) for s in samples])
+    flat = []
+    for per_sample in advantages:
+        per_token = torch.repeat_interleave(torch.tensor(per_sample), tokens)
+        loss = -(per_token * logprobs).sum() / tokens.sum()
+        grads = torch.autograd.grad(loss, params, retain_graph=True)
+        flat.append(torch.cat([g.reshape(-1) for g in grads]))
+    reference = torch.stack(flat) @ torch.stack(flat).T
+    assert torch.tensor(result["gram"]) == pytest.approx(reference, rel=1e-4, abs=1e-10)
+    assert reference[0, 0] > 0 and reference[1, 1] > 0
+    assert result["lr"] == pytest.approx(1e-5)
+    everything = InProcessLearner(in_process_rank).objective_gradients(samples, advantages, layers=0)
+    assert everything["gram"][0][0] > result["gram"][0][0]  # more parameters, a larger norm
+
+
+def test_gradient_weighting_moves_weight_toward_the_lagging_objective(in_process_rank) -> None:
+    """On the real learner's gradients: the objective that is behind (token_a, half met) gains
+    weight over the one that is ahead (short, met by 3 of 4), step after step."""
+    weighting = stage(
+        {"name": "gradient", "lambda": 1e-5, "layers": 1},
+        context(learner=InProcessLearner(in_process_rank)),
+    )
+    history = [weighting.weights["token_a"]]
+    for seed in range(3):
+        groups, samples = conflicting_batch(seed)
+        metrics = weighting.before_update(groups, samples)
+        history.append(weighting.weights["token_a"])
+        assert metrics["reward_weighting/influence/token_a"] > metrics["reward_weighting/influence/short"]
+    assert history == sorted(history) and history[-1] > history[0] + 0.05, history
+    assert sum(weighting.weights.values()) == pytest.approx(1.0)
