@@ -434,7 +434,9 @@ def validate(cfg: RunConfig) -> None:
     _positive(cfg.algorithm.kl_coef, "algorithm.kl_coef", allow_zero=True)
     _positive(cfg.data.validation_size, "data.validation_size", allow_zero=True)
     if not 0 <= cfg.reward.length_momentum < 1:
-        raise ConfigError(f"reward.length_momentum: expected a value in [0, 1), got {cfg.reward.length_momentum}")
+        raise ConfigError(
+            f"reward.length_momentum: expected a value in [0, 1), got {cfg.reward.length_momentum}"
+        )
     if cfg.algorithm.tis_cap is not None:
         _positive(cfg.algorithm.tis_cap, "algorithm.tis_cap")
     if cfg.rollout.max_tokens >= cfg.rollout.max_model_len:

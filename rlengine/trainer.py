@@ -20,7 +20,7 @@ import statistics
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,7 +104,9 @@ class Trainer:
         self.tokenizer = AutoTokenizer.from_pretrained(
             self.model_path, trust_remote_code=cfg.model.trust_remote_code
         )
-        rows, validation_rows = split_validation(load_prompt_rows(cfg, self.tokenizer), cfg.data.validation_size)
+        rows, validation_rows = split_validation(
+            load_prompt_rows(cfg, self.tokenizer), cfg.data.validation_size
+        )
         self.reward_specs = parse_reward_specs(cfg.reward.functions)
         self.objectives = [spec.name for spec in self.reward_specs]
         (self.run_dir / "config.yaml").write_text(dump_yaml(cfg))
@@ -255,20 +257,7 @@ class Trainer:
 
     def score(self, groups: list[Group], state: StepState) -> None:
         """Fill ``Response.scores`` and ``Response.correct`` through the reward process pool."""
-        items = [
-            RewardItem(
-                g.prompt["prompt"],
-                r.text,
-                g.prompt["answer"],
-                {
-                    **{k: v for k, v in g.prompt.items() if k != "prompt_ids"},
-                    "response_tokens": len(r.token_ids),
-                    "mean_correct_length": self.mean_correct_length,
-                },
-            )
-            for g in groups
-            for r in g.responses
-        ]
+        items = [self.reward_item(g.prompt, r.text, len(r.token_ids)) for g in groups for r in g.responses]
         result = self.rewards.score(items)
         flat = [r for g in groups for r in g.responses]
         first = self.objectives[0]
@@ -276,6 +265,23 @@ class Trainer:
             response.scores = {name: values[i] for name, values in result.scores.items()}
             response.correct = response.scores[first] >= self.cfg.reward.correct_threshold
         state.reward_faults.update({"reward/errors": result.errors, "reward/timeouts": result.timeouts})
+
+    def reward_item(self, row: dict, text: str, num_tokens: int) -> RewardItem:
+        """What a reward function sees: the prompt row's fields as metadata, plus the response's
+        length in tokens and the running mean length of correct responses."""
+        metadata = {k: v for k, v in row.items() if k != "prompt_ids"}
+        metadata.update(response_tokens=num_tokens, mean_correct_length=self.mean_correct_length)
+        return RewardItem(row["prompt"], text, str(row["answer"]), metadata)
+
+    def eval_objectives(self, rows: list[dict], records: list[Any]) -> dict[str, float]:
+        """Mean of every reward objective over one benchmark's evaluation completions."""
+        items = [
+            self.reward_item(row, c["text"], c.get("num_tokens") or 0)
+            for row, record in zip(rows, records)
+            for c in record.completions
+        ]
+        scores = self.rewards.score(items).scores if items else {}
+        return {k: statistics.fmean(scores[k]) for k in self.objectives if scores.get(k)}
 
     # ------------------------------------------------------------------ rewards -> advantages
 
@@ -377,7 +383,9 @@ class Trainer:
         if lengths:
             mean, momentum = statistics.fmean(lengths), self.cfg.reward.length_momentum
             previous = self.mean_correct_length
-            self.mean_correct_length = mean if previous is None else momentum * previous + (1 - momentum) * mean
+            self.mean_correct_length = (
+                mean if previous is None else momentum * previous + (1 - momentum) * mean
+            )
         if self.mean_correct_length is None:
             return {}
         return {"reward/mean_correct_length": self.mean_correct_length}
@@ -427,7 +435,9 @@ class Trainer:
         )
 
     def evaluate(self) -> dict[str, Any]:
-        return evaluate_during_training(self.cfg, self.pool, self.tokenizer, self.run_dir, self.step_index)
+        return evaluate_during_training(
+            self.cfg, self.pool, self.tokenizer, self.run_dir, self.step_index, self.eval_objectives
+        )
 
     def fit(self) -> list[dict[str, Any]]:
         """Run until ``trainer.max_steps``; returns the metrics of every step run here."""

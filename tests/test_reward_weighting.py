@@ -191,7 +191,7 @@ def conflicting_batch(seed: int, groups: int = 6, size: int = 4) -> tuple[list[G
     and the long responses are the ones with the target token."""
     rng = random.Random(seed)
     out, samples = [], []
-    for g in range(groups):
+    for _ in range(groups):
         scores, tokens = [], []
         for i in range(size):
             response = [rng.randint(3000, 9000) for _ in range(4)]
@@ -229,8 +229,12 @@ class InProcessLearner:
         from rlengine.learner.batching import plan_updates, sample_length, step_denominators
 
         plan = plan_updates(
-            [sample_length(s) for s in samples], ranks=1, mini_batch_size=None, ppo_epochs=1,
-            token_budget=64, seed=0,
+            [sample_length(s) for s in samples],
+            ranks=1,
+            mini_batch_size=None,
+            ppo_epochs=1,
+            token_budget=64,
+            seed=0,
         )
         denominator = step_denominators(samples, plan, "token_mean")[0]
         return self.rank.objective_gradients(samples, plan[0][0], denominator, advantages, layers)
@@ -289,3 +293,146 @@ def test_gradient_weighting_moves_weight_toward_the_lagging_objective(in_process
         assert metrics["reward_weighting/influence/token_a"] > metrics["reward_weighting/influence/short"]
     assert history == sorted(history) and history[-1] > history[0] + 0.05, history
     assert sum(weighting.weights.values()) == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("zero_stage", [0, 3])
+def test_objective_gradients_are_the_same_over_two_ranks(
+    tiny_model_dir, ray_session, in_process_rank, zero_stage: int
+) -> None:
+    """Two learner ranks (Ray actors, ZeRO 0 or 3, parameters partitioned in 3) return the Gram
+    matrix that one rank computes over the whole batch."""
+    from tests.conftest import learner_group
+
+    groups, samples = conflicting_batch(1)
+    advantages = objective_advantages(groups, samples, OBJECTIVES, AlgorithmConfig())
+    single = InProcessLearner(in_process_rank).objective_gradients(samples, advantages, layers=1)
+    learner = learner_group(tiny_model_dir, f"learner.zero_stage={zero_stage}", num_ranks=2)
+    try:
+        double = learner.objective_gradients(samples, advantages, layers=1)
+    finally:
+        learner.shutdown()
+    assert torch.tensor(double["gram"]) == pytest.approx(torch.tensor(single["gram"]), rel=1e-4, abs=1e-10)
+
+
+# ---------------------------------------------------------------- real stack
+
+EVEN = """
+def even_length(prompt, completion, answer, metadata):
+    # the correctness objective: passes for about half of random completions
+    return 1.0 if len(completion) % 2 == 0 else 0.0
+"""
+
+
+def real_run(tiny_model_dir: str, tmp_path, *overrides: str) -> tuple[list[dict], object]:
+    import json
+
+    from rlengine.trainer import train
+
+    plugin = tmp_path / "even_rewards.py"
+    plugin.write_text(EVEN)
+    run = tmp_path / "run"
+    functions = f"[{plugin}:even_length,conciseness,{{function: format, kwargs: {{min_steps: 0}}}}]"
+    cfg = load_config(
+        None,
+        [
+            f"model.name={tiny_model_dir}",
+            "data.source=synthetic_arithmetic",
+            "data.synthetic_num=40",
+            "rollout.n=4",
+            "rollout.max_tokens=12",
+            "rollout.max_model_len=256",
+            f"reward.functions={functions}",
+            "learner.lr=1.0e-3",
+            "learner.micro_batch_tokens=512",
+            "trainer.batch_size=4",
+            "trainer.max_steps=2",
+            "trainer.save_every=2",
+            f"trainer.output_dir={run}",
+            "logging.progress=false",
+            *overrides,
+        ],
+    )
+    train(cfg)
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return metrics, run
+
+
+@pytest.mark.slow
+def test_gradient_weighting_real_stack_two_learner_ranks(tiny_model_dir, ray_session, tmp_path) -> None:
+    """Gradient weighting on the real stack with 2 learner ranks under ZeRO-3: the weights move,
+    stay on the simplex, are logged every step and checkpointed."""
+    metrics, run = real_run(
+        tiny_model_dir,
+        tmp_path,
+        "learner.num_ranks=2",
+        "learner.zero_stage=3",
+        "reward_weighting.name=gradient",
+        "reward_weighting.lambda=1.0e-4",
+        "reward_weighting.layers=1",
+    )
+    names = ["even_length", "conciseness", "format"]
+    assert [m["step"] for m in metrics] == [1, 2]
+    for m in metrics:
+        weights = [m[f"weights/{k}"] for k in names]
+        assert sum(weights) == pytest.approx(1.0) and min(weights) >= 0
+        assert m["time/reward_weighting"] > 0 and m["learner/skipped_steps"] == 0
+        assert m["reward_weighting/grad_norm/even_length"] > 0
+    assert metrics[-1]["weights/even_length"] != pytest.approx(1 / 3, abs=1e-6)
+    assert "reward/mean_correct_length" in metrics[-1] and "reward/conciseness/mean" in metrics[-1]
+    state = torch.load(run / "checkpoints/step_2/trainer_state.pt", weights_only=False)
+    saved = state["stages"]["reward_weighting"]["weights"]
+    assert saved == pytest.approx({k: metrics[-1][f"weights/{k}"] for k in names})
+    assert state["mean_correct_length"] == pytest.approx(metrics[-1]["reward/mean_correct_length"])
+
+
+@pytest.mark.slow
+def test_hypervolume_real_stack_with_per_objective_eval(tiny_model_dir, ray_session, tmp_path) -> None:
+    """Hypervolume weighting measures a held-out slice through the rollout pool; evaluation
+    reports each objective per benchmark (in the metrics and in eval/step_N.json)."""
+    import json
+
+    metrics, run = real_run(
+        tiny_model_dir,
+        tmp_path,
+        "data.validation_size=4",
+        "reward_weighting.name=hypervolume",
+        "reward_weighting.every_n_steps=1",
+        "reward_weighting.responses=2",
+        "evaluation.benchmarks=[gsm8k]",
+        "evaluation.limit=3",
+        "evaluation.max_tokens=12",
+        "evaluation.every_n_steps=2",
+    )
+    last = metrics[-1]
+    for m in metrics:
+        assert 0.5 <= m["reward_weighting/multiplier"] <= 2.0 and m["time/reward_weighting"] > 0
+        assert 0 <= m["reward_weighting/validation/format"] <= 1
+        assert m["weights/even_length"] == 1.0
+    assert metrics[0]["reward_weighting/multiplier"] == 1.0  # the first point is the reference
+    for name in ("even_length", "conciseness", "format"):
+        assert 0 <= last[f"eval/gsm8k/objective/{name}"] <= 1
+    saved = json.loads((run / "eval" / "step_2.json").read_text())
+    assert set(saved["benchmarks"]["gsm8k"]["objectives"]) == {"even_length", "conciseness", "format"}
+
+
+def test_validation_slice_is_held_out_of_training_rows(tmp_path) -> None:
+    from rlengine.data import JsonlRows, PreparedRows
+    from rlengine.data.prompts import split_validation
+
+    rows = [{"id": str(i)} for i in range(10)]
+    training, validation = split_validation(rows, 3)
+    assert [r["id"] for r in training] == [str(i) for i in range(7)]
+    assert [r["id"] for r in validation] == ["7", "8", "9"]
+    assert split_validation(rows, 0) == (rows, [])
+    with pytest.raises(ValueError, match="data.validation_size: 10 held-out prompts leave none"):
+        split_validation(rows, 10)
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(f'{{"problem": "p{i}", "answer": "{i}"}}\n' for i in range(10)))
+    source = JsonlRows(path, str(path), "r", ("problem", "answer", "id"))
+    lazy = PreparedRows(source, lambda row: None if row["answer"] == "8" else row)
+    training, validation = split_validation(lazy, 3)
+    assert len(training) == 7 and training[6]["answer"] == "6"
+    with pytest.raises(IndexError):
+        training[7]
+    assert [r["answer"] for r in validation] == ["7", "9"]  # a prompt too long to roll out is skipped

@@ -8,12 +8,14 @@ Both use the same ``RolloutPool`` and reward code that training uses. ``rlengine
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rlengine.data import BENCHMARKS, DEFAULT_MATH_TEMPLATE, load_benchmark, load_prompt_source, render_prompt
 from rlengine.eval.grading import Generate, evaluate
+from rlengine.eval.metrics import ProblemResult
 from rlengine.eval.results import (
     compare,
     format_compare_table,
@@ -108,14 +110,25 @@ def summary_metrics(result: dict[str, Any], prefix: str = "eval") -> dict[str, f
         for key, value in summary.items():
             if isinstance(value, (int, float)) and key != "problems":
                 metrics[f"{prefix}/{name}/{key}"] = float(value)
+        for objective, value in (summary.get("objectives") or {}).items():
+            metrics[f"{prefix}/{name}/objective/{objective}"] = float(value)
     return metrics
 
 
 def evaluate_during_training(
-    cfg: Any, pool: Any, tokenizer: Any, run_dir: Path, step: int
+    cfg: Any,
+    pool: Any,
+    tokenizer: Any,
+    run_dir: Path,
+    step: int,
+    score_objectives: Callable[[list[dict], list[ProblemResult]], dict[str, float]] | None = None,
 ) -> dict[str, float]:
     """Evaluate the current policy on ``evaluation.benchmarks``; write ``eval/step_N.json``
-    and return ``eval/<benchmark>/<metric>`` scalars for the metrics log."""
+    and return ``eval/<benchmark>/<metric>`` scalars for the metrics log.
+
+    ``score_objectives(rows, records)`` gives the mean of every training reward objective over a
+    benchmark's completions; it is stored as the summary's ``objectives`` and logged as
+    ``eval/<benchmark>/objective/<name>``."""
     ev = cfg.evaluation
     start = time.perf_counter()
     benchmarks = load_eval_benchmarks(
@@ -135,6 +148,9 @@ def evaluate_during_training(
         seed=cfg.trainer.seed,
     )
     result = evaluate(generate, benchmarks, samples=ev.samples, progress=False)
+    if score_objectives is not None:
+        for name, records in result["records"].items():
+            result["benchmarks"][name]["objectives"] = score_objectives(benchmarks[name], records)
     meta = {
         "step": step,
         "model": cfg.model.name,

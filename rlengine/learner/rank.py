@@ -342,39 +342,16 @@ class LearnerRank:
         import torch.distributed as dist
 
         start = time.perf_counter()
-        algo, params = self.algo, self._last_blocks(layers)
+        params = self._last_blocks(layers)
         size = sum(int(getattr(p, "ds_numel", p.numel())) for p in params)
         flat = torch.zeros(len(advantages), size, device=self.device, dtype=torch.float32)
         self.engine.train()
+        # ZeRO-3 gathers and releases each block's parameters in module hooks that only a backward
+        # pass reaching the first block completes, so there the gradient is taken for every parameter
+        # and the chosen ones are kept
+        wrt = self._last_blocks(0) if self.opts.zero_stage == 3 else params
         for indices in micro_batches:
-            batch = self._batch(samples, indices)
-            # the module itself, not the engine: the engine's forward hooks start ZeRO's gradient reduction
-            logprobs, _ = self._logprobs(self.engine.module, batch, with_entropy=False)
-            old = torch.where(batch.has_old.unsqueeze(-1), batch.old_logprobs, logprobs.detach())
-            share = float(sequence_weights(torch.tensor(batch.loss_counts), algo.agg).sum()) / max(denominator, 1e-8)
-            for k, per_sample in enumerate(advantages):
-                adv = torch.tensor([per_sample[i] for i in indices] or [0.0], device=self.device)
-                loss, _ = compute_policy_loss(
-                    algo.loss,
-                    logprobs,
-                    old,
-                    adv,
-                    batch.mask,
-                    algo.agg,
-                    clip_low=algo.clip_low,
-                    clip_high=algo.clip_high,
-                    dual_clip=algo.dual_clip,
-                    max_response_length=self.spec.max_response_length,
-                )
-                grads = torch.autograd.grad(
-                    loss * share, params, retain_graph=k < len(advantages) - 1, allow_unused=True
-                )
-                flat[k] += torch.cat(
-                    [
-                        (g if g is not None else torch.zeros_like(p)).reshape(-1).float()
-                        for g, p in zip(grads, params)
-                    ]
-                )
+            self._objective_gradients(samples, indices, denominator, advantages, wrt, params, flat)
         dist.all_reduce(flat)  # each rank's loss is its share of the global one: the sum is the gradient
         gram = flat @ flat.T
         return {
@@ -382,6 +359,62 @@ class LearnerRank:
             "lr": float(self.scheduler.get_last_lr()[0]),
             "seconds": time.perf_counter() - start,
         }
+
+    def _objective_gradients(
+        self,
+        samples: list[dict],
+        indices: list[int],
+        denominator: float,
+        advantages: list[list[float]],
+        wrt: list[torch.nn.Parameter],
+        params: list[torch.nn.Parameter],
+        flat: torch.Tensor,
+    ) -> None:
+        """Add one micro-batch's per-objective gradients (taken for ``wrt``, kept for ``params``) to
+        the rows of ``flat``."""
+        algo, zero3 = self.algo, self.opts.zero_stage == 3
+        batch = self._batch(samples, indices)
+        share = float(sequence_weights(torch.tensor(batch.loss_counts), algo.agg).sum()) / max(
+            denominator, 1e-8
+        )
+        logprobs = None
+        for k, per_sample in enumerate(advantages):
+            if logprobs is None or zero3:  # ZeRO-3's backward hooks hold for one backward pass per forward
+                # the module itself, not the engine: the engine's forward hooks start ZeRO's gradient reduction
+                logprobs, _ = self._logprobs(self.engine.module, batch, with_entropy=False)
+            old = torch.where(batch.has_old.unsqueeze(-1), batch.old_logprobs, logprobs.detach())
+            adv = torch.tensor([per_sample[i] for i in indices] or [0.0], device=self.device)
+            loss, _ = compute_policy_loss(
+                algo.loss,
+                logprobs,
+                old,
+                adv,
+                batch.mask,
+                algo.agg,
+                clip_low=algo.clip_low,
+                clip_high=algo.clip_high,
+                dual_clip=algo.dual_clip,
+                max_response_length=self.spec.max_response_length,
+            )
+            last = k == len(advantages) - 1
+            grads = torch.autograd.grad(
+                loss * share, wrt, retain_graph=not (last or zero3), allow_unused=True
+            )
+            kept = {id(p): g for p, g in zip(wrt, grads)}
+            flat[k] += torch.cat(
+                [
+                    (
+                        kept[id(p)]
+                        if kept[id(p)] is not None
+                        else torch.zeros(
+                            p.ds_shape if hasattr(p, "ds_shape") else p.shape, device=self.device
+                        )
+                    )
+                    .reshape(-1)
+                    .float()
+                    for p in params
+                ]
+            )
 
     # ------------------------------------------------------------------ weights
 

@@ -158,7 +158,9 @@ class HypervolumeWeighting(ObjectiveWeights):
         return {
             **self.last,
             "reward_weighting/multiplier": self.multiplier,
-            "reward_weighting/hypervolume": hypervolume(self.buffer, self.reference or []) if self.buffer else 0.0,
+            "reward_weighting/hypervolume": hypervolume(self.buffer, self.reference or [])
+            if self.buffer
+            else 0.0,
             "reward_weighting/pareto_size": float(len(self.buffer)),
         }
 
@@ -194,7 +196,9 @@ class GradientWeighting(ObjectiveWeights):
                 f"reward_weighting.min_weight: expected a value in [0, 1/{len(self.weights)}), got {config.min_weight}"
             )
         if any(w < 0 for w in self.weights.values()) or sum(self.weights.values()) <= 0:
-            raise ConfigError(f"reward_weighting: gradient weighting needs non-negative weights, got {self.weights}")
+            raise ConfigError(
+                f"reward_weighting: gradient weighting needs non-negative weights, got {self.weights}"
+            )
         total = sum(self.weights.values())
         self.weights = {k: w / total for k, w in self.weights.items()}
         self.steps = 0
@@ -204,7 +208,9 @@ class GradientWeighting(ObjectiveWeights):
         due = self.steps % self.config.every_n_steps == 0
         self.steps += 1
         if due and samples and self.context.learner is not None:
-            advantages = objective_advantages(groups, samples, self.context.objectives, self.context.algorithm)
+            advantages = objective_advantages(
+                groups, samples, self.context.objectives, self.context.algorithm
+            )
             result = self.context.learner.objective_gradients(samples, advantages, self.config.layers)
             self.update(result["gram"], result["lr"])
         return dict(self.last)
@@ -221,7 +227,10 @@ class GradientWeighting(ObjectiveWeights):
         self.weights = dict(zip(names, new))
         self.last = {
             **{f"reward_weighting/influence/{k}": s for k, s in zip(names, influence)},
-            **{f"reward_weighting/grad_norm/{k}": math.sqrt(max(gram[i][i], 0.0)) for i, k in enumerate(names)},
+            **{
+                f"reward_weighting/grad_norm/{k}": math.sqrt(max(gram[i][i], 0.0))
+                for i, k in enumerate(names)
+            },
         }
 
     def state_dict(self) -> dict:
