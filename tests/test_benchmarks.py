@@ -87,3 +87,65 @@ def test_curriculum_efficiency_reports_time_to_plain_grpos_best(tmp_path) -> Non
     # balanced: every 3-step mean reward is 0.3 >= 0.2667 from step 1 on; held-out never reaches 0.4
     assert rows["balanced"][2:] == ["0.100 → 0.300", "0.300", "not reached", "10"]
     assert rows["pcl"][2:] == ["0.100 → 0.300", "0.450", "20", "20"]
+
+
+def fake_weighting_run(
+    run_dir: Path, evals: dict[int, tuple[float, float, float]], weights: list[float]
+) -> None:
+    names = ["math_verify", "conciseness", "format"]
+    (run_dir / "eval").mkdir(parents=True)
+    lines = [
+        {
+            "step": step,
+            "time/step": 10.0,
+            "time/reward_weighting": 2.0,
+            **{f"reward/{k}/mean": 0.5 for k in names},
+            **{f"weights/{k}": w for k, w in zip(names, weights)},
+        }
+        for step in (1, 2, 3, 4)
+    ]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    for step, point in evals.items():
+        summary = {"pass@1": point[0], "mean_response_tokens": 40.0, "objectives": dict(zip(names, point))}
+        data = {"meta": {"step": step}, "benchmarks": {"heldout": summary}}
+        (run_dir / "eval" / f"step_{step}.json").write_text(json.dumps(data))
+
+
+def test_reward_weighting_report_on_finished_runs(tmp_path) -> None:
+    """The report of benchmarks/reward_weighting.py on finished runs: hypervolume of each run's
+    evaluations above the shared step-0 point, last evaluation, final weights, stage time."""
+    start = (0.1, 0.2, 0.3)
+    fake_weighting_run(tmp_path / "static", {0: start, 4: (0.2, 0.3, 0.3)}, [1.0, 1.0, 1.0])
+    # two boxes above the start: 0.1*0.2*0.1 + 0.2*0.1*0.05 - their overlap 0.1*0.1*0.05 = 0.0025
+    fake_weighting_run(
+        tmp_path / "hypervolume", {0: start, 2: (0.2, 0.4, 0.4), 4: (0.3, 0.3, 0.35)}, [1, 1, 1]
+    )
+    fake_weighting_run(tmp_path / "gradient", {0: start, 4: (0.3, 0.4, 0.5)}, [0.5, 0.2, 0.3])  # 0.2^3
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "reward_weighting.py"), "--reuse", "--no-write"]
+        + ["--out-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+        for line in out.stdout.splitlines()
+        if line.startswith("| ") and not line.startswith("| run")
+    }
+    assert rows["static"] == [
+        "4",
+        "40",
+        "0.200",
+        "0.300",
+        "0.300",
+        "40.0",
+        "0.00000",
+        "1.00 / 1.00 / 1.00",
+        "8",
+    ]
+    assert rows["hypervolume"][2:7] == ["0.300", "0.300", "0.350", "40.0", "0.00250"]
+    assert rows["gradient"][6:] == ["0.00800", "0.50 / 0.20 / 0.30", "8"]
+    assert rows["step 0 (all runs)"][2:5] == ["0.100", "0.200", "0.300"]

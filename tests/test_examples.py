@@ -41,8 +41,13 @@ def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_example_folders_and_commands() -> None:
     folders = sorted(p.name for p in EXAMPLES.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
-    assert folders == ["custom_reward", "custom_stage", "dapo_gsm8k", "eval_compare"]
-    assert [p.parent.name for p in CONFIGS] == ["custom_reward", "custom_stage", "dapo_gsm8k"]
+    assert folders == ["custom_reward", "custom_stage", "dapo_gsm8k", "eval_compare", "multi_objective"]
+    assert [p.parent.name for p in CONFIGS] == [
+        "custom_reward",
+        "custom_stage",
+        "dapo_gsm8k",
+        "multi_objective",
+    ]
     for name in folders:
         readme = (EXAMPLES / name / "README.md").read_text()
         command = (
@@ -88,6 +93,7 @@ def test_plugins_resolve_next_to_the_yaml(path: Path, elsewhere: Path) -> None:
         "custom_reward": ["rewards.py:shows_working"],
         "custom_stage": ["stages.py:EasyFirstCurriculum"],
         "dapo_gsm8k": [],
+        "multi_objective": [],
     }
     assert found == expected[path.parent.name]
 

@@ -210,7 +210,8 @@ def test_builtin_rewards() -> None:
     assert mv("p", "\\boxed{5}", "4", {}) == 0.0
     assert mv("p", "Final: 4. Also 9", "4", {}, answer_pattern=r"Final: (\d+)") == 1.0
     assert mv("p", "Final: 4. Also 9", "4", {"answer_pattern": r"Final: (\d+)"}) == 1.0
-    assert fmt("p", "so \\boxed{4}", "4", {}) == 1.0
+    assert fmt("p", "2 + 2 = 4\nso \\boxed{4}", "4", {}) == 1.0
+    assert fmt("p", "so \\boxed{4}", "4", {}) == 0.0  # no step before the answer
     assert fmt("p", "so 4", "4", {}) == 0.0
     assert length("p", "a" * 100, "", {}, target_length=100) == 1.0
     assert length("p", "a" * 150, "", {}, target_length=100) == pytest.approx(0.5)
@@ -289,7 +290,7 @@ def _specs(*extra: str) -> list[RewardSpec]:
 
 
 def _items(n: int) -> list[RewardItem]:
-    return [RewardItem("q", f"so \\boxed{{{i % 5}}}", str(i % 3), {}) for i in range(n)]
+    return [RewardItem("q", f"step\nso \\boxed{{{i % 5}}}", str(i % 3), {}) for i in range(n)]
 
 
 @pytest.fixture(scope="module")
@@ -327,7 +328,7 @@ def test_pool_contains_errors(pool: RewardPool) -> None:
 
 def test_pool_kills_hung_call_and_keeps_working(pool: RewardPool) -> None:
     items = _items(60)
-    items[25] = RewardItem("q", "hang \\boxed{1}", "1", {})
+    items[25] = RewardItem("q", "hang\nso \\boxed{1}", "1", {})
     start = time.monotonic()
     result = pool.score(items)
     assert time.monotonic() - start < 8.0

@@ -81,7 +81,10 @@ def test_builtin_stages_satisfy_their_protocol(tiny_model_dir) -> None:
         policy_path=tiny_model_dir,
     )
     cfg = load_config(None)
-    extra = {"pcl": ["curriculum.value_model.placement=driver"]}  # no Ray in this test
+    extra = {
+        "pcl": ["curriculum.value_model.placement=driver"],  # no Ray in this test
+        "hypervolume": ["data.validation_size=1"],
+    }
     for kind, stages in REGISTRY.items():
         for name in stages:
             config = load_config(None, [f"{kind}.name={name}", *extra.get(name, [])]).__getattribute__(kind)
