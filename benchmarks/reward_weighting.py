@@ -33,7 +33,7 @@ from benchmarks.curriculum_efficiency import run, write_heldout  # noqa: E402
 
 VARIANTS = {
     "static": {"name": "static"},
-    "hypervolume": {"name": "hypervolume", "every_n_steps": 2, "responses": 4},
+    "hypervolume": {"name": "hypervolume", "every_n_steps": 2, "responses": 2},
     "gradient": None,  # the config's own section
 }
 
@@ -63,7 +63,7 @@ def summarise(run_dir: Path, objectives: list[str], reference: list[float] | Non
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=str(ROOT / "examples/multi_objective/config.yaml"))
-    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--eval-every", type=int, default=4)
     parser.add_argument("--heldout", type=int, default=60, help="held-out problems")
     parser.add_argument("--seed", type=int, default=0)
@@ -132,7 +132,7 @@ def main() -> int:
             f"greedily before training and every {args.eval_every} steps, every objective scored on the "
             "completions. Hypervolume: of each run's evaluation points in (accuracy, conciseness, format) "
             "space, above the step-0 evaluation (identical in every run). `hypervolume` measures the "
-            f"{base['data'].get('validation_size')} held-out validation prompts every 2 steps. Plot: "
+            f"{base['data'].get('validation_size')} held-out validation prompts every 2 steps (2 responses each). Plot: "
             "docs/images/reward_weighting.png (`rlengine plot` of the three runs). One held-out accuracy "
             f"near 0.3 on {args.heldout} problems has a standard error of about "
             f"{(0.3 * 0.7 / args.heldout) ** 0.5:.3f}."

@@ -81,20 +81,20 @@ def math_verify_detailed_reward(
 
 
 def format_reward(prompt: str, completion: str, answer: str, metadata: dict, **kwargs: Any) -> float:
-    """1.0 if the completion shows its steps and ends in a complete ``\\boxed{...}`` answer, else 0.0.
+    """Structure of the answer: 0.5 for visible steps plus 0.5 for a complete ``\\boxed{...}`` answer.
 
-    Steps are the non-empty lines before the line that holds the last box.
+    Steps are the non-empty lines before the line that holds the last box (without a box, before
+    the last non-empty line). The half credits give a small model a signal before it does both.
 
     Kwargs:
-        min_steps: how many such lines are needed (default 1; 0 checks the box alone).
+        min_steps: how many step lines earn the steps half (default 1; 0 grants it always).
     """
     min_steps = int(kwargs.get("min_steps", 1))
-    if extract_boxed(completion) is None:
-        return 0.0
-    box_at = max(completion.rfind("\\boxed"), completion.rfind("\\fbox"))
-    before = completion[: completion.rfind("\n", 0, box_at) + 1] if box_at >= 0 else ""
-    steps = sum(1 for line in before.splitlines() if line.strip())
-    return 1.0 if steps >= min_steps else 0.0
+    boxed = extract_boxed(completion) is not None
+    box_at = max(completion.rfind("\\boxed"), completion.rfind("\\fbox")) if boxed else -1
+    lines = completion[: box_at + 1 if boxed else len(completion)].rstrip().splitlines()
+    steps = sum(1 for line in lines[:-1] if line.strip())
+    return 0.5 * (steps >= min_steps) + 0.5 * boxed
 
 
 def conciseness_reward(prompt: str, completion: str, answer: str, metadata: dict, **kwargs: Any) -> float:

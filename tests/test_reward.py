@@ -211,7 +211,7 @@ def test_builtin_rewards() -> None:
     assert mv("p", "Final: 4. Also 9", "4", {}, answer_pattern=r"Final: (\d+)") == 1.0
     assert mv("p", "Final: 4. Also 9", "4", {"answer_pattern": r"Final: (\d+)"}) == 1.0
     assert fmt("p", "2 + 2 = 4\nso \\boxed{4}", "4", {}) == 1.0
-    assert fmt("p", "so \\boxed{4}", "4", {}) == 0.0  # no step before the answer
+    assert fmt("p", "so \\boxed{4}", "4", {}) == 0.5  # no step before the answer
     assert fmt("p", "so 4", "4", {}) == 0.0
     assert length("p", "a" * 100, "", {}, target_length=100) == 1.0
     assert length("p", "a" * 150, "", {}, target_length=100) == pytest.approx(0.5)

@@ -42,14 +42,15 @@ def group(scores: list[dict[str, float]], tokens: list[list[int]] | None = None)
 # ---------------------------------------------------------------- objectives
 
 
-def test_format_needs_a_box_and_visible_steps() -> None:
+def test_format_gives_half_for_steps_and_half_for_the_box() -> None:
     fmt = BUILTIN_REWARDS["format"]
     assert fmt("p", "3 + 4 = 7\nSo the answer is \\boxed{7}", "7", {}) == 1.0
-    assert fmt("p", "So the answer is \\boxed{7}", "7", {}) == 0.0  # no step before the answer
-    assert fmt("p", "3 + 4 = 7\nSo the answer is 7", "7", {}) == 0.0  # no box
-    assert fmt("p", "3 + 4 = 7\nSo \\boxed{7", "7", {}) == 0.0  # truncated box
+    assert fmt("p", "So the answer is \\boxed{7}", "7", {}) == 0.5  # no step before the answer
+    assert fmt("p", "3 + 4 = 7\nSo the answer is 7", "7", {}) == 0.5  # no box
+    assert fmt("p", "3 + 4 = 7\nSo \\boxed{7", "7", {}) == 0.5  # truncated box
+    assert fmt("p", "the answer is 7", "7", {}) == 0.0
     assert fmt("p", "\\boxed{7}", "7", {}, min_steps=0) == 1.0
-    assert fmt("p", "a\n\n\\boxed{7}", "7", {}, min_steps=2) == 0.0  # blank lines are not steps
+    assert fmt("p", "a\n\n\\boxed{7}", "7", {}, min_steps=2) == 0.5  # blank lines are not steps
     assert fmt("p", "a\nb\nthus \\boxed{7}", "7", {}, min_steps=2) == 1.0
 
 
@@ -332,7 +333,7 @@ def real_run(tiny_model_dir: str, tmp_path, *overrides: str) -> tuple[list[dict]
     plugin = tmp_path / "even_rewards.py"
     plugin.write_text(EVEN)
     run = tmp_path / "run"
-    functions = f"[{plugin}:even_length,conciseness,{{function: format, kwargs: {{min_steps: 0}}}}]"
+    functions = f"[{plugin}:even_length,conciseness,format]"
     cfg = load_config(
         None,
         [
