@@ -170,6 +170,17 @@ class AlgorithmConfig:
     """Mask responses that hit ``rollout.max_tokens`` out of the loss."""
     tis_cap: float | None = None
     """Truncated importance sampling cap C (e.g. 2.0) for the vLLM/learner mismatch; off when null."""
+    bapo_adaptive: bool = True
+    """``loss: bapo`` only: search the ratio bounds every optimizer step from the batch (BAPO's
+    adaptive clipping, starting at ``clip_low`` / ``clip_high``); false keeps them fixed."""
+    bapo_max_low: float = 0.9
+    """Highest lower bound the search may reach (the BAPO authors' official README: 0.9)."""
+    bapo_max_high: float = 3.0
+    """Highest upper bound the search may reach (the BAPO authors' official README: 3.0)."""
+    bapo_target: float = 0.5
+    """rho_0: the share of the clipped policy-gradient mass that positive-advantage tokens must carry."""
+    bapo_step: float = 0.05
+    """delta: how much a bound moves per search step."""
 
 
 @dataclass
@@ -439,6 +450,8 @@ def validate(cfg: RunConfig) -> None:
         )
     if cfg.algorithm.tis_cap is not None:
         _positive(cfg.algorithm.tis_cap, "algorithm.tis_cap")
+    if cfg.algorithm.loss == "bapo" and cfg.algorithm.bapo_adaptive:
+        _check_bapo(cfg.algorithm)
     if cfg.rollout.max_tokens >= cfg.rollout.max_model_len:
         raise ConfigError(
             f"rollout.max_tokens ({cfg.rollout.max_tokens}) must be smaller than rollout.max_model_len "
@@ -459,6 +472,24 @@ def validate(cfg: RunConfig) -> None:
     _check_data(cfg)
     _check_rewards(cfg)
     _check_benchmarks(cfg)
+
+
+def _check_bapo(algo: AlgorithmConfig) -> None:
+    default_low, default_high = DEFAULT_CLIPS["bapo"]
+    low = algo.clip_low if algo.clip_low is not None else default_low
+    high = algo.clip_high if algo.clip_high is not None else default_high
+    if not low <= algo.bapo_max_low <= 1:
+        raise ConfigError(
+            f"algorithm.bapo_max_low: expected a value in [clip_low = {low}, 1], got {algo.bapo_max_low}"
+        )
+    if algo.bapo_max_high < high:
+        raise ConfigError(
+            f"algorithm.bapo_max_high: expected a value >= clip_high = {high}, got {algo.bapo_max_high}"
+        )
+    if not 0 < algo.bapo_target < 1:
+        raise ConfigError(f"algorithm.bapo_target: expected a value in (0, 1), got {algo.bapo_target}")
+    if algo.bapo_step <= 0:
+        raise ConfigError(f"algorithm.bapo_step: expected a positive number, got {algo.bapo_step}")
 
 
 def _check_data(cfg: RunConfig) -> None:

@@ -681,12 +681,12 @@ def test_bapo_adapt_bounds():
     assert bapo_adapt_bounds(ones, torch.tensor([[1.0, 1.0, 1.0, -1.0]]), ones) == (0.6, 1.2)
     # Negative-dominated with ratios 1: neither bound changes the share, both go to their max.
     low, high = bapo_adapt_bounds(ones, torch.tensor([[1.0, -1.0, -1.0, -1.0]]), ones)
-    assert (low, high) == (pytest.approx(0.8), pytest.approx(2.0))
+    assert (low, high) == (pytest.approx(0.9), pytest.approx(3.0))  # the official README's maxima
     assert isinstance(low, float) and isinstance(high, float)
     # Positive token with r = 3: c_high widens until min(3, c_high) * 1 >= 1.5 (share 0.5).
     ratios = torch.tensor([[3.0, 1.0, 1.0, 1.0]])
     adv = torch.tensor([[1.0, -1.5, 0.0, 0.0]])
-    assert bapo_adapt_bounds(ratios, adv, ones) == (pytest.approx(0.8), pytest.approx(1.5))
+    assert bapo_adapt_bounds(ratios, adv, ones) == (pytest.approx(0.9), pytest.approx(1.5))
     # Masked-out negative tokens are ignored.
     mask = torch.tensor([[1.0, 0.0, 1.0, 1.0]])
     assert bapo_adapt_bounds(ratios, adv, mask) == (0.6, 1.2)
@@ -697,7 +697,7 @@ def test_bapo_adapt_bounds():
         seen.append(stats.clone())
         return stats + torch.tensor([0.0, 100.0])
 
-    assert bapo_adapt_bounds(ratios, adv, mask, reduce_fn=add_remote_negative) == (0.8, 2.0)
+    assert bapo_adapt_bounds(ratios, adv, mask, reduce_fn=add_remote_negative) == (0.9, 3.0)
     torch.testing.assert_close(seen[0], torch.tensor([1.2, 0.0]))
     with pytest.raises(ValueError):
         bapo_adapt_bounds(ratios, adv, mask, c_low=0.0)

@@ -3,6 +3,7 @@ full-logits implementation, and a LearnerRank driven in this process (a DeepSpee
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -191,7 +192,7 @@ def test_learner_rank_without_ray(tiny_model_dir, in_process_rank_spec) -> None:
         logprobs = rank.compute_logprobs(samples, plan[0][0], "policy")
         flat = torch.tensor([x for i in range(len(samples)) for x in logprobs[i]])
         assert torch.allclose(flat, reference, atol=1e-5)
-        results[layout] = rank.train(samples, plan[0], step_denominators(samples, plan, "token_mean"))
+        results[layout] = rank.train(samples, plan[0], step_denominators(samples, [plan], "token_mean"))
         assert len(plan[0][0]) > 1  # several micro-batches: accumulation is exercised
     for layout in ("packed", "shared_prefix"):
         for key in ("grad_norm", "loss/policy", "entropy/mean"):
@@ -220,7 +221,7 @@ def test_compiled_layers_give_the_same_logprobs(tiny_model_dir, in_process_rank_
             in_process_rank_spec(f"learner.compile={str(compiled).lower()}", "learner.micro_batch_tokens=40")
         )
         logprobs = rank.compute_logprobs(samples, plan[0][0], "policy")
-        metrics = rank.train(samples, plan[0], step_denominators(samples, plan, "token_mean"))
+        metrics = rank.train(samples, plan[0], step_denominators(samples, [plan], "token_mean"))
         results[compiled] = (
             torch.tensor([x for i in range(len(samples)) for x in logprobs[i]]),
             metrics["grad_norm"],
@@ -276,3 +277,34 @@ def test_write_safetensors_streams_views_and_reads_back(tmp_path) -> None:
         assert torch.equal(f.get_tensor("c.transposed"), tensors["c.transposed"])
     with pytest.raises(TypeError, match="complex"):
         write_safetensors({"z": torch.zeros(2, dtype=torch.complex64)}, str(tmp_path / "z.safetensors"))
+
+
+def test_bapo_bounds_are_searched_per_step_and_logged(tiny_model_dir, in_process_rank_spec) -> None:
+    """With ``loss: bapo``, the bounds the learner uses are searched from the step's own ratios
+    (stale samples bring old logprobs) and are the ones logged as actor/bapo_low / actor/bapo_high."""
+    from rlengine.algorithms import bapo_adapt_bounds
+    from rlengine.learner.batching import step_denominators
+    from rlengine.learner.rank import LearnerRank
+
+    samples = [s for s in random_samples(4) if s["response_ids"]]
+    for i, sample in enumerate(samples):
+        sample["advantage"] = 1.0 if i % 3 == 0 else -1.0  # negative-dominated: the search must move
+    plan = [[[0, 1, 2], [3, 4]]]
+    rank = LearnerRank(in_process_rank_spec("algorithm.loss=bapo"))
+    current = rank.compute_logprobs(samples, plan[0], "policy")
+    shift = [0.5 if i % 2 else -0.3 for i in range(len(samples))]  # log(pi / pi_old) per sample
+    for i, sample in enumerate(samples):
+        sample["old_logprobs"] = [lp - shift[i] for lp in current[i]]
+    ratios = torch.tensor([[math.exp(shift[i]) for i in range(len(samples)) for _ in current[i]]])
+    adv = torch.tensor([[samples[i]["advantage"] for i in range(len(samples)) for _ in current[i]]])
+    expected = bapo_adapt_bounds(ratios, adv, torch.ones_like(ratios), c_low_max=0.9, c_high_max=3.0)
+    assert expected != (0.6, 1.2)
+    metrics = rank.train(samples, plan, step_denominators(samples, [plan], "token_mean"))
+    assert (metrics["actor/bapo_low"], metrics["actor/bapo_high"]) == pytest.approx(expected, abs=1e-6)
+
+    fresh = [{k: v for k, v in s.items() if k != "old_logprobs"} for s in samples]
+    metrics = LearnerRank(in_process_rank_spec("algorithm.loss=bapo")).train(
+        fresh, plan, step_denominators(fresh, [plan], "token_mean")
+    )
+    on_policy = bapo_adapt_bounds(torch.ones_like(ratios), adv, torch.ones_like(ratios))
+    assert (metrics["actor/bapo_low"], metrics["actor/bapo_high"]) == pytest.approx(on_policy)

@@ -290,8 +290,8 @@ def bapo_adapt_bounds(
     c_high: float = 1.2,
     rho0: float = 0.5,
     delta: float = 0.05,
-    c_low_max: float = 0.8,
-    c_high_max: float = 2.0,
+    c_low_max: float = 0.9,
+    c_high_max: float = 3.0,
     reduce_fn: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[float, float]:
     """Adapt BAPO's ratio bounds so positive-advantage tokens carry enough of the loss.
@@ -302,7 +302,8 @@ def bapo_adapt_bounds(
         pos = sum_{A >= 0} min(r, c_high) * A      neg = sum_{A < 0} |max(r, c_low) * A|
 
     While ``pos / (pos + neg) < rho0``: raise ``c_low`` by ``delta`` up to ``c_low_max``; once it
-    is there, raise ``c_high`` by ``delta`` up to ``c_high_max``. Returns the final
+    is there, raise ``c_high`` by ``delta`` up to ``c_high_max``. The maxima 0.9 and 3.0 are the
+    ranges of the authors' official README. Returns the final
     ``(c_low, c_high)`` as floats (log them); pass them to ``compute_policy_loss("bapo", ...,
     clip_low=c_low, clip_high=c_high)``. No signal (``pos + neg == 0``) leaves the bounds as they
     are. ``reduce_fn`` (optional) maps the 2-vector ``[pos, neg]`` to its global value (e.g. an

@@ -20,7 +20,15 @@ from collections.abc import Iterator
 
 import torch
 
-from rlengine.algorithms import aggregate_loss, compute_policy_loss, kl_penalty, sequence_weights, tis_weights
+from rlengine.algorithms import (
+    DEFAULT_CLIPS,
+    aggregate_loss,
+    bapo_adapt_bounds,
+    compute_policy_loss,
+    kl_penalty,
+    sequence_weights,
+    tis_weights,
+)
 from rlengine.learner.batching import MicroBatch, make_micro_batch
 from rlengine.learner.export import write_safetensors
 from rlengine.learner.logprobs import PolicyModel
@@ -233,9 +241,14 @@ class LearnerRank:
             denominator = max(denominators[step_index], 1e-8)
             step_loss = torch.zeros((), device=self.device)
             finite = torch.ones((), dtype=torch.bool, device=self.device)
+            clip = (self.algo.clip_low, self.algo.clip_high)
+            if self.algo.loss == "bapo" and self.algo.bapo_adaptive:
+                clip = self._bapo_bounds(samples, micro_batches)
+                metrics.add("actor/bapo_low", clip[0])
+                metrics.add("actor/bapo_high", clip[1])
             for m, indices in enumerate(micro_batches):
                 batch = self._batch(samples, indices)
-                total, policy_loss, share = self._micro_batch_loss(batch, denominator, metrics)
+                total, policy_loss, share = self._micro_batch_loss(batch, denominator, metrics, clip)
                 finite &= torch.isfinite(total.detach())
                 total = torch.nan_to_num(total, nan=0.0, posinf=0.0, neginf=0.0)
                 self.engine.set_gradient_accumulation_boundary(m == len(micro_batches) - 1)
@@ -252,10 +265,14 @@ class LearnerRank:
         return result
 
     def _micro_batch_loss(
-        self, batch: MicroBatch, denominator: float, metrics: Metrics
+        self,
+        batch: MicroBatch,
+        denominator: float,
+        metrics: Metrics,
+        clip: tuple[float | None, float | None],
     ) -> tuple[torch.Tensor, torch.Tensor, float]:
         """The micro-batch's total loss (policy + KL - entropy bonus), its policy loss (detached)
-        and its share of the optimizer step's aggregation denominator."""
+        and its share of the optimizer step's aggregation denominator. ``clip``: (low, high)."""
         algo, L = self.algo, self.spec.max_response_length
         mask = batch.mask
         logprobs, entropy = self._logprobs(self.engine, batch, with_entropy=True)
@@ -269,8 +286,8 @@ class LearnerRank:
             batch.advantages,
             mask,
             algo.agg,
-            clip_low=algo.clip_low,
-            clip_high=algo.clip_high,
+            clip_low=clip[0],
+            clip_high=clip[1],
             dual_clip=algo.dual_clip,
             max_response_length=L,
             token_weights=token_weights,
@@ -298,6 +315,55 @@ class LearnerRank:
             metrics.add("rollout/logprob_diff_mean", gap.sum() / batch.rollout_tokens, batch.rollout_tokens)
             metrics.max("rollout/logprob_diff_max", gap.max())
         return total, loss.detach(), weight / denominator
+
+    @torch.no_grad()
+    def _bapo_bounds(self, samples: list[dict], micro_batches: list[list[int]]) -> tuple[float, float]:
+        """BAPO's ratio bounds for one optimizer step, searched over the step's tokens on every rank
+        (:func:`rlengine.algorithms.bapo_adapt_bounds` with the sums all-reduced, so all ranks agree).
+
+        The ratio is π_θ / π_old: samples without old logprobs are on-policy (ratio 1), so the
+        extra forward pass runs only when some rank has stale samples in this step."""
+        import torch.distributed as dist
+
+        algo = self.algo
+        start_low, start_high = (
+            algo.clip_low if algo.clip_low is not None else DEFAULT_CLIPS["bapo"][0],
+            algo.clip_high if algo.clip_high is not None else DEFAULT_CLIPS["bapo"][1],
+        )
+        stale = torch.tensor(
+            [float(any(samples[i].get("old_logprobs") is not None for mb in micro_batches for i in mb))],
+            device=self.device,
+        )
+        dist.all_reduce(stale, op=dist.ReduceOp.MAX)
+        ratios, advantages = [], []
+        for indices in micro_batches:
+            batch = self._batch(samples, indices)
+            valid = batch.mask > 0
+            ratio = torch.ones_like(batch.mask)
+            if stale.item() > 0:
+                logprobs, _ = self._logprobs(self.engine, batch, with_entropy=False)
+                log_ratio = torch.where(batch.has_old.unsqueeze(-1), logprobs - batch.old_logprobs, 0.0)
+                ratio = torch.exp(log_ratio.clamp(-20.0, 20.0))
+            ratios.append(ratio[valid])
+            advantages.append(batch.advantages.unsqueeze(-1).expand_as(ratio)[valid])
+        flat_ratios = torch.cat(ratios).unsqueeze(0)
+
+        def global_sums(stats: torch.Tensor) -> torch.Tensor:
+            dist.all_reduce(stats)
+            return stats
+
+        return bapo_adapt_bounds(
+            flat_ratios,
+            torch.cat(advantages).unsqueeze(0),
+            torch.ones_like(flat_ratios),
+            c_low=start_low,
+            c_high=start_high,
+            rho0=algo.bapo_target,
+            delta=algo.bapo_step,
+            c_low_max=algo.bapo_max_low,
+            c_high_max=algo.bapo_max_high,
+            reduce_fn=global_sums,
+        )
 
     def _step(self, finite: bool) -> tuple[float, bool]:
         """Optimizer step on every rank, or on none: when any rank saw a non-finite loss the
