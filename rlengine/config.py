@@ -450,6 +450,15 @@ def validate(cfg: RunConfig) -> None:
         )
     if cfg.algorithm.tis_cap is not None:
         _positive(cfg.algorithm.tis_cap, "algorithm.tis_cap")
+    if getattr(cfg.replay, "name", None) == "recap" and (
+        cfg.algorithm.overlong_shaping
+        or (cfg.algorithm.kl_coef > 0 and cfg.algorithm.kl_placement == "reward")
+    ):
+        raise ConfigError(
+            "replay.name: recap sets the advantages from the per-objective rewards, so a reward term "
+            "outside the objectives would be lost: turn off algorithm.overlong_shaping and use "
+            "algorithm.kl_placement: loss"
+        )
     if cfg.algorithm.loss == "bapo" and cfg.algorithm.bapo_adaptive:
         _check_bapo(cfg.algorithm)
     if cfg.rollout.max_tokens >= cfg.rollout.max_model_len:

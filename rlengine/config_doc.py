@@ -27,7 +27,16 @@ SECTIONS = {
 
 
 def field_docs(cls: type) -> list[tuple[str, str, str, str]]:
-    """(name, annotation, default, docstring) for every annotated field of a dataclass."""
+    """(name, annotation, default, docstring) for every annotated field of a dataclass, the
+    fields of its dataclass bases first (a subclass's redefinition replaces the base's row)."""
+    rows: dict[str, tuple[str, str, str, str]] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass) and klass.__module__ != "builtins":
+            rows.update((row[0], row) for row in _own_field_docs(klass))
+    return list(rows.values())
+
+
+def _own_field_docs(cls: type) -> list[tuple[str, str, str, str]]:
     tree = ast.parse(inspect.getsource(cls))
     body = tree.body[0].body
     rows = []

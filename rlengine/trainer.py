@@ -153,6 +153,7 @@ class Trainer:
             reward_weights=[spec.weight for spec in self.reward_specs],
             validation_rows=validation_rows,
             algorithm=cfg.algorithm,
+            objective_weights=self.objective_weights,
             rollout=RolloutView(lambda prompts, n: self.rollout(prompts, StepState(self.step_index), n=n)),
             learner=LearnerView(self.learner),
             policy_path=self.model_path,
@@ -189,15 +190,20 @@ class Trainer:
         """One step: the pseudo-code of docs/architecture.md, line for line."""
         cfg, state = self.cfg, StepState(self.step_index)
         with state.timer("time/stages"):
-            prompts = self.curriculum.select(cfg.trainer.batch_size)
+            reserve = getattr(self.replay, "reserve", None)
+            fresh = cfg.trainer.batch_size - (
+                reserve(cfg.trainer.batch_size, self.step_index) if reserve else 0
+            )
+            prompts = self.curriculum.select(fresh)
         groups = self.rollout(prompts, state)
         with state.timer("time/stages"):
             refill = lambda count: self.rollout(self.curriculum.select(count), state)  # noqa: E731
-            groups, filter_metrics = self.filter.keep(groups, cfg.trainer.batch_size, refill)
-            self.set_scalar_rewards(
-                state.generated + [g for g in groups if g.policy_version < self.step_index]
-            )
+            groups, filter_metrics = self.filter.keep(groups, fresh, refill)
             batch = self.replay.mix(groups, self.step_index)
+            # fresh groups, and carried or replayed ones re-scalarised with the current weights
+            self.set_scalar_rewards(
+                state.generated + [g for g in batch if g.policy_version < self.step_index]
+            )
         with state.timer("time/train"):
             samples, adv_metrics = self.build_samples(batch)
         with state.timer("time/reward_weighting"):
@@ -351,10 +357,23 @@ class Trainer:
         return samples, metrics
 
     def before_update(self, groups: list[Group], samples: list[dict]) -> dict[str, float]:
-        """The reward-weighting stage's optional hook between the samples and the update (it may
-        rescale advantages, or measure per-objective gradients on the learner)."""
-        hook = getattr(self.reward_weighting, "before_update", None)
-        return hook(groups, samples) if hook is not None and samples else {}
+        """The replay and reward-weighting stages' optional hooks between the samples and the update
+        (RECAP sets per-objective advantages; hypervolume rescales them; gradient weighting
+        measures per-objective gradients on the learner)."""
+        metrics: dict[str, float] = {}
+        for stage in (self.replay, self.reward_weighting):
+            hook = getattr(stage, "before_update", None)
+            if hook is not None and samples:
+                metrics.update(hook(groups, samples))
+        return metrics
+
+    def objective_weights(self) -> dict[str, float]:
+        """w_k of every objective under the current reward weighting: the scalar of a response that
+        scores 1 on objective k and 0 on the others."""
+        unit = {
+            k: [float(j == i) for j in range(len(self.objectives))] for i, k in enumerate(self.objectives)
+        }
+        return dict(zip(self.objectives, self.reward_weighting.combine(unit)))
 
     def sync_weights(self) -> None:
         """The learner's weights to every engine, through one file in shared memory (deleted after

@@ -86,3 +86,21 @@ def test_influence_scores_are_row_sums_of_the_gram_matrix() -> None:
     gram = [[sum(a * b for a, b in zip(x, y)) for y in g] for x in g]
     # row sums: <g0, g0+g1+g2> = <(1,0),(1,1)> = 1; <g1,(1,1)> = 2; <g2,(1,1)> = -1
     assert influence_scores(gram) == [1.0, 2.0, -1.0]
+
+
+def test_recap_weights_match_a_hand_computed_history() -> None:
+    from rlengine.algorithms.multi_objective import recap_weights
+
+    # W = 2. Objective a: the loss halved (mu 0.5, mu_before 1.0, sigma 0) -> c 0.5, i 0, s 0.5.
+    # Objective b: the loss rose and wobbles (mu 0.5, mu_before 0.4, sigma 0.1) -> c 1.25,
+    # i 0.1 / 0.9, s 1.3611. lambda = 2 * softmax(s / 5) = (0.914101, 1.085899).
+    history = [[9.0, 1.0, 1.0, 0.5, 0.5], [9.0, 0.4, 0.4, 0.4, 0.6]]  # only the last 2W count
+    weights = recap_weights(history, window=2, temperature=5.0)
+    assert weights == pytest.approx([0.914101, 1.085899], abs=1e-6)
+    assert sum(weights) == pytest.approx(2.0)
+    assert recap_weights([[1.0, 1.0, 1.0], [0.5] * 4], window=2) == [1.0, 1.0]  # not 2W steps yet
+    assert recap_weights([[0.0] * 4, [0.0] * 4], window=2) == pytest.approx([1.0, 1.0])  # 0/0 reads as c = 1
+    sharper = recap_weights(history, window=2, temperature=0.5)
+    assert sharper[1] > weights[1]  # a lower temperature moves more weight to the lagging objective
+    with pytest.raises(ValueError, match="window >= 1"):
+        recap_weights(history, window=0)

@@ -25,6 +25,7 @@ from .multi_objective import (
     influence_scores,
     mirror_descent_weights,
     pareto_front,
+    recap_weights,
 )
 from .presets import PRESETS, Preset, apply_preset
 
@@ -43,6 +44,7 @@ __all__ = [
     "influence_scores",
     "mirror_descent_weights",
     "pareto_front",
+    "recap_weights",
     "aggregate_loss",
     "apply_preset",
     "bapo_adapt_bounds",

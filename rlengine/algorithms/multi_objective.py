@@ -10,6 +10,8 @@ conciseness and format score on a validation slice).
 - :func:`hypervolume_multiplier`: m = 0.5 + 1.5·tanh(HVC), the reward scale of the next step.
 - :func:`influence_scores`: s_k = Σ_j ⟨g_k, g_j⟩ from the gradients' Gram matrix.
 - :func:`mirror_descent_weights`: w ← softmax(log w + η·s/λ).
+- :func:`recap_weights`: RECAP's objective weights λ = K·softmax(s/T) from each objective's loss
+  history (arXiv 2510.21978).
 """
 
 from __future__ import annotations
@@ -84,3 +86,37 @@ def mirror_descent_weights(
 def influence_scores(gram: Sequence[Sequence[float]]) -> list[float]:
     """s_k = Σ_j ⟨g_k, g_j⟩ from the Gram matrix G_kj = ⟨g_k, g_j⟩ of the per-objective gradients."""
     return [float(sum(row)) for row in gram]
+
+
+def recap_weights(losses: Sequence[Sequence[float]], window: int, temperature: float = 5.0) -> list[float]:
+    """RECAP objective weights (arXiv 2510.21978) from each objective's recent losses.
+
+    ``losses[k]`` is objective k's loss per step, oldest first (for an RL reward in [0, 1]:
+    L = 1 − mean reward, so it is positive). Over the last 2W steps::
+
+        μ_k = mean of the last W      μ̃_k = mean of the W before      σ_k = std of the last W
+        c_k = μ_k / μ̃_k  (convergence)      i_k = σ_k / (μ_k + μ̃_k)  (instability)
+        λ = K · softmax((c + i) / T)
+
+    An objective whose loss fell fast (c < 1) and steadily gets less weight; one that stalls
+    (c ≈ 1) or is volatile gets more. The weights sum to K, so all ones means "unchanged".
+    With fewer than 2W steps of history every weight is 1. ε = 1e-8 guards the ratios (0/0 reads
+    as c = 1); σ is the population standard deviation.
+    """
+    if window < 1 or temperature <= 0:
+        raise ValueError(f"recap_weights: need window >= 1 and temperature > 0, got {window}, {temperature}")
+    count = len(losses)
+    if count == 0:
+        return []
+    if any(len(history) < 2 * window for history in losses):
+        return [1.0] * count
+    eps = 1e-8
+    scores = []
+    for history in losses:
+        recent, before = list(history[-window:]), list(history[-2 * window : -window])
+        mu, mu_before = sum(recent) / window, sum(before) / window
+        sigma = math.sqrt(sum((x - mu) ** 2 for x in recent) / window)
+        scores.append((mu + eps) / (mu_before + eps) + sigma / (mu + mu_before + eps))
+    top = max(scores)
+    exps = [math.exp((x - top) / temperature) for x in scores]
+    return [count * e / sum(exps) for e in exps]

@@ -309,6 +309,12 @@ class LearnerRank:
             metrics.add(f"actor/{key}", loss_metrics[key], tokens)
         if tokens > 0:
             metrics.max("actor/ratio_max", loss_metrics["ratio/max"])
+        stale = mask * batch.has_old.unsqueeze(-1)
+        stale_tokens = float(stale.sum())
+        if stale_tokens > 0:  # replayed or carried samples: how far the policy moved since they were sampled
+            ratio = torch.exp((logprobs.detach() - batch.old_logprobs).clamp(-20.0, 20.0))
+            deviation = ((ratio - 1).abs() * stale).sum() / stale_tokens
+            metrics.add("actor/stale_ratio_deviation", deviation, stale_tokens)
         if batch.rollout_tokens > 0:  # |vLLM - learner| logprob gap where vLLM's logprobs are known
             valid = (mask > 0) & batch.has_rollout.unsqueeze(-1)
             gap = torch.where(valid, (logprobs.detach() - batch.rollout_logprobs).abs(), 0.0)

@@ -92,6 +92,11 @@ class Replay(Protocol):
     def observe(self, groups: list[Group], step: int) -> dict[str, float]:
         """Feedback after the update with the trained groups; returns metrics."""
 
+    # Optional: ``reserve(batch_size, step) -> int``, called before the rollout: how many of the
+    # step's groups ``mix`` will take from the buffer (that many fewer fresh prompts are rolled
+    # out); and ``before_update(groups, samples) -> metrics`` as for reward weighting (RECAP sets
+    # the advantages there; it runs before the reward-weighting hook).
+
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
@@ -158,6 +163,8 @@ class StageContext:
     """The held-out validation prompts (``data.validation_size``), rendered and tokenised."""
     algorithm: Any = None
     """The run's :class:`rlengine.config.AlgorithmConfig` (advantage estimator, loss)."""
+    objective_weights: Callable[[], dict[str, float]] | None = None
+    """The reward-weighting stage's current weight w_k of every objective."""
     rollout: RolloutHandle | None = None
     learner: LearnerHandle | None = None
     policy_path: str | None = None

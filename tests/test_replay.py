@@ -1,0 +1,264 @@
+"""Replay stages (none / uniform / recap): buffer rules, re-scalarisation, RECAP advantages,
+compact checkpoint state, and a real-stack run with BAPO and resume."""
+
+from __future__ import annotations
+
+import json
+import random
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlengine.batch import Group, Response
+from rlengine.config import AlgorithmConfig, load_config
+from rlengine.errors import ConfigError
+from rlengine.stages import StageContext, build_stage, build_stage_config
+from rlengine.stages.replay import ReplayBuffer, pack_groups, unpack_groups
+
+OBJECTIVES = ["acc", "short"]
+
+
+def group(tag: str, version: int, scores: list[tuple[float, float]]) -> Group:
+    responses = [
+        Response(
+            f"{tag}{i}",
+            [7, i, 9],
+            [-0.5, -1.25, -0.125],
+            "stop",
+            scores=dict(zip(OBJECTIVES, s)),
+            correct=s[0] > 0.5,
+        )
+        for i, s in enumerate(scores)
+    ]
+    for r in responses:
+        r.reward = sum(r.scores.values())
+    return Group({"id": tag, "prompt": tag, "answer": "1", "prompt_ids": [1, 2]}, [1, 2], responses, version)
+
+
+MIXED = [(1.0, 0.0), (0.0, 0.0)]  # informative: the rewards differ
+FLAT = [(1.0, 1.0), (1.0, 1.0)]
+
+
+def replay(raw: dict, **context):
+    defaults = dict(
+        rows=[], seed=0, objectives=list(OBJECTIVES), reward_weights=[1.0, 1.0], algorithm=AlgorithmConfig()
+    )
+    return build_stage("replay", build_stage_config("replay", raw), StageContext(**{**defaults, **context}))
+
+
+def test_buffer_capacity_fifo_eviction_and_staleness() -> None:
+    buffer = ReplayBuffer(capacity=3)
+    buffer.add([group(str(i), version=i, scores=MIXED) for i in range(5)])
+    assert [g.prompt["id"] for g in buffer.groups] == ["2", "3", "4"]  # the oldest are evicted first
+    buffer.drop_stale(step=6, max_staleness=3)
+    assert [g.prompt["id"] for g in buffer.groups] == ["3", "4"]  # 6 - 2 > 3
+    sample = buffer.sample(5, random.Random(0))
+    assert sorted(g.prompt["id"] for g in sample) == ["3", "4"]  # distinct, no more than held
+
+
+def test_uniform_reserve_mix_observe_and_store_rule() -> None:
+    stage = replay({"name": "uniform", "ratio": 0.5, "max_staleness": 2, "capacity": 10})
+    assert stage.reserve(batch_size=4, step=0) == 0  # empty buffer: the whole batch is fresh
+    fresh = [group("a", 0, MIXED), group("b", 0, FLAT), group("c", 0, MIXED)]
+    assert stage.mix(fresh, 0) == fresh
+    metrics = stage.observe(fresh, step=1)
+    assert metrics == {
+        "replay/size": 2.0,
+        "replay/used": 0.0,
+        "replay/mean_staleness": 0.0,
+        "replay/max_staleness": 0.0,
+    }
+    assert stage.reserve(batch_size=4, step=1) == 2
+    new = [group("d", 1, MIXED), group("e", 1, MIXED)]
+    batch = stage.mix(new, 1)
+    assert batch[:2] == new and sorted(g.prompt["id"] for g in batch[2:]) == ["a", "c"]
+    metrics = stage.observe(batch, step=2)  # only the fresh groups are stored, not the replayed ones
+    assert metrics["replay/used"] == 2.0 and metrics["replay/mean_staleness"] == 1.0
+    assert [g.prompt["id"] for g in stage.buffer.groups] == ["a", "c", "d", "e"]
+    assert stage.reserve(batch_size=4, step=3) == 2 and len(stage.buffer) == 2  # a, c are 3 versions old
+    everything = replay({"name": "uniform", "store": "all"})
+    everything.observe([group("f", 0, FLAT)], step=1)
+    assert len(everything.buffer) == 1
+    with pytest.raises(ConfigError, match="ratio in \\[0, 1\\)"):
+        replay({"name": "uniform", "ratio": 1.0})
+
+
+def test_state_is_compact_arrays_and_round_trips_exactly() -> None:
+    stage = replay({"name": "recap", "window": 2})
+    groups = [group(str(i), 0, [(0.25 * i, 0.5), (1.0, 1.0 / 3.0)]) for i in range(4)]
+    stage.observe(groups, step=1)
+    assert len(stage.buffer) == 4
+    state = stage.state_dict()
+    assert (
+        state["buffer"]["token_ids"].dtype.name == "int32"
+        and state["buffer"]["logprobs"].dtype.name == "float32"
+    )
+    restored = replay({"name": "recap", "window": 2})
+    restored.load_state_dict(state)
+    for a, b in zip(stage.buffer.groups, restored.buffer.groups):
+        assert (a.prompt, a.prompt_ids, a.policy_version) == (b.prompt, b.prompt_ids, b.policy_version)
+        for x, y in zip(a.responses, b.responses):
+            assert (x.text, x.token_ids, x.logprobs, x.finish_reason, x.scores, x.correct) == (
+                y.text,
+                y.token_ids,
+                y.logprobs,
+                y.finish_reason,
+                y.scores,
+                y.correct,
+            )
+    assert {k: list(v) for k, v in restored.losses.items()} == {k: list(v) for k, v in stage.losses.items()}
+    assert unpack_groups(pack_groups([], OBJECTIVES)) == []
+
+    small = replay({"name": "uniform", "checkpoint_max_mb": 0.0005})  # ~520 bytes: the newest groups only
+    small.observe(groups, step=1)
+    with pytest.warns(UserWarning, match="keeps its newest"):
+        kept = small.state_dict()
+    ids = [row["id"] for row in json.loads(kept["buffer"]["rows"])]
+    assert 0 < len(ids) < 4 and ids[-1] == "3"
+
+
+def test_recap_sets_weighted_per_objective_advantages() -> None:
+    from rlengine.algorithms import compute_advantages
+    from rlengine.algorithms.multi_objective import recap_weights
+
+    stage = replay({"name": "recap", "window": 1}, objective_weights=lambda: {"acc": 1.0, "short": 0.5})
+    batch = [
+        group("a", 0, [(1.0, 0.0), (0.0, 1.0), (1.0, 1.0)]),
+        group("b", 0, [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0)]),
+    ]
+    stage.observe([group("x", 0, [(0.2, 0.9)])], step=1)  # losses: acc 0.8, short 0.1
+    stage.observe([group("y", 0, [(0.6, 0.8)])], step=2)  # losses: acc 0.4, short 0.2
+    lambdas = recap_weights([[0.8, 0.4], [0.1, 0.2]], window=1)
+    assert lambdas[1] > lambdas[0]  # short's loss doubled: it gets the weight
+    samples = [
+        {"response_ids": r.token_ids, "loss_masked": False, "advantage": 9.0}
+        for g in batch
+        for r in g.responses
+    ]
+    metrics = stage.before_update(batch, samples)
+    index = torch.tensor([0, 0, 0, 1, 1, 1])
+    per = [
+        compute_advantages("grpo", torch.tensor([r.scores[k] for g in batch for r in g.responses]), index)
+        for k in OBJECTIVES
+    ]
+    expected = lambdas[0] * 1.0 * per[0] + lambdas[1] * 0.5 * per[1]
+    assert [s["advantage"] for s in samples] == pytest.approx(expected.tolist())
+    assert metrics == pytest.approx({"replay/weight/acc": lambdas[0], "replay/weight/short": lambdas[1]})
+
+
+def test_recap_rejects_reward_terms_outside_the_objectives() -> None:
+    with pytest.raises(ConfigError, match="overlong_shaping"):
+        load_config(
+            None, ["replay.name=recap", "algorithm.overlong_shaping=true", "algorithm.overlong_cache=4"]
+        )
+
+
+def test_trainer_rolls_out_fewer_prompts_and_rescalarises_replayed_groups(tmp_path: Path) -> None:
+    from tests.test_filter import stub_trainer
+
+    t = stub_trainer(
+        tmp_path,
+        lambda pid: 1 + int(pid.split("/")[-1]) % 3,
+        "replay.name=uniform",
+        "replay.ratio=0.5",
+        "replay.store=all",
+    )
+    first = t.step()
+    assert t.pool.calls == [4] and first["replay/used"] == 0.0 and first["replay/size"] > 0
+    t.reward_weighting.weights["acc"] = 3.0  # the weights move between steps
+    replayed: list[Group] = []
+    mix = t.replay.mix
+
+    def recording_mix(groups: list[Group], step: int) -> list[Group]:
+        batch = mix(groups, step)
+        replayed.extend(batch[len(groups) :])
+        return batch
+
+    t.replay.mix = recording_mix
+    second = t.step()
+    assert t.pool.calls == [4, 2]  # half of the batch of 4 comes from the buffer
+    assert second["replay/used"] == 2.0 and second["rollouts/generated"] == 2 * 4
+    assert t.learner.trained[-1] == 4 * 4  # still a full batch of groups
+    assert len(replayed) == 2 and all(g.policy_version == 0 for g in replayed)
+    assert any(r.scores["acc"] > 0 for g in replayed for r in g.responses)
+    for g in replayed:  # re-scalarised with the current weight
+        assert [r.reward for r in g.responses] == [3.0 * r.scores["acc"] for r in g.responses]
+
+
+# ---------------------------------------------------------------- real stack
+
+EVEN = """
+def even_length(prompt, completion, answer, metadata):
+    return 1.0 if len(completion) % 2 == 0 else 0.0
+"""
+
+
+@pytest.mark.slow
+def test_replay_real_stack_with_bapo_and_resume(tiny_model_dir, ray_session, tmp_path) -> None:
+    """``ratio: 0.25`` on the real stack: fewer fresh rollouts per step than the batch, replayed
+    tokens with ratio != 1 under the adaptive BAPO bounds, and a resume that reproduces the buffer."""
+    import shutil
+
+    from rlengine.cli import main
+    from rlengine.trainer import train
+
+    plugin = tmp_path / "even_rewards.py"
+    plugin.write_text(EVEN)
+    run = tmp_path / "run"
+    cfg = load_config(
+        None,
+        [
+            f"model.name={tiny_model_dir}",
+            "data.source=synthetic_arithmetic",
+            "data.synthetic_num=40",
+            "rollout.n=4",
+            "rollout.max_tokens=12",
+            "rollout.max_model_len=256",
+            f"reward.functions=[{plugin}:even_length]",
+            "algorithm.loss=bapo",
+            "learner.lr=1.0e-3",
+            "learner.micro_batch_tokens=512",
+            "replay.name=recap",
+            "replay.ratio=0.25",
+            "replay.store=all",
+            "trainer.batch_size=4",
+            "trainer.max_steps=3",
+            "trainer.save_every=1",
+            f"trainer.output_dir={run}",
+            "logging.progress=false",
+        ],
+    )
+    train(cfg)
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["rollouts/generated"] for m in metrics] == [16, 12, 12]  # 4 then 3 fresh prompts x 4
+    assert [m["replay/used"] for m in metrics] == [0.0, 1.0, 1.0]
+    assert [m["rollouts/kept"] for m in metrics] == [16, 16, 16]
+    for m in metrics[1:]:
+        assert m["actor/stale_ratio_deviation"] > 0  # the policy moved since the replayed group was sampled
+        assert m["replay/max_staleness"] >= 1 and m["train/stale_fraction"] == 0.25
+        assert 0.6 <= m["actor/bapo_low"] <= 0.9 and 1.2 <= m["actor/bapo_high"] <= 3.0
+        assert m["replay/weight/even_length"] == 1.0
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    shutil.rmtree(copy / "checkpoints" / "step_3")
+    assert main(["train", str(copy), "logging.progress=false"]) == 0
+    a = torch.load(run / "checkpoints/step_3/trainer_state.pt", weights_only=False)["stages"]["replay"]
+    b = torch.load(copy / "checkpoints/step_3/trainer_state.pt", weights_only=False)["stages"]["replay"]
+    for key in ("rows", "texts", "versions", "token_ids", "prompt_ids", "scores"):
+        assert (
+            str(a["buffer"][key]) == str(b["buffer"][key])
+            if isinstance(a["buffer"][key], str)
+            else (a["buffer"][key] == b["buffer"][key]).all()
+        ), key
+    # vLLM's sampled logprobs agree to float noise (a resumed engine starts with an empty prefix cache)
+    assert torch.allclose(
+        torch.tensor(a["buffer"]["logprobs"]), torch.tensor(b["buffer"]["logprobs"]), atol=1e-4
+    )
+    resumed = [json.loads(line) for line in (copy / "metrics.jsonl").read_text().splitlines()]
+    assert (
+        resumed[2]["replay/used"] == metrics[2]["replay/used"]
+        and resumed[2]["reward/mean"] == metrics[2]["reward/mean"]
+    )
+    warnings.simplefilter("default")
