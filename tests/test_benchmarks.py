@@ -149,3 +149,41 @@ def test_reward_weighting_report_on_finished_runs(tmp_path) -> None:
     assert rows["hypervolume"][2:7] == ["0.300", "0.300", "0.350", "40.0", "0.00250"]
     assert rows["gradient"][6:] == ["0.00800", "0.50 / 0.20 / 0.30", "8"]
     assert rows["step 0 (all runs)"][2:5] == ["0.100", "0.200", "0.300"]
+
+
+def test_replay_report_on_finished_runs(tmp_path) -> None:
+    """The report of benchmarks/replay.py on finished runs: responses rolled out, the time to reach
+    plain training's final reward, held-out accuracy and the replayed tokens' ratio deviation."""
+    for name, rewards, generated in (
+        ("none", [0.1, 0.2, 0.3, 0.4], 32),
+        ("uniform", [0.1, 0.3, 0.3, 0.3], 24),
+        ("recap", [0.2, 0.3, 0.4, 0.5], 24),
+    ):
+        fake_run(tmp_path / name, rewards, {0: 0.1, 4: 0.2})
+        lines = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        for i, m in enumerate(lines):
+            m.update(
+                {"rollouts/generated": generated if i else 32, "actor/bapo_low": 0.6, "actor/bapo_high": 1.2}
+            )
+            if name != "none" and i:
+                m["actor/stale_ratio_deviation"] = 0.01 * i
+        (tmp_path / name / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "replay.py"), "--reuse", "--no-write"]
+        + ["--steps", "4", "--out-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+        for line in out.stdout.splitlines()
+        if line.startswith("| ") and not line.startswith("| replay")
+    }
+    # none's final 3-step mean reward is 0.3 (steps 2-4), first reached at its own step 4 (40 s)
+    assert rows["none"] == ["4", "40", "10.0", "128", "0.300", "40", "0.100 → 0.200", "—", "0.60 / 1.20"]
+    # uniform's 3-step means: 0.1, 0.2, 0.233, 0.3 -> 40 s; recap's: 0.2, 0.25, 0.3 at step 3 -> 30 s
+    assert rows["uniform"][3:7] == ["104", "0.300", "40", "0.100 → 0.200"]
+    assert rows["recap"][5] == "30" and rows["recap"][7] == "0.0200"
