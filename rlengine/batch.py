@@ -1,7 +1,12 @@
-"""The data that flows through a step: groups of sampled responses for one prompt each."""
+"""The data that flows through a step: groups of sampled responses for one prompt each, and the
+step's running record (:class:`StepState`)."""
 
 from __future__ import annotations
 
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 
@@ -51,3 +56,36 @@ class Group:
         """True when the rewards are not all equal (the group has a learning signal)."""
         rewards = self.rewards
         return len(rewards) > 1 and max(rewards) - min(rewards) > 1e-9
+
+
+@dataclass
+class StepState:
+    """What one step has produced so far; the filter's refill rounds add to it."""
+
+    step: int
+    generated: list[Group] = field(default_factory=list)
+    """Every group rolled out this step, refill rounds included."""
+    rounds: int = 0
+    """Rollout rounds so far (the first, then one per refill)."""
+    times: Counter = field(default_factory=Counter)
+    """Seconds per phase (``time/rollout``, ``time/reward``, ``time/train`` ...)."""
+    reward_faults: Counter = field(default_factory=Counter)
+    """``reward/errors`` and ``reward/timeouts`` summed over every round."""
+    start: float = field(default_factory=time.perf_counter)
+
+    @contextmanager
+    def timer(self, key: str) -> Iterator[None]:
+        """Add the seconds spent inside the block to ``times[key]``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[key] += time.perf_counter() - start
+
+
+@dataclass
+class RolloutView:
+    """The rollout handle stages get (:class:`rlengine.stages.RolloutHandle`): scored groups under
+    the current policy, from the same engines and rewards as training."""
+
+    generate: Callable[[list[dict], int], list[Group]]

@@ -19,10 +19,6 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +27,7 @@ import torch
 
 from reward import RewardItem, RewardPool, parse_reward_specs
 from rlengine.algorithms import compute_advantages, kl_penalty, overlong_reward_penalty
-from rlengine.batch import Group, Response
+from rlengine.batch import Group, Response, RolloutView, StepState
 from rlengine.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from rlengine.config import RunConfig, dump_yaml, to_dict
 from rlengine.data.prompts import load_prompt_rows, split_validation
@@ -39,39 +35,6 @@ from rlengine.eval.runner import evaluate_during_training
 from rlengine.runlog import LEARNER_METRICS, MetricsLogger
 from rlengine.runtime import init_ray, use_gpu
 from rlengine.stages import STAGE_KINDS, StageContext, build_stage
-
-
-@dataclass
-class StepState:
-    """What one step has produced so far; the filter's refill rounds add to it."""
-
-    step: int
-    generated: list[Group] = field(default_factory=list)
-    """Every group rolled out this step, refill rounds included."""
-    rounds: int = 0
-    """Rollout rounds so far (the first, then one per refill)."""
-    times: Counter = field(default_factory=Counter)
-    """Seconds per phase (``time/rollout``, ``time/reward``, ``time/train`` ...)."""
-    reward_faults: Counter = field(default_factory=Counter)
-    """``reward/errors`` and ``reward/timeouts`` summed over every round."""
-    start: float = field(default_factory=time.perf_counter)
-
-    @contextmanager
-    def timer(self, key: str) -> Iterator[None]:
-        """Add the seconds spent inside the block to ``times[key]``."""
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.times[key] += time.perf_counter() - start
-
-
-@dataclass
-class RolloutView:
-    """The rollout handle stages get (:class:`rlengine.stages.RolloutHandle`): scored groups under
-    the current policy, from the same engines and rewards as training."""
-
-    generate: Callable[[list[dict], int], list[Group]]
 
 
 class Trainer:

@@ -14,6 +14,7 @@ from typing import Any
 import ray
 
 from rlengine.learner.batching import plan_updates, planning_lengths, prompt_groups, step_denominators
+from rlengine.learner.metrics import merge_rank_metrics
 from rlengine.learner.rank import LearnerRank
 from rlengine.learner.spec import LearnerSpec
 from rlengine.runtime import QUIET_ENV, available_cpus
@@ -168,22 +169,3 @@ class LearnerView:
 
     def objective_gradients(self, samples: list[dict], advantages: list[list[float]], layers: int) -> dict:
         return self._group.objective_gradients(samples, advantages, layers)
-
-
-def merge_rank_metrics(results: list[dict[str, Any]]) -> dict[str, float]:
-    """Means over ranks weighted by what each rank saw; maxima for ``*_max`` keys, ``grad_norm``
-    and compute time; the policy loss is summed (each rank's is its share of the global loss)."""
-    merged: dict[str, float] = {}
-    keys = {k for r in results for k in r if not k.startswith("_")}
-    for key in keys:
-        values = [(r[key], r.get("_weights", {}).get(key, 1.0)) for r in results if key in r]
-        if key.endswith("_max") or key in ("grad_norm", "time/learner_compute"):
-            merged[key] = max(v for v, _ in values)
-        elif key == "lr":
-            merged[key] = values[0][0]
-        elif key == "loss/policy":
-            merged[key] = sum(v for v, _ in values)
-        else:
-            total = sum(w for _, w in values)
-            merged[key] = sum(v * w for v, w in values) / total if total else 0.0
-    return merged

@@ -13,9 +13,7 @@ import contextlib
 import math
 import os
 import re
-import socket
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 
 import torch
@@ -32,57 +30,10 @@ from rlengine.algorithms import (
 from rlengine.learner.batching import MicroBatch, make_micro_batch
 from rlengine.learner.export import write_safetensors
 from rlengine.learner.logprobs import PolicyModel
-from rlengine.learner.spec import LearnerSpec
+from rlengine.learner.metrics import Metrics
+from rlengine.learner.spec import LearnerSpec, lr_lambda, single_process_env
 
-
-def single_process_env() -> None:
-    """Environment for a DeepSpeed world of one rank in this process (no launcher, no Ray)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_WORLD_SIZE", "1")):
-        os.environ.setdefault(key, value)
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(port))
-
-
-def lr_lambda(schedule: str, warmup: int, total: int, min_ratio: float):
-    """LR multiplier per optimizer step: linear warm-up, then constant or cosine to ``min_ratio``."""
-
-    def fn(step: int) -> float:
-        if warmup > 0 and step < warmup:
-            return (step + 1) / warmup
-        if schedule == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return fn
-
-
-class Metrics:
-    """Weighted means and maxima of per-micro-batch metrics. Values may stay device tensors until
-    :meth:`result`, so collecting them costs no device synchronisation."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, torch.Tensor | float] = defaultdict(float)
-        self.weights: dict[str, torch.Tensor | float] = defaultdict(float)
-        self.maxima: dict[str, list[torch.Tensor | float]] = defaultdict(list)
-
-    def add(self, key: str, value: torch.Tensor | float, weight: torch.Tensor | float = 1.0) -> None:
-        self.sums[key] = self.sums[key] + value * weight
-        self.weights[key] = self.weights[key] + weight
-
-    def max(self, key: str, value: torch.Tensor | float) -> None:
-        self.maxima[key].append(value)
-
-    def result(self) -> dict:
-        """Means (0 where nothing was weighted), maxima, and ``_weights`` for merging over ranks."""
-        weights = {k: float(w) for k, w in self.weights.items()}
-        out: dict = {k: float(self.sums[k]) / weights[k] if weights[k] else 0.0 for k in self.sums}
-        out.update({k: max(float(v) for v in values) for k, values in self.maxima.items()})
-        out["_weights"] = weights
-        return out
+__all__ = ["LearnerRank", "single_process_env"]
 
 
 class LearnerRank:

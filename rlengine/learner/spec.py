@@ -6,6 +6,10 @@ their fields and defaults are defined once, in ``rlengine/config.py``.
 
 from __future__ import annotations
 
+import math
+import os
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from rlengine.config import AlgorithmConfig, LearnerConfig, RunConfig
@@ -51,3 +55,28 @@ class LearnerSpec:
             gpu=gpu,
             threads=cfg.learner.threads,
         )
+
+
+def single_process_env() -> None:
+    """Environment for a DeepSpeed world of one rank in this process (no launcher, no Ray)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_WORLD_SIZE", "1")):
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(port))
+
+
+def lr_lambda(schedule: str, warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
+    """LR multiplier per optimizer step: linear warm-up, then constant or cosine to ``min_ratio``."""
+
+    def fn(step: int) -> float:
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return fn
