@@ -1,11 +1,13 @@
 """The step loop. Read :meth:`Trainer.step` top to bottom: it is the pseudo-code of docs/architecture.md.
 
-prompts  = curriculum.select(batch_size)
+k        = replay.reserve(batch_size)          # past groups the buffer supplies (0 without replay)
+prompts  = curriculum.select(batch_size - k)
 groups   = rollout_pool.generate(prompts, n=G); scores = rewards.score(groups)
 groups   = filter.keep(groups, refill=...)
-scalars  = reward_weighting.combine(scores)
-batch    = replay.mix(groups, scalars)
+batch    = replay.mix(groups)                  # + k past groups
+scalars  = reward_weighting.combine(scores)    # fresh, and past groups re-scalarised
 adv      = advantages(batch)
+replay.before_update(...); reward_weighting.before_update(...)   # optional hooks
 metrics  = learner.update(batch, adv)
 rollout_pool.sync_weights(learner)
 curriculum.observe(...); reward_weighting.observe(...); replay.observe(...)
