@@ -126,3 +126,18 @@ def run_worker(cmd: list[str], timeout: float | None = None) -> tuple[object | N
     )
     line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
     return (json.loads(line[len("RESULT ") :]) if line else None), out.stderr
+
+
+def add_training_run_arguments(
+    parser: argparse.ArgumentParser, config: str, steps: int, out_dir: str
+) -> None:
+    """The options of a benchmark that trains several runs of one config side by side
+    (``benchmarks/reward_weighting.py``, ``benchmarks/replay.py``)."""
+    parser.add_argument("--config", default=str(ROOT / config))
+    parser.add_argument("--steps", type=int, default=steps, help="training steps per run")
+    parser.add_argument("--heldout", type=int, default=60, help="held-out problems")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out-dir", default=str(ROOT / out_dir))
+    parser.add_argument("--override", action="append", default=[], help="extra key=value for every run")
+    parser.add_argument("--reuse", action="store_true", help="read finished runs instead of training again")
+    parser.add_argument("--no-write", action="store_true")

@@ -27,7 +27,12 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import ROOT, render_table, update_benchmarks_md  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    ROOT,
+    add_training_run_arguments,
+    render_table,
+    update_benchmarks_md,
+)
 from benchmarks.curriculum_efficiency import curve, first_time, run, smoothed, write_heldout  # noqa: E402
 
 
@@ -60,14 +65,7 @@ def summarise(run_dir: Path) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default=str(ROOT / "configs/arith_replay.yaml"))
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--heldout", type=int, default=60, help="held-out problems")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out-dir", default=str(ROOT / "runs/bench_replay"))
-    parser.add_argument("--override", action="append", default=[], help="extra key=value for every run")
-    parser.add_argument("--reuse", action="store_true", help="read finished runs instead of training again")
-    parser.add_argument("--no-write", action="store_true")
+    add_training_run_arguments(parser, "configs/arith_replay.yaml", steps=10, out_dir="runs/bench_replay")
     args = parser.parse_args()
     args.minutes, args.max_steps, args.eval_every = 10_000.0, args.steps, args.steps
 

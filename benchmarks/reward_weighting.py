@@ -28,7 +28,12 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import ROOT, render_table, update_benchmarks_md  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    ROOT,
+    add_training_run_arguments,
+    render_table,
+    update_benchmarks_md,
+)
 from benchmarks.curriculum_efficiency import run, write_heldout  # noqa: E402
 
 VARIANTS = {
@@ -62,15 +67,10 @@ def summarise(run_dir: Path, objectives: list[str], reference: list[float] | Non
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default=str(ROOT / "examples/multi_objective/config.yaml"))
-    parser.add_argument("--steps", type=int, default=8)
+    add_training_run_arguments(
+        parser, "examples/multi_objective/config.yaml", steps=8, out_dir="runs/bench_reward_weighting"
+    )
     parser.add_argument("--eval-every", type=int, default=4)
-    parser.add_argument("--heldout", type=int, default=60, help="held-out problems")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out-dir", default=str(ROOT / "runs/bench_reward_weighting"))
-    parser.add_argument("--override", action="append", default=[], help="extra key=value for every run")
-    parser.add_argument("--reuse", action="store_true", help="read finished runs instead of training again")
-    parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     args.minutes, args.max_steps = 10_000.0, args.steps  # the step budget decides, not the clock
 

@@ -18,6 +18,36 @@ SMALL_LEARNER = (
 )
 """Overrides that suit the tiny model in learner tests (everything else is the config default)."""
 
+EVEN_LENGTH = """
+def even_length(prompt, completion, answer, metadata):
+    # passes for about half of random completions, so pass rates vary per group
+    return 1.0 if len(completion) % 2 == 0 else 0.0
+"""
+
+
+def tiny_run_overrides(model_dir: str, run_dir, *extra_rewards: str) -> list[str]:
+    """A short real-stack run of the tiny model on synthetic arithmetic: the first objective is
+    ``even_length`` (written next to ``run_dir``), then ``extra_rewards``; later overrides win."""
+    from pathlib import Path
+
+    plugin = Path(run_dir).parent / "even_rewards.py"
+    plugin.write_text(EVEN_LENGTH)
+    functions = ",".join([f"{plugin}:even_length", *extra_rewards])
+    return [
+        f"model.name={model_dir}",
+        "data.source=synthetic_arithmetic",
+        "data.synthetic_num=40",
+        "rollout.n=4",
+        "rollout.max_tokens=12",
+        "rollout.max_model_len=256",
+        f"reward.functions=[{functions}]",
+        "learner.lr=1.0e-3",
+        "learner.micro_batch_tokens=512",
+        "trainer.batch_size=4",
+        f"trainer.output_dir={run_dir}",
+        "logging.progress=false",
+    ]
+
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:

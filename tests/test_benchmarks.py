@@ -44,6 +44,20 @@ def test_benchmark_runs_at_smallest_size(script: str) -> None:
     assert (ROOT / "BENCHMARKS.md").read_text() == before
 
 
+def report_rows(script: str, *args: str) -> dict[str, list[str]]:
+    """Run a benchmark script on finished runs (``--reuse --no-write``); its table rows by first cell."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--reuse", "--no-write", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [line for line in out.stdout.splitlines() if line.startswith("| ")][1:]  # past the header
+    return {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in lines}
+
+
 def fake_run(run_dir: Path, rewards: list[float], accuracy: dict[int, float]) -> None:
     (run_dir / "eval").mkdir(parents=True)
     lines = [{"step": i + 1, "time/step": 10.0, "reward/mean": r} for i, r in enumerate(rewards)]
@@ -62,26 +76,7 @@ def test_curriculum_efficiency_reports_time_to_plain_grpos_best(tmp_path) -> Non
     fake_run(tmp_path / "uniform", [0.1, 0.2, 0.3, 0.3], {0: 0.1, 2: 0.2, 4: 0.4})
     fake_run(tmp_path / "balanced", [0.3, 0.3, 0.3], {0: 0.1, 3: 0.3})
     fake_run(tmp_path / "pcl", [0.2, 0.4, 0.5, 0.1], {0: 0.1, 2: 0.45, 4: 0.3})
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "curriculum_efficiency.py"),
-            "--reuse",
-            "--no-write",
-            "--out-dir",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    rows = {
-        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-        for line in out.stdout.splitlines()
-        if line.startswith("| ") and not line.startswith("| run")
-    }
+    rows = report_rows("curriculum_efficiency.py", "--out-dir", str(tmp_path))
     # plain GRPO's best held-out is 0.4 (reached at 40 s); its best 3-step mean reward is 0.2667 (at 40 s)
     assert rows["uniform"][3:] == ["0.400", "40", "40"]
     # balanced: every 3-step mean reward is 0.3 >= 0.2667 from step 1 on; held-out never reaches 0.4
@@ -121,20 +116,7 @@ def test_reward_weighting_report_on_finished_runs(tmp_path) -> None:
         tmp_path / "hypervolume", {0: start, 2: (0.2, 0.4, 0.4), 4: (0.3, 0.3, 0.35)}, [1, 1, 1]
     )
     fake_weighting_run(tmp_path / "gradient", {0: start, 4: (0.3, 0.4, 0.5)}, [0.5, 0.2, 0.3])  # 0.2^3
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "reward_weighting.py"), "--reuse", "--no-write"]
-        + ["--out-dir", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    rows = {
-        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-        for line in out.stdout.splitlines()
-        if line.startswith("| ") and not line.startswith("| run")
-    }
+    rows = report_rows("reward_weighting.py", "--out-dir", str(tmp_path))
     assert rows["static"] == [
         "4",
         "40",
@@ -168,20 +150,7 @@ def test_replay_report_on_finished_runs(tmp_path) -> None:
             if name != "none" and i:
                 m["actor/stale_ratio_deviation"] = 0.01 * i
         (tmp_path / name / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "replay.py"), "--reuse", "--no-write"]
-        + ["--steps", "4", "--out-dir", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    rows = {
-        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-        for line in out.stdout.splitlines()
-        if line.startswith("| ") and not line.startswith("| replay")
-    }
+    rows = report_rows("replay.py", "--steps", "4", "--out-dir", str(tmp_path))
     # none's final 3-step mean reward is 0.3 (steps 2-4), first reached at its own step 4 (40 s)
     assert rows["none"] == ["4", "40", "10.0", "128", "0.300", "40", "0.100 → 0.200", "—", "0.60 / 1.20"]
     # uniform's 3-step means: 0.1, 0.2, 0.233, 0.3 -> 40 s; recap's: 0.2, 0.25, 0.3 at step 3 -> 30 s

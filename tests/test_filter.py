@@ -336,12 +336,6 @@ def test_trainer_step_survives_empty_batch(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- real stack
 
-EVEN = """
-def even_length(prompt, completion, answer, metadata):
-    # first objective: passes for about half of random completions, so pass rates vary per group
-    return 1.0 if len(completion) % 2 == 0 else 0.0
-"""
-
 
 @pytest.mark.slow
 def test_balanced_filter_real_stack_and_resume_from_run_dir(tiny_model_dir, ray_session, tmp_path) -> None:
@@ -352,31 +346,20 @@ def test_balanced_filter_real_stack_and_resume_from_run_dir(tiny_model_dir, ray_
 
     from rlengine.cli import main
     from rlengine.trainer import train
+    from tests.conftest import tiny_run_overrides
 
-    plugin = tmp_path / "even_rewards.py"
-    plugin.write_text(EVEN)
     run = tmp_path / "run"
     cfg = load_config(
         None,
         [
-            f"model.name={tiny_model_dir}",
-            "data.source=synthetic_arithmetic",
-            "data.synthetic_num=40",
+            *tiny_run_overrides(tiny_model_dir, run),
             "rollout.n=2",
-            "rollout.max_tokens=12",
-            "rollout.max_model_len=256",
-            f"reward.functions=[{plugin}:even_length]",
-            "learner.lr=1.0e-3",
-            "learner.micro_batch_tokens=512",
             "filter.name=balanced",
             "filter.max_rounds=4",
             "filter.carry_over=true",
-            "trainer.batch_size=4",
             "trainer.max_steps=3",
             "trainer.save_every=1",
             "trainer.keep_last=2",
-            f"trainer.output_dir={run}",
-            "logging.progress=false",
         ],
     )
     train(cfg)

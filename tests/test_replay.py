@@ -189,11 +189,6 @@ def test_trainer_rolls_out_fewer_prompts_and_rescalarises_replayed_groups(tmp_pa
 
 # ---------------------------------------------------------------- real stack
 
-EVEN = """
-def even_length(prompt, completion, answer, metadata):
-    return 1.0 if len(completion) % 2 == 0 else 0.0
-"""
-
 
 @pytest.mark.slow
 def test_replay_real_stack_with_bapo_and_resume(tiny_model_dir, ray_session, tmp_path) -> None:
@@ -203,31 +198,19 @@ def test_replay_real_stack_with_bapo_and_resume(tiny_model_dir, ray_session, tmp
 
     from rlengine.cli import main
     from rlengine.trainer import train
+    from tests.conftest import tiny_run_overrides
 
-    plugin = tmp_path / "even_rewards.py"
-    plugin.write_text(EVEN)
     run = tmp_path / "run"
     cfg = load_config(
         None,
         [
-            f"model.name={tiny_model_dir}",
-            "data.source=synthetic_arithmetic",
-            "data.synthetic_num=40",
-            "rollout.n=4",
-            "rollout.max_tokens=12",
-            "rollout.max_model_len=256",
-            f"reward.functions=[{plugin}:even_length]",
+            *tiny_run_overrides(tiny_model_dir, run),
             "algorithm.loss=bapo",
-            "learner.lr=1.0e-3",
-            "learner.micro_batch_tokens=512",
             "replay.name=recap",
             "replay.ratio=0.25",
             "replay.store=all",
-            "trainer.batch_size=4",
             "trainer.max_steps=3",
             "trainer.save_every=1",
-            f"trainer.output_dir={run}",
-            "logging.progress=false",
         ],
     )
     train(cfg)

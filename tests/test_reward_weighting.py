@@ -318,39 +318,20 @@ def test_objective_gradients_are_the_same_over_two_ranks(
 
 # ---------------------------------------------------------------- real stack
 
-EVEN = """
-def even_length(prompt, completion, answer, metadata):
-    # the correctness objective: passes for about half of random completions
-    return 1.0 if len(completion) % 2 == 0 else 0.0
-"""
-
 
 def real_run(tiny_model_dir: str, tmp_path, *overrides: str) -> tuple[list[dict], object]:
     import json
 
     from rlengine.trainer import train
+    from tests.conftest import tiny_run_overrides
 
-    plugin = tmp_path / "even_rewards.py"
-    plugin.write_text(EVEN)
     run = tmp_path / "run"
-    functions = f"[{plugin}:even_length,conciseness,format]"
     cfg = load_config(
         None,
         [
-            f"model.name={tiny_model_dir}",
-            "data.source=synthetic_arithmetic",
-            "data.synthetic_num=40",
-            "rollout.n=4",
-            "rollout.max_tokens=12",
-            "rollout.max_model_len=256",
-            f"reward.functions={functions}",
-            "learner.lr=1.0e-3",
-            "learner.micro_batch_tokens=512",
-            "trainer.batch_size=4",
+            *tiny_run_overrides(tiny_model_dir, run, "conciseness", "format"),
             "trainer.max_steps=2",
             "trainer.save_every=2",
-            f"trainer.output_dir={run}",
-            "logging.progress=false",
             *overrides,
         ],
     )
