@@ -297,18 +297,18 @@ def test_gradient_weighting_moves_weight_toward_the_lagging_objective(in_process
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("zero_stage", [0, 3])
 def test_objective_gradients_are_the_same_over_two_ranks(
-    tiny_model_dir, ray_session, in_process_rank, zero_stage: int
+    tiny_model_dir, ray_session, in_process_rank
 ) -> None:
-    """Two learner ranks (Ray actors, ZeRO 0 or 3, parameters partitioned in 3) return the Gram
-    matrix that one rank computes over the whole batch."""
+    """Two learner ranks (Ray actors) under ZeRO-3, parameters partitioned between them, return the
+    Gram matrix that one rank (ZeRO-2) computes over the whole batch. (The real-stack run below
+    covers two ranks under ZeRO-2.)"""
     from tests.conftest import learner_group
 
     groups, samples = conflicting_batch(1)
     advantages = objective_advantages(groups, samples, OBJECTIVES, AlgorithmConfig())
     single = InProcessLearner(in_process_rank).objective_gradients(samples, advantages, layers=1)
-    learner = learner_group(tiny_model_dir, f"learner.zero_stage={zero_stage}", num_ranks=2)
+    learner = learner_group(tiny_model_dir, "learner.zero_stage=3", num_ranks=2)
     try:
         double = learner.objective_gradients(samples, advantages, layers=1)
     finally:
@@ -342,13 +342,13 @@ def real_run(tiny_model_dir: str, tmp_path, *overrides: str) -> tuple[list[dict]
 
 @pytest.mark.slow
 def test_gradient_weighting_real_stack_two_learner_ranks(tiny_model_dir, ray_session, tmp_path) -> None:
-    """Gradient weighting on the real stack with 2 learner ranks under ZeRO-3: the weights move,
+    """Gradient weighting on the real stack with 2 learner ranks under ZeRO-2: the weights move,
     stay on the simplex, are logged every step and checkpointed."""
     metrics, run = real_run(
         tiny_model_dir,
         tmp_path,
         "learner.num_ranks=2",
-        "learner.zero_stage=3",
+        "learner.zero_stage=2",
         "reward_weighting.name=gradient",
         "reward_weighting.lambda=1.0e-4",
         "reward_weighting.layers=1",
