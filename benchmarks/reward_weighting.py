@@ -10,7 +10,8 @@ generator with another seed, none of them in the training data) before training 
 
 The table gives, per run, the last evaluation's objective means, the mean response length, the
 hypervolume of the run's evaluation points (one point per evaluation, in objective space) above
-the shared reference (the step-0 evaluation, the same policy in every run), the final weights,
+the shared reference (the nadir: the worst value of each objective over every evaluation of every
+run), the final weights,
 and the learner or rollout time the stage added (``time/reward_weighting``). Writes the
 ``reward_weighting`` section of BENCHMARKS.md and docs/images/reward_weighting.png unless
 ``--no-write``.
@@ -43,23 +44,29 @@ VARIANTS = {
 }
 
 
-def summarise(run_dir: Path, objectives: list[str], reference: list[float] | None) -> dict:
-    """Last evaluation, hypervolume of all evaluations, final weights and stage time of one run."""
+def eval_vectors(run_dir: Path, objectives: list[str]) -> list[list[float]]:
+    """One objective vector per evaluation of the held-out set, in step order."""
+    from rlengine.plot import eval_points
+
+    points = [p for p in eval_points(run_dir) if p["benchmark"] == "heldout"]
+    return [[p["objectives"][k] for k in objectives] for p in points]
+
+
+def summarise(run_dir: Path, objectives: list[str], reference: list[float]) -> dict:
+    """Last evaluation, hypervolume of all evaluations above ``reference``, final weights and
+    stage time of one run."""
     from rlengine.algorithms.multi_objective import hypervolume
     from rlengine.plot import eval_points
 
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    points = [p for p in eval_points(run_dir) if p["benchmark"] == "heldout"]
-    vectors = [[p["objectives"][k] for k in objectives] for p in points]
-    last = points[-1]
+    last = [p for p in eval_points(run_dir) if p["benchmark"] == "heldout"][-1]
     return {
         "steps": metrics[-1]["step"],
         "seconds": sum(m["time/step"] for m in metrics),
         "weighting_seconds": sum(m.get("time/reward_weighting", 0.0) for m in metrics),
         "last": {k: last["objectives"][k] for k in objectives},
         "length": last["length"],
-        "first": vectors[0],
-        "hypervolume": hypervolume(vectors, reference) if reference else 0.0,
+        "hypervolume": hypervolume(eval_vectors(run_dir, objectives), reference),
         "weights": {k: metrics[-1][f"weights/{k}"] for k in objectives},
         "train": {k: statistics.fmean(m[f"reward/{k}/mean"] for m in metrics[-3:]) for k in objectives},
     }
@@ -86,15 +93,19 @@ def main() -> int:
     for name, section in VARIANTS.items():
         raw = {**base, "reward_weighting": section or base["reward_weighting"]}
         runs[name] = run(name, raw, out, args)
-    first = summarise(runs["static"], objectives, None)["first"]
-    results = {name: summarise(run_dir, objectives, first) for name, run_dir in runs.items()}
+    vectors = {name: eval_vectors(run_dir, objectives) for name, run_dir in runs.items()}
+    first = vectors["static"][0]  # step 0: the same policy in every run
+    # the nadir of every evaluation of every run: each run's hypervolume is measured from one corner
+    reference = [min(v[i] for points in vectors.values() for v in points) for i in range(len(objectives))]
+    results = {name: summarise(run_dir, objectives, reference) for name, run_dir in runs.items()}
     if not args.no_write:
         from rlengine.plot import plot_runs
 
         plot_runs(list(runs.values()), ROOT / "docs" / "images" / "reward_weighting.png")
 
     rows = [
-        ["step 0 (all runs)", "0", "", *(f"{v:.3f}" for v in first), "", "0", "", ""],
+        ["step 0 (all runs)", "0", "", *(f"{v:.3f}" for v in first), "", "", "", ""],
+        ["reference (nadir)", "", "", *(f"{v:.3f}" for v in reference), "", "0", "", ""],
         *[
             [
                 name,
@@ -131,7 +142,8 @@ def main() -> int:
             f"held-out: {args.heldout} problems from the training generator with another seed, evaluated "
             f"greedily before training and every {args.eval_every} steps, every objective scored on the "
             "completions. Hypervolume: of each run's evaluation points in (accuracy, conciseness, format) "
-            "space, above the step-0 evaluation (identical in every run). `hypervolume` measures the "
+            "space, above the nadir of all runs' evaluations (the step-0 evaluation, identical in every run, "
+            "is one of each run's points). `hypervolume` measures the "
             f"{base['data'].get('validation_size')} held-out validation prompts every 2 steps (2 responses each). Plot: "
             "docs/images/reward_weighting.png (`rlengine plot` of the three runs). One held-out accuracy "
             f"near 0.3 on {args.heldout} problems has a standard error of about "

@@ -108,7 +108,7 @@ def fake_weighting_run(
 
 def test_reward_weighting_report_on_finished_runs(tmp_path) -> None:
     """The report of benchmarks/reward_weighting.py on finished runs: hypervolume of each run's
-    evaluations above the shared step-0 point, last evaluation, final weights, stage time."""
+    evaluations above the nadir of all runs' evaluations, last evaluation, final weights, stage time."""
     start = (0.1, 0.2, 0.3)
     fake_weighting_run(tmp_path / "static", {0: start, 4: (0.2, 0.3, 0.3)}, [1.0, 1.0, 1.0])
     # two boxes above the start: 0.1*0.2*0.1 + 0.2*0.1*0.05 - their overlap 0.1*0.1*0.05 = 0.0025
@@ -131,6 +131,7 @@ def test_reward_weighting_report_on_finished_runs(tmp_path) -> None:
     assert rows["hypervolume"][2:7] == ["0.300", "0.300", "0.350", "40.0", "0.00250"]
     assert rows["gradient"][6:] == ["0.00800", "0.50 / 0.20 / 0.30", "8"]
     assert rows["step 0 (all runs)"][2:5] == ["0.100", "0.200", "0.300"]
+    assert rows["reference (nadir)"][2:5] == ["0.100", "0.200", "0.300"]  # the worst of every evaluation
 
 
 def test_replay_report_on_finished_runs(tmp_path) -> None:
