@@ -9,7 +9,7 @@ Panels (each run one colour, named by its directory):
    ``reward_weighting/<objective>``);
 5. pass@1 of every evaluated benchmark (``eval/step_N.json``, step 0 included) against training time;
 6. the Pareto front of the evaluations: with two or more reward objectives per benchmark in the
-   eval files (``objectives`` of ``eval/step_N.json``), their values at every evaluation, the
+   eval files (``objectives`` of ``eval/step_N.json``), the first two (in ``reward.functions`` order) at every evaluation, the
    non-dominated ones joined; otherwise pass@1 against mean response length (higher and shorter
    are better), which is a front of accuracy against conciseness.
 
@@ -138,7 +138,9 @@ def plot_runs(run_dirs: list[str | Path], output: str | Path) -> Path:
 
 def _draw_front(ax, points: list[dict], colour: str, name: str) -> None:
     """Pareto front of one run's evaluations (see the module docstring for the axes)."""
-    objective_names = sorted({k for p in points for k in p["objectives"]})
+    objective_names = list(
+        dict.fromkeys(k for p in points for k in p["objectives"])
+    )  # reward.functions order
     if len(objective_names) >= 2:
         xk, yk = objective_names[:2]
         pairs = [
