@@ -17,7 +17,6 @@ SCRIPTS = [
     "learner_throughput.py",
     "step_anatomy.py",
     "rollout_throughput.py",
-    "filter_effective_ratio.py",
     "vs_trl.py",
     "pcl_selection.py",
 ]
@@ -157,3 +156,24 @@ def test_replay_report_on_finished_runs(tmp_path) -> None:
     # uniform's 3-step means: 0.1, 0.2, 0.233, 0.3 -> 40 s; recap's: 0.2, 0.25, 0.3 at step 3 -> 30 s
     assert rows["uniform"][3:7] == ["104", "0.300", "40", "0.100 → 0.200"]
     assert rows["recap"][5] == "30" and rows["recap"][7] == "0.0200"
+
+
+def test_filter_effective_ratio_table_from_run_metrics() -> None:
+    """benchmarks/filter_effective_ratio.py's summary of two runs' metrics (its trainings are the
+    trainer's own, covered by the balanced filter's real-stack test)."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.filter_effective_ratio import summarise, table
+
+    balanced = [
+        {"effective_ratio": 1.0, "filter/rounds": 2, "time/step": 30.0, "rollouts/generated": 48},
+        {"effective_ratio": 0.75, "filter/rounds": 3, "time/step": 50.0, "rollouts/generated": 64},
+        {"effective_ratio": 1.0, "filter/rounds": 1, "time/step": 20.0, "rollouts/generated": 32},
+    ]
+    none = [{"effective_ratio": 0.5, "time/step": 10.0}, {"effective_ratio": 0.25, "time/step": 12.0}]
+    rows = {"balanced": summarise(balanced), "none": summarise(none)}
+    assert rows["balanced"]["effective_ratio"] == 1.0 and rows["none"]["effective_ratio"] == 0.375  # medians
+    assert rows["balanced"]["filter/rounds"] == 2.0 and rows["none"]["filter/rounds"] == 0.0  # missing -> 0
+    assert rows["balanced"]["rollouts/generated"] == 48.0 and rows["balanced"]["time/step"] == 30.0
+    lines = table(rows).splitlines()
+    assert lines[0] == "| metric | `balanced` | `none` |"
+    assert "| median effective_ratio | 1 | 0.375 |" in lines
