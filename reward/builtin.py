@@ -22,6 +22,7 @@ from typing import Any
 from reward.grader import extract_boxed, grade
 
 __all__ = [
+    "BUILTIN_KWARGS",
     "BUILTIN_REWARDS",
     "RewardOutput",
     "conciseness_reward",
@@ -134,3 +135,12 @@ BUILTIN_REWARDS: dict[str, Callable[..., Any]] = {
     "conciseness": conciseness_reward,
     "length": length_reward,
 }
+
+BUILTIN_KWARGS: dict[str, frozenset[str]] = {
+    "math_verify": frozenset({"answer_pattern", "timeout_s"}),
+    "math_verify_detailed": frozenset({"answer_pattern", "timeout_s"}),
+    "format": frozenset({"min_steps"}),
+    "conciseness": frozenset(),
+    "length": frozenset({"target_length"}),
+}
+"""The ``kwargs`` each built-in understands (checked when the config is built: a typo is an error)."""

@@ -366,9 +366,14 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file '{path}' not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"config file '{path}' is not valid YAML: {e}") from None
+    if data is None:
+        raise ConfigError(
+            f"config file '{path}' is empty; give at least model and data (see configs/quickstart.yaml), "
+            "or leave the file out to train on the defaults"
+        )
     if not isinstance(data, dict):
         raise ConfigError(f"config file '{path}': top level must be a mapping, got {type(data).__name__}")
     return data

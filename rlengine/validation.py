@@ -6,11 +6,13 @@ the config module imports this one)."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
+from reward.builtin import BUILTIN_KWARGS
 from reward.loader import RewardConfigError, load_reward_function, parse_reward_specs
-from rlengine.algorithms.losses import DEFAULT_CLIPS
+from rlengine.algorithms.losses import DEFAULT_CLIPS, clip_bounds
 from rlengine.data.sources import BENCHMARKS, SHIPPED
 from rlengine.errors import ConfigError, did_you_mean
 
@@ -36,7 +38,7 @@ def validate(cfg: Any) -> None:
     _positive(cfg.learner.micro_batch_tokens, "learner.micro_batch_tokens")
     if cfg.learner.mini_batch_size is not None:
         _positive(cfg.learner.mini_batch_size, "learner.mini_batch_size")
-    _positive(cfg.trainer.max_steps, "trainer.max_steps", allow_zero=True)
+    _positive(cfg.trainer.max_steps, "trainer.max_steps")
     _positive(cfg.trainer.batch_size, "trainer.batch_size")
     if cfg.trainer.max_minutes is not None:
         _positive(cfg.trainer.max_minutes, "trainer.max_minutes")
@@ -76,9 +78,75 @@ def validate(cfg: Any) -> None:
             "reward_weighting.name: hypervolume measures the objectives on a held-out validation slice; "
             "set data.validation_size (e.g. 32) to keep that many prompts out of training"
         )
+    _check_algorithm(cfg)
+    _check_learner(cfg)
+    _check_evaluation(cfg)
+    _positive(cfg.reward.timeout_s, "reward.timeout_s")
+    _positive(cfg.reward.num_workers, "reward.num_workers", allow_zero=True)
     _check_data(cfg)
     _check_rewards(cfg)
     _check_benchmarks(cfg)
+
+
+GROUP_BASELINES = ("grpo", "dr_grpo", "rloo", "reinforce_pp_baseline")
+"""Advantage estimators that compare a response with the other responses to its prompt."""
+
+
+def _check_algorithm(cfg: Any) -> None:
+    algo = cfg.algorithm
+    if cfg.rollout.n < 2 and algo.advantage in GROUP_BASELINES:
+        raise ConfigError(
+            f"rollout.n: {cfg.rollout.n} response per prompt with algorithm.advantage {algo.advantage}, which "
+            "compares each response with the others of its prompt: every advantage would be 0 and nothing "
+            "would be learnt; use rollout.n >= 2 (GRPO papers use 8-16), or algorithm.advantage: reinforce_pp"
+        )
+    default_low, default_high = DEFAULT_CLIPS[algo.loss]
+    low = algo.clip_low if algo.clip_low is not None else default_low
+    high = algo.clip_high if algo.clip_high is not None else default_high
+    try:
+        clip_bounds(algo.loss, low, high, algo.dual_clip)
+    except ValueError as e:
+        keys = "algorithm.clip_low / clip_high" + (" / dual_clip" if algo.dual_clip is not None else "")
+        raise ConfigError(f"{keys} (loss {algo.loss}, after its defaults): {e}") from None
+    _positive(algo.eps, "algorithm.eps", allow_zero=True)
+    _positive(algo.entropy_coef, "algorithm.entropy_coef", allow_zero=True)
+    if algo.overlong_shaping and algo.overlong_cache < 1:
+        raise ConfigError(
+            "algorithm.overlong_cache: overlong_shaping needs the length of its penalty ramp in tokens "
+            f"(> 0; DAPO uses 4096), got {algo.overlong_cache}"
+        )
+
+
+def _check_learner(cfg: Any) -> None:
+    opts = cfg.learner
+    if len(opts.betas) != 2 or not all(0 <= b < 1 for b in opts.betas):
+        raise ConfigError(
+            f"learner.betas: expected two AdamW betas in [0, 1), e.g. [0.9, 0.999], got {opts.betas}"
+        )
+    _positive(opts.weight_decay, "learner.weight_decay", allow_zero=True)
+    _positive(opts.grad_clip, "learner.grad_clip", allow_zero=True)
+    _positive(opts.warmup_steps, "learner.warmup_steps", allow_zero=True)
+    if not 0 <= opts.min_lr_ratio <= 1:
+        raise ConfigError(f"learner.min_lr_ratio: expected a value in [0, 1], got {opts.min_lr_ratio}")
+    responses = cfg.trainer.batch_size * cfg.rollout.n
+    if opts.mini_batch_size is not None and opts.mini_batch_size > responses:
+        raise ConfigError(
+            f"learner.mini_batch_size: {opts.mini_batch_size} responses per optimizer step, but a step has only "
+            f"trainer.batch_size x rollout.n = {cfg.trainer.batch_size} x {cfg.rollout.n} = {responses}; "
+            "use at most that, or null for one optimizer step per epoch"
+        )
+
+
+def _check_evaluation(cfg: Any) -> None:
+    ev = cfg.evaluation
+    _positive(ev.every_n_steps, "evaluation.every_n_steps", allow_zero=True)
+    _positive(ev.samples, "evaluation.samples")
+    _positive(ev.max_tokens, "evaluation.max_tokens")
+    _positive(ev.temperature, "evaluation.temperature", allow_zero=True)
+    if not 0 < ev.top_p <= 1:
+        raise ConfigError(f"evaluation.top_p: expected a value in (0, 1], got {ev.top_p}")
+    if ev.limit is not None:
+        _positive(ev.limit, "evaluation.limit")
 
 
 def _check_bapo(algo: Any) -> None:
@@ -101,24 +169,53 @@ def _check_bapo(algo: Any) -> None:
 
 def _check_data(cfg: Any) -> None:
     source = cfg.data.source
-    if source in SHIPPED or source == "synthetic_arithmetic":
+    if source in SHIPPED or source in BENCHMARKS or source == "synthetic_arithmetic":
         return
+    candidates = [Path(source)] + ([Path(cfg.config_dir) / source] if cfg.config_dir else [])
     if source.endswith((".jsonl", ".json", ".parquet")):
-        candidates = [Path(source)] + ([Path(cfg.config_dir) / source] if cfg.config_dir else [])
         if not any(c.is_file() for c in candidates):
             tried = ", ".join(str(c) for c in candidates)
             raise ConfigError(f"data.source: file '{source}' not found (tried {tried})")
+    elif "/" not in source and not any(c.is_dir() for c in candidates):
+        names = [*SHIPPED, *BENCHMARKS, "synthetic_arithmetic"]
+        raise ConfigError(
+            f"data.source: unknown dataset '{source}'{did_you_mean(source, names)}; shipped: "
+            f"{', '.join(names)}; or a .jsonl/.json/.parquet file, a dataset folder, or a Hugging Face "
+            "hub id of the form org/name"
+        )
 
 
 def _check_rewards(cfg: Any) -> None:
     try:
         specs = parse_reward_specs(cfg.reward.functions)
-        for spec in specs:
-            load_reward_function(spec.function, base_dir=cfg.config_dir)
+        functions = [load_reward_function(spec.function, base_dir=cfg.config_dir) for spec in specs]
     except (RewardConfigError, ValueError, TypeError) as e:
         raise ConfigError(f"reward.functions: {e}") from None
     if not specs:
         raise ConfigError("reward.functions: at least one reward function is required")
+    for i, (spec, fn) in enumerate(zip(specs, functions)):
+        where = f"reward.functions[{i}] ({spec.name})"
+        allowed = BUILTIN_KWARGS.get(spec.function)
+        if allowed is not None:
+            for key in spec.kwargs:
+                if key not in allowed:
+                    valid = ", ".join(sorted(allowed)) or "none"
+                    raise ConfigError(
+                        f"{where}: unknown kwarg '{key}' for the built-in {spec.function}"
+                        f"{did_you_mean(key, sorted(allowed))}; it takes: {valid}"
+                    )
+            continue
+        try:
+            inspect.signature(fn).bind("prompt", "completion", "answer", {}, **spec.kwargs)
+        except TypeError as e:
+            names = [p for p in inspect.signature(fn).parameters][4:]
+            hint = "".join(did_you_mean(k, names) for k in spec.kwargs if k not in names)
+            raise ConfigError(
+                f"{where}: {spec.function} cannot be called as fn(prompt, completion, answer, metadata"
+                f"{''.join(f', {k}=...' for k in spec.kwargs)}): {e}{hint}"
+            ) from None
+        except ValueError:
+            pass  # no signature to check (a builtin or C function)
 
 
 def _check_benchmarks(cfg: Any) -> None:

@@ -105,10 +105,17 @@ def aggregate_loss(
     return row_sum.sum() / denominator.clamp(min=1)
 
 
-def _bounds(name: str, clip_low: float, clip_high: float, dual_clip: float | None) -> tuple:
+def clip_bounds(name: str, clip_low: float, clip_high: float, dual_clip: float | None) -> tuple:
+    """``(lower, upper, dual_clip)`` ratio bounds of loss ``name`` from its clip settings; raises
+    ValueError naming the setting when they cannot work (also checked when the config is built)."""
     for key, val in (("clip_low", clip_low), ("clip_high", clip_high)):
         if not math.isfinite(val) or val < 0:
             raise ValueError(f"{name}: {key} must be a finite number >= 0, got {val}")
+    if name != "bapo" and clip_low > 1:
+        raise ValueError(
+            f"{name}: clip_low is an epsilon below a ratio of 1 (the bound is 1 - clip_low), so it must be "
+            f"<= 1, got {clip_low}"
+        )
     if name == "bapo":
         if not 0 < clip_low <= 1 <= clip_high:
             raise ValueError(
@@ -174,7 +181,7 @@ def compute_policy_loss(
     """
     require_choice("policy loss", name, POLICY_LOSSES)
     require_choice("agg", agg, AGGREGATIONS)
-    lower, upper, dual = _bounds(name, clip_low, clip_high, dual_clip)
+    lower, upper, dual = clip_bounds(name, clip_low, clip_high, dual_clip)
     if logprobs.dim() != 2 or old_logprobs.shape != logprobs.shape or mask.shape != logprobs.shape:
         raise ValueError(
             f"compute_policy_loss: logprobs {tuple(logprobs.shape)}, old_logprobs "

@@ -1,0 +1,168 @@
+"""Bad input, table-driven: every mistake is a ConfigError raised while the config is built (so by
+``rlengine config check`` and before ``train`` starts anything), naming the key and what was
+expected, with the closest valid name where there is one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rlengine.cli import main
+from rlengine.config import load_config
+from rlengine.errors import ConfigError
+
+BAD_OVERRIDES = [
+    # (overrides, a regex the message must match)
+    (["rollout.n=1"], r"rollout.n: 1 response per prompt with algorithm.advantage grpo.*rollout.n >= 2"),
+    (["rollout.n=1", "algorithm.advantage=rloo"], r"rollout.n: 1 .* rloo"),
+    (["rollout.n=0"], r"rollout.n: expected a positive number, got 0"),
+    (["algorithm.clip_low=1.5"], r"clip_low .*ppo.*must be <= 1, got 1.5"),
+    (["algorithm.clip_low=-0.1"], r"clip_low must be a finite number >= 0, got -0.1"),
+    (["algorithm.clip_high=-1"], r"clip_high must be a finite number >= 0"),
+    (
+        ["algorithm.preset=dapo", "algorithm.overlong_cache=64", "algorithm.loss=bapo"],
+        r"bapo: clip_low/clip_high are ratio bounds",
+    ),
+    (["algorithm.dual_clip=0.5"], r"dual_clip must be a finite number > 1"),
+    (["algorithm.loss=cispo", "algorithm.dual_clip=3.0"], r"cispo: dual_clip does not apply"),
+    (
+        ["algorithm.loss=bapo", "algorithm.bapo_max_low=0.5"],
+        r"algorithm.bapo_max_low: expected a value in \[clip_low = 0.6, 1\]",
+    ),
+    (
+        ["algorithm.loss=bapo", "algorithm.bapo_max_high=1.0"],
+        r"algorithm.bapo_max_high: expected a value >= clip_high = 1.2",
+    ),
+    (
+        ["algorithm.loss=bapo", "algorithm.bapo_target=1.0"],
+        r"algorithm.bapo_target: expected a value in \(0, 1\)",
+    ),
+    (["algorithm.kl_coef=-0.1"], r"algorithm.kl_coef: expected a non-negative number"),
+    (["algorithm.tis_cap=0"], r"algorithm.tis_cap: expected a positive number"),
+    (["algorithm.entropy_coef=-1"], r"algorithm.entropy_coef: expected a non-negative"),
+    (["algorithm.overlong_shaping=true"], r"algorithm.overlong_cache: overlong_shaping needs"),
+    (
+        ["algorithm.overlong_shaping=true", "algorithm.overlong_cache=9999"],
+        r"overlong_cache \(9999\) must be <= rollout.max_tokens",
+    ),
+    (["algorithm.advantage=grpo2"], r"algorithm.advantage: .*grpo2"),
+    (
+        ["learner.mini_batch_size=1000"],
+        r"learner.mini_batch_size: 1000 responses per optimizer step, but a step has only",
+    ),
+    (["learner.betas=[1.5]"], r"learner.betas: expected two AdamW betas in \[0, 1\)"),
+    (["learner.betas=[0.9,1.0]"], r"learner.betas"),
+    (["learner.lr=-1.0"], r"learner.lr: expected a non-negative number"),
+    (["learner.lr=1e-6"], r"learner.lr: expected float, got '1e-6' \(str\).*write 1.0e-6"),
+    (["learner.grad_clip=-1.0"], r"learner.grad_clip"),
+    (["learner.min_lr_ratio=2.0"], r"learner.min_lr_ratio: expected a value in \[0, 1\]"),
+    (["learner.num_ranks=0"], r"learner.num_ranks: expected a positive number"),
+    (["learner.ppo_epochs=0"], r"learner.ppo_epochs"),
+    (["learner.zero_stage=4"], r"learner.zero_stage"),
+    (["learner.shared_prefix=true", "learner.packing=true"], r"choose one layout"),
+    (
+        ["learner.micro_batch_tokns=10"],
+        r"unknown key 'learner.micro_batch_tokns'.*did you mean 'micro_batch_tokens'",
+    ),
+    (["evaluation.samples=0"], r"evaluation.samples: expected a positive number, got 0"),
+    (["evaluation.every_n_steps=-1"], r"evaluation.every_n_steps: expected a non-negative number, got -1"),
+    (["evaluation.max_tokens=0"], r"evaluation.max_tokens"),
+    (["evaluation.top_p=0"], r"evaluation.top_p: expected a value in \(0, 1\]"),
+    (["evaluation.limit=0"], r"evaluation.limit: expected a positive number"),
+    (["evaluation.benchmarks=[gsm8kk]"], r"unknown benchmark 'gsm8kk'.*did you mean 'gsm8k'"),
+    (["reward.timeout_s=0"], r"reward.timeout_s: expected a positive number, got 0"),
+    (["reward.num_workers=-1"], r"reward.num_workers: expected a non-negative"),
+    (["reward.length_momentum=1.0"], r"reward.length_momentum: expected a value in \[0, 1\)"),
+    (["reward.functions=[math_verfy]"], r"unknown reward function 'math_verfy'.*did you mean 'math_verify'"),
+    (
+        ["reward.functions=[{function: math_verify, kwargs: {timeout: 3}}]"],
+        r"unknown kwarg 'timeout' for the built-in math_verify \(did you mean 'timeout_s'\?\); it takes",
+    ),
+    (
+        ["reward.functions=[{function: format, kwargs: {min_step: 2}}]"],
+        r"unknown kwarg 'min_step'.*did you mean 'min_steps'",
+    ),
+    (
+        ["reward.functions=[{function: conciseness, kwargs: {target: 2}}]"],
+        r"unknown kwarg 'target' for the built-in conciseness.*it takes: none",
+    ),
+    (["reward.functions=[{function: math_verify, wieght: 1}]"], r"unknown key\(s\) \['wieght'\]"),
+    (["reward.functions=[math_verify, math_verify]"], r"objective name 'math_verify' is already used"),
+    (["rollout.top_p=0"], r"rollout.top_p: expected a value in \(0, 1\]"),
+    (["rollout.temperature=0"], r"rollout.temperature: expected a positive number"),
+    (
+        ["rollout.max_tokens=600", "rollout.max_model_len=512"],
+        r"rollout.max_tokens \(600\) must be smaller than rollout.max_model_len",
+    ),
+    (["rollout.num_engines=0"], r"rollout.num_engines"),
+    (["trainer.max_steps=0"], r"trainer.max_steps: expected a positive number, got 0"),
+    (["trainer.batch_size=0"], r"trainer.batch_size"),
+    (["trainer.max_minutes=0"], r"trainer.max_minutes"),
+    (["data.source=gsm8kk"], r"data.source: unknown dataset 'gsm8kk' \(did you mean 'gsm8k'\?\); shipped:"),
+    (["data.source=missing.jsonl"], r"data.source: file 'missing.jsonl' not found"),
+    (["data.validation_size=-1"], r"data.validation_size: expected a non-negative"),
+    (["reward_weighting.name=hypervolume"], r"set data.validation_size"),
+    (["reward_weighting.name=gradint"], r"unknown reward_weighting 'gradint'.*did you mean 'gradient'"),
+    (
+        ["reward_weighting.name=gradient", "reward_weighting.lamda=1.0"],
+        r"unknown key 'reward_weighting.lamda'.*did you mean 'lambda'",
+    ),
+    (
+        ["replay.name=recap", "algorithm.overlong_shaping=true", "algorithm.overlong_cache=8"],
+        r"replay.name: recap sets the advantages.*overlong_shaping",
+    ),
+    (["replay.name=unifrom"], r"unknown replay 'unifrom'.*did you mean 'uniform'"),
+    (["filter.name=balanced", "filter.low=0.9", "filter.high=0.1"], r"filter"),
+    (["curriculum.name=pcll"], r"unknown curriculum 'pcll'.*did you mean 'pcl'"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", BAD_OVERRIDES, ids=[" ".join(o) for o, _ in BAD_OVERRIDES])
+def test_bad_config_is_rejected_with_a_specific_message(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_the_table_is_large_and_every_shipped_config_still_passes() -> None:
+    assert len(BAD_OVERRIDES) >= 60
+    root = Path(__file__).resolve().parent.parent
+    for path in [*root.glob("configs/*.yaml"), *root.glob("examples/*/config.yaml")]:
+        load_config(path)
+
+
+WRONG_SIGNATURE = """
+def two_args(completion, answer):
+    return 1.0
+
+def strict(prompt, completion, answer, metadata, scale=1.0):
+    return scale
+"""
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ("rewards.py:two_args", r"cannot be called as fn\(prompt, completion, answer, metadata\)"),
+        ("{function: rewards.py:strict, kwargs: {scal: 2}}", r"fn\(.*scal=\.\.\.\).*did you mean 'scale'"),
+    ],
+)
+def test_reward_plugin_signature_is_checked(tmp_path: Path, entry: str, message: str) -> None:
+    (tmp_path / "rewards.py").write_text(WRONG_SIGNATURE)
+    config = tmp_path / "run.yaml"
+    config.write_text(f"reward:\n  functions: [{entry}]\n")
+    with pytest.raises(ConfigError, match=message):
+        load_config(config)
+    config.write_text("reward:\n  functions: [{function: rewards.py:strict, kwargs: {scale: 2}}]\n")
+    assert load_config(config).reward.functions  # the right kwargs pass
+
+
+def test_empty_yaml_is_an_error_and_config_check_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n")
+    with pytest.raises(ConfigError, match="is empty; give at least model and data"):
+        load_config(empty)
+    assert main(["config", "check", str(empty)]) != 0
+    assert "is empty" in capsys.readouterr().err
