@@ -30,10 +30,11 @@ import torch
 from reward import RewardItem, RewardPool, parse_reward_specs
 from rlengine.algorithms import compute_advantages, kl_penalty, overlong_reward_penalty
 from rlengine.batch import Group, Response, RolloutView, StepState
-from rlengine.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from rlengine.checkpoint import load_trainer_state, save_checkpoint
 from rlengine.config import RunConfig, dump_yaml, to_dict
 from rlengine.data.prompts import load_prompt_rows, split_validation
 from rlengine.eval.runner import evaluate_during_training
+from rlengine.resume import checkpoint_to_resume
 from rlengine.runlog import LEARNER_METRICS, MetricsLogger
 from rlengine.runtime import init_ray, use_gpu
 from rlengine.stages import STAGE_KINDS, StageContext, build_stage
@@ -57,12 +58,7 @@ class Trainer:
         random.seed(cfg.trainer.seed)
         np.random.seed(cfg.trainer.seed)
         torch.manual_seed(cfg.trainer.seed)
-        checkpoint = latest_checkpoint(self.run_dir)
-        if checkpoint is not None and not cfg.resume:
-            raise FileExistsError(
-                f"run directory '{self.run_dir}' already has checkpoints (newest: {checkpoint.name}); "
-                "pass resume=true to continue it, or set trainer.output_dir / trainer.run_name to start a new run"
-            )
+        checkpoint = checkpoint_to_resume(cfg)  # before anything starts (rlengine/resume.py)
         self.model_path = resolve_model(
             cfg.model.name, cache_dir=cfg.model.cache_dir, trust_remote_code=cfg.model.trust_remote_code
         )
@@ -74,7 +70,6 @@ class Trainer:
         )
         self.reward_specs = parse_reward_specs(cfg.reward.functions)
         self.objectives = [spec.name for spec in self.reward_specs]
-        (self.run_dir / "config.yaml").write_text(dump_yaml(cfg))
 
         init_ray(cfg.trainer.ray_address)
         gpu = use_gpu()
@@ -139,6 +134,7 @@ class Trainer:
         self.weights_dir = Path(
             tempfile.mkdtemp(prefix="rlengine-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None)
         )
+        (self.run_dir / "config.yaml").write_text(dump_yaml(cfg))  # only now: the run has started
         self.logger = MetricsLogger(
             self.run_dir,
             tensorboard=cfg.logging.tensorboard,

@@ -166,3 +166,66 @@ def test_empty_yaml_is_an_error_and_config_check_says_so(
         load_config(empty)
     assert main(["config", "check", str(empty)]) != 0
     assert "is empty" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- run directories
+
+
+def fake_checkpointed_run(run_dir: Path, *overrides: str) -> None:
+    """A run directory as a finished run leaves it: config.yaml and one complete checkpoint."""
+    from rlengine.config import dump_yaml
+
+    cfg = load_config(None, [f"trainer.output_dir={run_dir}", *overrides])
+    (run_dir / "checkpoints" / "step_2").mkdir(parents=True)
+    (run_dir / "checkpoints" / "step_2" / "trainer_state.pt").write_bytes(b"x")
+    (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+
+
+def test_resume_with_nothing_to_resume_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rlengine.resume import checkpoint_to_resume
+
+    cfg = load_config(None, [f"trainer.output_dir={tmp_path / 'run'}", "resume=true"])
+    with pytest.raises(
+        ConfigError, match="has no complete checkpoint .* nothing to resume; drop resume=true"
+    ):
+        checkpoint_to_resume(cfg)
+    (tmp_path / "run" / "checkpoints" / "step_1.tmp").mkdir(
+        parents=True
+    )  # an interrupted write does not count
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        checkpoint_to_resume(cfg)
+    assert checkpoint_to_resume(load_config(None, [f"trainer.output_dir={tmp_path / 'fresh'}"])) is None
+
+
+def test_resume_refuses_changes_the_checkpoint_cannot_continue(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rlengine.resume import checkpoint_to_resume
+
+    run = tmp_path / "run"
+    fake_checkpointed_run(run, "rollout.n=4")
+    saved = (run / "config.yaml").read_text()
+    for change, key in (
+        ("rollout.n=8", "rollout.n: 4 -> 8"),
+        ("model.name=other-model", "model.name"),
+        ("learner.zero_stage=3", "learner.zero_stage: 2 -> 3"),
+    ):
+        assert main(["train", str(run), change]) == 2
+        err = capsys.readouterr().err
+        assert "resume of" in err and "refused" in err and key in err, err
+        assert (run / "config.yaml").read_text() == saved  # the saved config is untouched
+    with pytest.warns(UserWarning, match=r"changed config: learner.lr: 1e-06 -> 2e-06"):
+        assert (
+            checkpoint_to_resume(
+                load_config(
+                    run / "config.yaml", [f"trainer.output_dir={run}", "resume=true", "learner.lr=2.0e-6"]
+                )
+            )
+            == run / "checkpoints" / "step_2"
+        )
+    with pytest.raises(FileExistsError, match="already has checkpoints .* pass resume=true"):
+        checkpoint_to_resume(load_config(None, [f"trainer.output_dir={run}"]))
+    assert main(["config", "check", str(run), "rollout.n=8"]) == 2  # config check sees it too
+    assert "refused" in capsys.readouterr().err
