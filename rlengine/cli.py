@@ -71,6 +71,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from rlengine.eval import format_table
     from rlengine.eval.runner import EvalSettings, compare_runs, evaluate_model
+    from rlengine.validation import check_benchmark_names, writable_directory
 
     settings = EvalSettings(
         benchmarks=[b.strip() for b in args.benchmarks.split(",") if b.strip()],
@@ -88,11 +89,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         num_engines=args.num_engines,
         ray_address=args.ray_address,
     )
+    check_benchmark_names(settings.benchmarks, "--benchmarks", args.benchmarks)
     if args.compare:
         print(compare_runs(args.compare[0], args.compare[1], settings))
         return 0
     if not args.model:
         raise ConfigError("rlengine eval: give --model MODEL (or --compare A B)")
+    if args.output:
+        writable_directory(Path(args.output), "--output")
     summary, _, output = evaluate_model(args.model, settings, args.output)
     print(format_table(summary))
     print(f"results written to {output}")

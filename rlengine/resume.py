@@ -20,6 +20,7 @@ import yaml
 from rlengine.checkpoint import latest_checkpoint
 from rlengine.errors import ConfigError
 from rlengine.schema import to_dict
+from rlengine.validation import writable_directory
 
 REFUSED: dict[str, str] = {
     "model.name": "the checkpoint holds this model's weights and optimizer state",
@@ -62,6 +63,7 @@ def checkpoint_to_resume(cfg: Any) -> Path | None:
     """The newest complete checkpoint to resume from (None for a fresh run), after checking the
     run directory against ``cfg``. Raises :class:`ConfigError`/FileExistsError before anything starts."""
     run_dir = cfg.run_dir
+    writable_directory(run_dir, "trainer.output_dir")
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is not None and not cfg.resume:
         raise FileExistsError(

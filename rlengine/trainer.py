@@ -54,11 +54,10 @@ class Trainer:
 
         self.cfg = cfg
         self.run_dir = cfg.run_dir
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint = checkpoint_to_resume(cfg)  # creates run_dir; checks it before anything starts
         random.seed(cfg.trainer.seed)
         np.random.seed(cfg.trainer.seed)
         torch.manual_seed(cfg.trainer.seed)
-        checkpoint = checkpoint_to_resume(cfg)  # before anything starts (rlengine/resume.py)
         self.model_path = resolve_model(
             cfg.model.name, cache_dir=cfg.model.cache_dir, trust_remote_code=cfg.model.trust_remote_code
         )

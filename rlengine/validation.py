@@ -7,6 +7,7 @@ the config module imports this one)."""
 from __future__ import annotations
 
 import inspect
+import os
 from pathlib import Path
 from typing import Any
 
@@ -219,9 +220,29 @@ def _check_rewards(cfg: Any) -> None:
 
 
 def _check_benchmarks(cfg: Any) -> None:
-    for i, name in enumerate(cfg.evaluation.benchmarks):
+    check_benchmark_names(cfg.evaluation.benchmarks, "evaluation.benchmarks")
+
+
+def check_benchmark_names(names: list[str], where: str, given: str | None = None) -> None:
+    """Every name is a shipped benchmark or a file path; an empty list is an error too."""
+    if not names:
+        raise ConfigError(
+            f"{where}: no benchmark names{f' in {given!r}' if given is not None else ''}; valid: "
+            f"{', '.join(BENCHMARKS)} (or a .jsonl/.parquet path)"
+        )
+    for i, name in enumerate(names):
         if name not in BENCHMARKS and not Path(name).suffix:
             raise ConfigError(
-                f"evaluation.benchmarks[{i}]: unknown benchmark '{name}'{did_you_mean(name, BENCHMARKS)}; "
+                f"{where}[{i}]: unknown benchmark '{name}'{did_you_mean(name, BENCHMARKS)}; "
                 f"valid: {', '.join(BENCHMARKS)} (or a .jsonl/.parquet path)"
             )
+
+
+def writable_directory(path: Path, where: str) -> None:
+    """Create ``path`` (and its parents) if needed; a clear error when it cannot hold files."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot create the directory '{path}': {e.strerror or e}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{where}: the directory '{path}' is not writable")

@@ -229,3 +229,59 @@ def test_resume_refuses_changes_the_checkpoint_cannot_continue(
         checkpoint_to_resume(load_config(None, [f"trainer.output_dir={run}"]))
     assert main(["config", "check", str(run), "rollout.n=8"]) == 2  # config check sees it too
     assert "refused" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- command line
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["eval"], "give --model MODEL"),
+        (
+            ["eval", "--model", "smollm2-135m-instruct", "--benchmarks", ","],
+            "--benchmarks: no benchmark names in ','",
+        ),
+        (["eval", "--model", "smollm2-135m-instruct", "--benchmarks", "gsm8kk"], "did you mean 'gsm8k'"),
+        (["eval", "--model", "no-such-model"], "model 'no-such-model' not found"),
+        (
+            ["eval", "--compare", "BAD_JSON", "BAD_JSON"],
+            "--compare: '.*bad.json' is not an evaluation result",
+        ),
+        (["eval", "--compare", "NOT_EVAL", "NOT_EVAL"], "no 'benchmarks' key"),
+        (
+            ["eval", "--model", "smollm2-135m-instruct", "--output", "UNDER_FILE"],
+            "--output: cannot create the directory",
+        ),
+        (
+            ["train", "configs/quickstart.yaml", "trainer.output_dir=UNDER_FILE"],
+            "trainer.output_dir: cannot create",
+        ),
+        (["train", "no_such.yaml"], "config file 'no_such.yaml' not found"),
+        (["train", "configs/quickstart.yaml", "learner.lr"], "learner.lr"),
+        (["config", "check", "configs/quickstart.yaml", "rollout.n=1"], "rollout.n: 1 response per prompt"),
+    ],
+)
+def test_bad_command_line_gets_a_message_not_a_traceback(
+    argv: list[str],
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(root)
+    (tmp_path / "bad.json").write_text("{")
+    (tmp_path / "not_eval.json").write_text('{"a": 1}')
+    (tmp_path / "a_file").write_text("")
+    names = {
+        "BAD_JSON": tmp_path / "bad.json",
+        "NOT_EVAL": tmp_path / "not_eval.json",
+        "UNDER_FILE": tmp_path / "a_file" / "x",
+    }
+    argv = [next((a.replace(k, str(v)) for k, v in names.items() if k in a), a) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and "Traceback" not in err, err

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rlengine.data import BENCHMARKS, DEFAULT_MATH_TEMPLATE, load_benchmark, load_prompt_source, render_prompt
+from rlengine.errors import ConfigError
 from rlengine.eval.grading import Generate, evaluate
 from rlengine.eval.metrics import ProblemResult
 from rlengine.eval.results import (
@@ -271,7 +272,13 @@ def compare_runs(a: str, b: str, settings: EvalSettings) -> str:
     loaded = []
     for item in (a, b):
         if is_result(item):
-            loaded.append(load_summary(item))
+            try:
+                loaded.append(load_summary(item))
+            except (OSError, ValueError) as e:  # json.JSONDecodeError is a ValueError
+                raise ConfigError(
+                    f"--compare: '{item}' is not an evaluation result (eval/step_N.json, summary.json or its "
+                    f"directory): {e}"
+                ) from None
         else:
             summary, records, _ = evaluate_model(item, settings)
             loaded.append((summary, records))
