@@ -71,6 +71,10 @@ class StepState:
     """Seconds per phase (``time/rollout``, ``time/reward``, ``time/train`` ...)."""
     reward_faults: Counter = field(default_factory=Counter)
     """``reward/errors`` and ``reward/timeouts`` summed over every round."""
+    reward_calls: int = 0
+    """Reward function calls made (responses scored x objectives), every round."""
+    reward_messages: list[str] = field(default_factory=list)
+    """The first few reward errors and timeouts of the step."""
     start: float = field(default_factory=time.perf_counter)
 
     @contextmanager

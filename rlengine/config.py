@@ -124,6 +124,10 @@ class RewardConfig:
     """Per-call timeout; a call that takes longer scores 0 and is counted in ``reward/timeouts``."""
     correct_threshold: float = 0.5
     """A response counts as passing (for ``pass_rate``) when the first objective is >= this."""
+    max_failure_fraction: float = 0.5
+    """Stop the run, with the first tracebacks, after a step in which more than this share of reward
+    calls raised, returned a non-number or timed out (each scores 0 and is counted in
+    ``reward/errors`` / ``reward/timeouts``). 1.0 = never stop."""
     length_momentum: float = 0.9
     """Momentum of the running mean token length of correct responses, m <- momentum * m +
     (1 - momentum) * (this step's mean); handed to every reward as ``metadata["mean_correct_length"]``
@@ -294,6 +298,9 @@ class TrainerConfig:
     """Checkpoint every N steps (0 = only at the end)."""
     keep_last: int = 2
     """Checkpoints kept (older ones are deleted)."""
+    max_skipped_steps: int = 5
+    """Stop the run, with a diagnosis, after this many consecutive steps whose every optimizer step
+    was skipped for a non-finite loss or gradient (0 = never stop)."""
     ray_address: str | None = None
     """Ray cluster to join (``auto``); a local instance is started when null."""
 

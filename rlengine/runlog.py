@@ -111,3 +111,48 @@ class MetricsLogger:
             self.tb.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def health_problem(
+    history: list[dict[str, Any]],
+    *,
+    max_skipped_steps: int,
+    max_failure_fraction: float,
+    reward_messages: list[str],
+) -> str | None:
+    """Why the run should stop now, or None. ``history``: the metrics of the steps so far, newest last.
+
+    - ``max_skipped_steps`` consecutive steps whose every update was skipped (non-finite loss or
+      gradient: ``learner/skipped_steps`` = 1);
+    - a step in which more than ``max_failure_fraction`` of the reward calls failed.
+    """
+    last = history[-1]
+    failed = last.get("reward/failure_fraction", 0.0)
+    if failed > max_failure_fraction:
+        shown = "\n".join(f"  {m}" for m in reward_messages) or "  (no message was captured)"
+        return (
+            f"step {last['step']}: {failed:.0%} of the reward calls failed (reward/errors "
+            f"{last.get('reward/errors', 0):.0f}, reward/timeouts {last.get('reward/timeouts', 0):.0f}), more than "
+            f"reward.max_failure_fraction = {max_failure_fraction}. The first failures:\n{shown}\n"
+            "Fix the reward function (or raise reward.timeout_s), then resume from the last checkpoint."
+        )
+    streak = 0
+    for metrics in reversed(history):
+        if metrics.get("learner/skipped_steps", 0.0) < 1.0:
+            break
+        streak += 1
+    if max_skipped_steps and streak >= max_skipped_steps:
+        finite = [m for m in history if m.get("learner/skipped_steps", 0.0) < 1.0 and "grad_norm" in m]
+        before = (
+            f"the last finite step was {finite[-1]['step']} (grad_norm {finite[-1]['grad_norm']:.3g}, "
+            f"lr {finite[-1].get('lr', float('nan')):.3g})"
+            if finite
+            else "no step had a finite loss"
+        )
+        return (
+            f"steps {last['step'] - streak + 1}-{last['step']}: every update was skipped because the loss or "
+            f"gradient was not finite ({streak} steps in a row, trainer.max_skipped_steps = {max_skipped_steps}); "
+            f"{before}. Try a lower learner.lr, learner.grad_clip > 0, bfloat16 instead of float16, or check "
+            "the rewards for inf/NaN; then resume from the last checkpoint."
+        )
+    return None

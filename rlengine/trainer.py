@@ -35,7 +35,7 @@ from rlengine.config import RunConfig, dump_yaml, to_dict
 from rlengine.data.prompts import load_prompt_rows, split_validation
 from rlengine.eval.runner import evaluate_during_training
 from rlengine.resume import checkpoint_to_resume
-from rlengine.runlog import LEARNER_METRICS, MetricsLogger
+from rlengine.runlog import LEARNER_METRICS, MetricsLogger, health_problem
 from rlengine.runtime import init_ray, use_gpu
 from rlengine.stages import STAGE_KINDS, StageContext, build_stage
 
@@ -81,6 +81,8 @@ class Trainer:
         spec = LearnerSpec.from_config(cfg, self.model_path, gpu=gpu)
         self.learner = LearnerGroup(spec, num_ranks=cfg.learner.num_ranks)
         self.step_index = 0
+        self.reward_messages: list[str] = []
+        """The first reward errors of the latest step (for the diagnosis when most rewards fail)."""
         self.mean_correct_length: float | None = None
         """Running mean token length of correct responses (``reward.length_momentum``), for rewards."""
         engine_weights = self.model_path
@@ -231,6 +233,9 @@ class Trainer:
             response.scores = {name: values[i] for name, values in result.scores.items()}
             response.correct = response.scores[first] >= self.cfg.reward.correct_threshold
         state.reward_faults.update({"reward/errors": result.errors, "reward/timeouts": result.timeouts})
+        state.reward_calls += len(items) * len(self.objectives)
+        state.reward_messages += result.error_messages[: max(0, 5 - len(state.reward_messages))]
+        self.reward_messages = state.reward_messages
 
     def reward_item(self, row: dict, text: str, num_tokens: int) -> RewardItem:
         """What a reward function sees: the prompt row's fields as metadata, plus the response's
@@ -395,6 +400,7 @@ class Trainer:
             },
             **{key: float("nan") for key in LEARNER_METRICS},
             **{key: float(value) for key, value in state.reward_faults.items()},
+            "reward/failure_fraction": sum(state.reward_faults.values()) / max(1, state.reward_calls),
             **extra,
         }
         metrics["time/step"] = time.perf_counter() - state.start
@@ -439,13 +445,22 @@ class Trainer:
             budget = cfg.trainer.max_minutes
             while self.step_index < cfg.trainer.max_steps:
                 metrics = self.step()
+                history.append(metrics)
+                problem = health_problem(
+                    history,
+                    max_skipped_steps=cfg.trainer.max_skipped_steps,
+                    max_failure_fraction=cfg.reward.max_failure_fraction,
+                    reward_messages=self.reward_messages,
+                )
+                if problem is not None:
+                    self.logger.log(metrics, self.step_index)
+                    raise RuntimeError(f"rlengine: stopping the run. {problem}")
                 out_of_time = budget is not None and time.monotonic() - started >= 60 * budget
                 every = cfg.evaluation.every_n_steps
                 last = self.step_index == cfg.trainer.max_steps or out_of_time
                 if every and (self.step_index % every == 0 or last):
                     metrics.update(self.evaluate())
                 self.logger.log(metrics, self.step_index)
-                history.append(metrics)
                 bar.update(1)
                 bar.set_postfix(
                     reward=f"{metrics['reward/mean']:.3f}",

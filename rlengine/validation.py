@@ -83,6 +83,11 @@ def validate(cfg: Any) -> None:
     _check_learner(cfg)
     _check_evaluation(cfg)
     _positive(cfg.reward.timeout_s, "reward.timeout_s")
+    if not 0 < cfg.reward.max_failure_fraction <= 1:
+        raise ConfigError(
+            f"reward.max_failure_fraction: expected a value in (0, 1], got {cfg.reward.max_failure_fraction}"
+        )
+    _positive(cfg.trainer.max_skipped_steps, "trainer.max_skipped_steps", allow_zero=True)
     _positive(cfg.reward.num_workers, "reward.num_workers", allow_zero=True)
     _check_data(cfg)
     _check_rewards(cfg)

@@ -285,3 +285,35 @@ def test_bad_command_line_gets_a_message_not_a_traceback(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert re.search(message, err) and "Traceback" not in err, err
+
+
+# ---------------------------------------------------------------- faults during a run
+
+
+def test_failing_rewards_and_skipped_updates_stop_the_run_with_a_diagnosis(tmp_path: Path) -> None:
+    from rlengine.runlog import health_problem
+    from tests.test_filter import stub_trainer
+
+    t = stub_trainer(tmp_path, lambda pid: 2)  # the stub rewards report 1 error and 2 timeouts per round
+    metrics = t.step()
+    assert metrics["reward/failure_fraction"] == pytest.approx(
+        3 / 16
+    )  # 4 prompts x 4 responses x 1 objective
+    ok = dict(max_skipped_steps=3, max_failure_fraction=0.5, reward_messages=[])
+    assert health_problem([metrics], **ok) is None
+    failing = {**metrics, "reward/failure_fraction": 0.75}
+    message = health_problem(
+        [failing], **{**ok, "reward_messages": ["reward 'acc' on item 3: ZeroDivisionError"]}
+    )
+    assert "75% of the reward calls failed" in message and "ZeroDivisionError" in message
+    assert "reward.max_failure_fraction = 0.5" in message
+
+    steps = [{"step": i, "learner/skipped_steps": 0.0, "grad_norm": 2.0, "lr": 1e-6} for i in (1, 2)]
+    steps += [{"step": i, "learner/skipped_steps": 1.0, "grad_norm": float("nan")} for i in (3, 4)]
+    assert health_problem(steps, **ok) is None  # two in a row, the limit is three
+    steps.append({"step": 5, "learner/skipped_steps": 1.0})
+    message = health_problem(steps, **ok)
+    assert message.startswith("steps 3-5: every update was skipped") and "last finite step was 2" in message
+    assert health_problem(steps, **{**ok, "max_skipped_steps": 0}) is None  # 0 = never stop
+    steps.append({"step": 6, "learner/skipped_steps": 0.5})  # one optimizer step of two went through
+    assert health_problem(steps, **ok) is None

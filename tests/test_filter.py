@@ -251,7 +251,9 @@ class StubRewards:
 
         self.prompt_ids += [it.metadata["id"] for it in items]
         values = [float(int(it.completion) < self.passes(it.metadata["id"])) for it in items]
-        return SimpleNamespace(scores={"acc": values}, errors=1, timeouts=2)  # faults counted per round
+        return SimpleNamespace(
+            scores={"acc": values}, errors=1, timeouts=2, error_messages=["boom"]
+        )  # per round
 
 
 class StubLearner:
