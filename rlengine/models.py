@@ -82,6 +82,18 @@ def _check_model_dir(path: Path) -> str:
             f"model directory {path} has no config.json, so it is not a Hugging Face model "
             f"directory (files present: {present or 'none'}).{hint}"
         )
+    if not any(path.glob("*.safetensors")):
+        pickled = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+        raise ModelError(
+            f"model directory {path} has no .safetensors weights"
+            + (
+                f" (it has {', '.join(pickled[:5])}: pickle files, which can run code when loaded)"
+                if pickled
+                else ""
+            )
+            + ". rlengine loads weights only from safetensors; convert them once with "
+            "AutoModelForCausalLM.from_pretrained(dir).save_pretrained(new_dir) in a process you trust"
+        )
     return str(path.resolve())
 
 

@@ -63,6 +63,19 @@ def test_local_dir_without_config_is_rejected(tmp_path: Path) -> None:
     assert str(tmp_path) in str(e.value) and "config.json" in str(e.value) and ".gguf" in str(e.value)
 
 
+def test_weights_load_only_from_safetensors(tmp_path: Path, tiny_dir: str) -> None:
+    """A model directory whose weights are pickle files (.bin) is refused: unpickling can run code."""
+    import shutil
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_dir, pickled)
+    for weights in pickled.glob("*.safetensors"):
+        weights.rename(weights.with_name("pytorch_model.bin"))
+    with pytest.raises(ModelError, match=r"no .safetensors weights \(it has pytorch_model.bin: pickle files"):
+        resolve_model(str(pickled))
+    assert resolve_model(tiny_dir) == str(Path(tiny_dir).resolve())
+
+
 def test_missing_local_path_and_bad_names(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="not found"):
         resolve_model(str(tmp_path / "no_such_model"))
