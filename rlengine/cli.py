@@ -60,7 +60,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     cfg = _load(args.config, args.overrides)
     from rlengine.resume import checkpoint_to_resume
 
-    checkpoint_to_resume(cfg)  # the run directory too: resume=true with nothing to resume, refused changes
+    checkpoint_to_resume(cfg, create=False)  # the run directory too: nothing to resume, refused changes
     if args.action == "show":
         print(dump_yaml(cfg), end="")
     else:

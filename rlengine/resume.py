@@ -59,11 +59,13 @@ def config_changes(saved: dict, current: dict) -> dict[str, tuple[Any, Any]]:
     }
 
 
-def checkpoint_to_resume(cfg: Any) -> Path | None:
+def checkpoint_to_resume(cfg: Any, create: bool = True) -> Path | None:
     """The newest complete checkpoint to resume from (None for a fresh run), after checking the
-    run directory against ``cfg``. Raises :class:`ConfigError`/FileExistsError before anything starts."""
+    run directory against ``cfg`` (and creating it unless ``create`` is false, as for ``rlengine
+    config check``). Raises :class:`ConfigError`/FileExistsError before anything starts."""
     run_dir = cfg.run_dir
-    writable_directory(run_dir, "trainer.output_dir")
+    if create or run_dir.exists():
+        writable_directory(run_dir, "trainer.output_dir")
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is not None and not cfg.resume:
         raise FileExistsError(
