@@ -192,7 +192,7 @@ def test_learner_rank_without_ray(tiny_model_dir, in_process_rank_spec) -> None:
         logprobs = rank.compute_logprobs(samples, plan[0][0], "policy")
         flat = torch.tensor([x for i in range(len(samples)) for x in logprobs[i]])
         assert torch.allclose(flat, reference, atol=1e-5)
-        results[layout] = rank.train(samples, plan[0], step_denominators(samples, [plan], "token_mean"))
+        results[layout] = rank.train(samples, plan[0], step_denominators(samples, plan, "token_mean"))
         assert len(plan[0][0]) > 1  # several micro-batches: accumulation is exercised
     for layout in ("packed", "shared_prefix"):
         for key in ("grad_norm", "loss/policy", "entropy/mean"):
@@ -221,7 +221,7 @@ def test_compiled_layers_give_the_same_logprobs(tiny_model_dir, in_process_rank_
             in_process_rank_spec(f"learner.compile={str(compiled).lower()}", "learner.micro_batch_tokens=40")
         )
         logprobs = rank.compute_logprobs(samples, plan[0][0], "policy")
-        metrics = rank.train(samples, plan[0], step_denominators(samples, [plan], "token_mean"))
+        metrics = rank.train(samples, plan[0], step_denominators(samples, plan, "token_mean"))
         results[compiled] = (
             torch.tensor([x for i in range(len(samples)) for x in logprobs[i]]),
             metrics["grad_norm"],

@@ -16,6 +16,7 @@ def bare_trainer(*overrides: str) -> Trainer:
     trainer = Trainer.__new__(Trainer)  # no Ray, no models: only the pure parts are used
     trainer.cfg = cfg
     trainer.step_index = 0
+    trainer.reward_messages, trainer.mean_correct_length = [], None
     trainer.objectives = ["math_verify", "format"]
     context = StageContext(rows=[], seed=0, objectives=trainer.objectives, reward_weights=[1.0, 0.5])
     trainer.reward_weighting = build_stage("reward_weighting", cfg.reward_weighting, context)
