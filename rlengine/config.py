@@ -122,6 +122,10 @@ class RewardConfig:
     """Reward worker processes."""
     timeout_s: float = 10.0
     """Per-call timeout; a call that takes longer scores 0 and is counted in ``reward/timeouts``."""
+    import_timeout_s: float = 60.0
+    """Time limit for importing a reward file (``rlengine config check``, run start, each reward
+    worker). At start-up a file still importing after this long is a config error; in a worker its
+    objective scores 0 for the rest of the run and every call is counted in ``reward/errors``."""
     correct_threshold: float = 0.5
     """A response counts as passing (for ``pass_rate``) when the first objective is >= this."""
     max_failure_fraction: float = 0.5
@@ -303,6 +307,10 @@ class TrainerConfig:
     was skipped for a non-finite loss or gradient (0 = never stop)."""
     ray_address: str | None = None
     """Ray cluster to join (``auto``); a local instance is started when null."""
+    actor_timeout_s: float = 1800.0
+    """Longest wait for any one call on a Ray actor (a generation, an update, a weight sync, a
+    checkpoint). An actor that dies or does not answer in time stops the run with an error naming
+    it, its last log lines and the step; a crashed rollout engine is first restarted once."""
 
 
 @dataclass
