@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -93,3 +94,20 @@ class RolloutView:
     the current policy, from the same engines and rewards as training."""
 
     generate: Callable[[list[dict], int], list[Group]]
+
+
+def rollout_sampling(cfg: Any, step: int, round_index: int, num_prompts: int, n: int) -> dict[str, Any]:
+    """Sampling parameters of one generation round of a training step (``cfg`` a RunConfig).
+
+    Each prompt gets its own seed from (``trainer.seed``, step, round, position), so a resumed run
+    samples exactly what the uninterrupted run would have.
+    """
+    r = cfg.rollout
+    base = (cfg.trainer.seed * 1_000_003 + step * 1009 + round_index * 101) % (2**31)
+    return {
+        "n": n,
+        "temperature": r.temperature,
+        "top_p": r.top_p,
+        "max_tokens": r.max_tokens,
+        "seeds": [(base + i * 7919) % (2**31) for i in range(num_prompts)],
+    }

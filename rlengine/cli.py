@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
 from reward.loader import RewardConfigError
 from rlengine.config import dump_yaml, load_config
-from rlengine.errors import ConfigError, DataError
+from rlengine.errors import ActorFailure, ConfigError, DataError
+from rlengine.interrupts import RunStopped
 from rlengine.models import ModelError
 from rlengine.plugins import PluginError
 
@@ -189,6 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     except (FileExistsError, DataError, ModelError, PluginError, RewardConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RunStopped as e:  # SIGTERM: a checkpoint was written
+        print(f"rlengine: {e}", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    except ActorFailure as e:
+        print(f"rlengine: stopping the run: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C; the trainer already said what is kept
+        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":

@@ -13,6 +13,26 @@ class ConfigError(ValueError):
     """A config problem; the message starts with the dotted key path (``learner.lr: ...``)."""
 
 
+class ActorFailure(RuntimeError):
+    """A Ray actor died or did not answer within its deadline.
+
+    Attributes:
+        actor: the actor's name (``rollout engine 1``, ``learner rank 0``).
+        reason: ``"died"`` or ``"timeout"``.
+    """
+
+    def __init__(self, message: str, *, actor: str, reason: str) -> None:
+        super().__init__(message)
+        self.actor = actor
+        self.reason = reason
+
+    def at_step(self, step: int) -> ActorFailure:
+        """The same failure, its message prefixed with the training step it happened in."""
+        failure = ActorFailure(f"step {step}: {self}", actor=self.actor, reason=self.reason)
+        failure.__cause__ = self.__cause__
+        return failure
+
+
 class DataError(ValueError):
     """A prompt source cannot be loaded: missing file or field, empty source, bad option."""
 

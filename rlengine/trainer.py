@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,11 +30,13 @@ import torch
 
 from reward import RewardItem, RewardPool, parse_reward_specs
 from rlengine.algorithms import compute_advantages, kl_penalty, overlong_reward_penalty
-from rlengine.batch import Group, Response, RolloutView, StepState
+from rlengine.batch import Group, Response, RolloutView, StepState, rollout_sampling
 from rlengine.checkpoint import load_trainer_state, save_checkpoint
 from rlengine.config import RunConfig, dump_yaml, to_dict
 from rlengine.data.prompts import load_prompt_rows, split_validation
+from rlengine.errors import ActorFailure
 from rlengine.eval.runner import evaluate_during_training
+from rlengine.interrupts import RunStopped, StopOnSignal, interrupted_message, sigint_ignored
 from rlengine.resume import checkpoint_to_resume
 from rlengine.runlog import LEARNER_METRICS, MetricsLogger, health_problem
 from rlengine.runtime import init_ray, use_gpu
@@ -50,7 +53,6 @@ class Trainer:
         from rlengine.learner.spec import LearnerSpec
         from rlengine.models import resolve_model
         from rlengine.rollout import RolloutPool
-        from rlengine.rollout.engine import kv_cache_gib_for
 
         self.cfg = cfg
         self.run_dir = cfg.run_dir
@@ -76,10 +78,13 @@ class Trainer:
             self.reward_specs,
             num_workers=cfg.reward.num_workers,
             timeout_s=cfg.reward.timeout_s,
+            import_timeout_s=cfg.reward.import_timeout_s,
             base_dir=cfg.config_dir,
         )
         spec = LearnerSpec.from_config(cfg, self.model_path, gpu=gpu)
-        self.learner = LearnerGroup(spec, num_ranks=cfg.learner.num_ranks)
+        self.learner = LearnerGroup(
+            spec, num_ranks=cfg.learner.num_ranks, actor_timeout_s=cfg.trainer.actor_timeout_s
+        )
         self.step_index = 0
         self.reward_messages: list[str] = []
         """The first reward errors of the latest step (for the diagnosis when most rewards fail)."""
@@ -89,24 +94,8 @@ class Trainer:
         if checkpoint is not None:
             self.learner.load_checkpoint(str(checkpoint / "deepspeed"))
             engine_weights = str(checkpoint / "model")
-        r = cfg.rollout
-        kv_cache_gib = r.kv_cache_gib or kv_cache_gib_for(
-            self.model_path, cfg.trainer.batch_size * r.n, r.max_model_len, cfg.model.dtype
-        )
-        self.pool = RolloutPool(
-            engine_weights,
-            num_engines=r.num_engines,
-            dtype=cfg.model.dtype,
-            max_model_len=r.max_model_len,
-            seed=cfg.trainer.seed,
-            enforce_eager=r.enforce_eager,
-            trust_remote_code=cfg.model.trust_remote_code,
-            kv_cache_gib=kv_cache_gib,
-            in_process=r.engine_in_process,
-            gpu_memory_utilization=r.gpu_memory_utilization,
-            engine_kwargs=r.engine_kwargs,
-            use_gpu=gpu,
-        )
+        self.pool = RolloutPool.from_config(cfg, engine_weights, self.model_path, gpu)
+        self.pool.on_restart = self.resync_engine
         context = StageContext(
             rows=rows,
             seed=cfg.trainer.seed,
@@ -187,24 +176,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ rollout + reward
 
-    def sampling(self, num_prompts: int, n: int, round_index: int) -> dict[str, Any]:
-        """Sampling parameters; per-request seeds make a resumed run sample identically."""
-        r = self.cfg.rollout
-        base = (self.cfg.trainer.seed * 1_000_003 + self.step_index * 1009 + round_index * 101) % (2**31)
-        return {
-            "n": n,
-            "temperature": r.temperature,
-            "top_p": r.top_p,
-            "max_tokens": r.max_tokens,
-            "seeds": [(base + i * 7919) % (2**31) for i in range(num_prompts)],
-        }
-
     def rollout(self, prompts: list[dict], state: StepState, n: int | None = None) -> list[Group]:
         """Generate ``n`` (default ``rollout.n``) responses per prompt, score them, record them in ``state``."""
         if not prompts:
             return []
         with state.timer("time/rollout"):
-            sampling = self.sampling(len(prompts), n or self.cfg.rollout.n, state.rounds)
+            sampling = rollout_sampling(
+                self.cfg, self.step_index, state.rounds, len(prompts), n or self.cfg.rollout.n
+            )
             outputs = self.pool.generate([p["prompt_ids"] for p in prompts], sampling)
         groups = [
             Group(
@@ -348,6 +327,13 @@ class Trainer:
         self.pool.sync_weights(str(weights))
         weights.unlink(missing_ok=True)
 
+    def resync_engine(self, engine: int) -> None:
+        """Give a restarted rollout engine the learner's current weights."""
+        weights = self.weights_dir / f"engine_{engine}.safetensors"
+        self.learner.export_weights(str(weights))
+        self.pool.sync_weights(str(weights), engines=[engine])
+        weights.unlink(missing_ok=True)
+
     # ------------------------------------------------------------------ after the update
 
     def observe(self, generated: list[Group], batch: list[Group]) -> dict[str, float]:
@@ -401,6 +387,7 @@ class Trainer:
             **{key: float("nan") for key in LEARNER_METRICS},
             **{key: float(value) for key, value in state.reward_faults.items()},
             "reward/failure_fraction": sum(state.reward_faults.values()) / max(1, state.reward_calls),
+            "rollout/engine_restarts": float(sum(self.pool.restarts)),
             **extra,
         }
         metrics["time/step"] = time.perf_counter() - state.start
@@ -425,11 +412,12 @@ class Trainer:
         )
 
     def fit(self) -> list[dict[str, Any]]:
-        """Run until ``trainer.max_steps``; returns the metrics of every step run here."""
+        """Run until ``trainer.max_steps``, ``trainer.max_minutes``, SIGTERM (checkpoint, then
+        :class:`RunStopped`) or Ctrl-C (see rlengine/interrupts.py); returns every step's metrics."""
         from tqdm.auto import tqdm
 
         cfg = self.cfg
-        history = []
+        history: list[dict[str, Any]] = []
         bar = tqdm(
             total=cfg.trainer.max_steps,
             initial=self.step_index,
@@ -438,59 +426,82 @@ class Trainer:
             disable=not cfg.logging.progress,
             dynamic_ncols=True,
         )
-        try:
-            if cfg.evaluation.before_training and self.step_index == 0:
-                self.logger.log_scalars(self.evaluate(), step=0)
-            started = time.monotonic()
-            budget = cfg.trainer.max_minutes
-            while self.step_index < cfg.trainer.max_steps:
-                metrics = self.step()
-                history.append(metrics)
-                problem = health_problem(
-                    history,
-                    max_skipped_steps=cfg.trainer.max_skipped_steps,
-                    max_failure_fraction=cfg.reward.max_failure_fraction,
-                    reward_messages=self.reward_messages,
-                )
-                if problem is not None:
+        with StopOnSignal() as stop, bar:
+            try:
+                if cfg.evaluation.before_training and self.step_index == 0:
+                    self.logger.log_scalars(self.evaluate(), step=0)
+                started = time.monotonic()
+                budget = cfg.trainer.max_minutes
+                while self.step_index < cfg.trainer.max_steps:
+                    metrics = self.checked_step(history)
+                    out_of_time = budget is not None and time.monotonic() - started >= 60 * budget
+                    every = cfg.evaluation.every_n_steps
+                    last = self.step_index == cfg.trainer.max_steps or out_of_time
+                    if every and (self.step_index % every == 0 or last):
+                        metrics.update(self.evaluate())
                     self.logger.log(metrics, self.step_index)
-                    raise RuntimeError(f"rlengine: stopping the run. {problem}")
-                out_of_time = budget is not None and time.monotonic() - started >= 60 * budget
-                every = cfg.evaluation.every_n_steps
-                last = self.step_index == cfg.trainer.max_steps or out_of_time
-                if every and (self.step_index % every == 0 or last):
-                    metrics.update(self.evaluate())
-                self.logger.log(metrics, self.step_index)
-                bar.update(1)
-                bar.set_postfix(
-                    reward=f"{metrics['reward/mean']:.3f}",
-                    pass_rate=f"{metrics['pass_rate/mean']:.2f}",
-                    tok_s=f"{metrics['tokens/per_second']:.0f}",
-                    refresh=False,
-                )
-                if last or (cfg.trainer.save_every and self.step_index % cfg.trainer.save_every == 0):
-                    self.checkpoint()
-                if out_of_time:
-                    break
-        finally:
-            bar.close()
+                    bar.update(1)
+                    bar.set_postfix(
+                        reward=f"{metrics['reward/mean']:.3f}",
+                        pass_rate=f"{metrics['pass_rate/mean']:.2f}",
+                        tok_s=f"{metrics['tokens/per_second']:.0f}",
+                        refresh=False,
+                    )
+                    save = cfg.trainer.save_every and self.step_index % cfg.trainer.save_every == 0
+                    if save or last or stop.received:
+                        path = self.checkpoint()
+                    if stop.received:
+                        raise RunStopped(
+                            f"{stop.received} received: stopped after step {self.step_index} and wrote "
+                            f"{path}. Continue with: rlengine train {self.run_dir}"
+                        )
+                    if out_of_time:
+                        break
+            except KeyboardInterrupt:
+                print(interrupted_message(self.step_index + 1, self.run_dir), file=sys.stderr, flush=True)
+                raise
         return history
 
-    def close(self) -> None:
-        for stage in self.stages.values():
-            if callable(getattr(stage, "close", None)):
-                stage.close()
-        self.logger.close()
-        self.rewards.close()
-        self.pool.shutdown()
-        self.learner.shutdown()
-        shutil.rmtree(self.weights_dir, ignore_errors=True)
+    def checked_step(self, history: list[dict[str, Any]]) -> dict[str, Any]:
+        """:meth:`step`, then stop the run if it is unhealthy (rlengine/runlog.py: health_problem);
+        a failed actor's error gets the step number."""
+        try:
+            metrics = self.step()
+        except ActorFailure as failure:
+            raise failure.at_step(self.step_index + 1) from failure.__cause__
+        history.append(metrics)
+        problem = health_problem(
+            history,
+            max_skipped_steps=self.cfg.trainer.max_skipped_steps,
+            max_failure_fraction=self.cfg.reward.max_failure_fraction,
+            reward_messages=self.reward_messages,
+        )
+        if problem is not None:
+            self.logger.log(metrics, self.step_index)
+            raise RuntimeError(f"rlengine: stopping the run. {problem}")
+        return metrics
+
+    def close(self, quick: bool = False) -> None:
+        """Stop every stage, pool and actor; each part is stopped even if another fails. ``quick``
+        (after Ctrl-C or a failure) gives the rollout engines seconds, not a minute, to stop."""
+        parts = [stage.close for stage in self.stages.values() if callable(getattr(stage, "close", None))]
+        parts += [self.logger.close, self.rewards.close, lambda: self.pool.shutdown(10 if quick else 60)]
+        parts += [self.learner.shutdown, lambda: shutil.rmtree(self.weights_dir, ignore_errors=True)]
+        with sigint_ignored():
+            for part in parts:
+                try:
+                    part()
+                except Exception as exc:  # noqa: BLE001 - keep stopping the rest
+                    print(f"rlengine: while stopping: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
 def train(cfg: RunConfig) -> list[dict[str, Any]]:
     """Build everything from ``cfg``, run the loop, tear down. Returns per-step metrics."""
     trainer = Trainer(cfg)
+    finished = False
     try:
-        return trainer.fit()
+        history = trainer.fit()
+        finished = True
+        return history
     finally:
-        trainer.close()
+        trainer.close(quick=not finished)

@@ -224,6 +224,7 @@ def test_nonzero_variance_has_no_band_keys() -> None:
 class StubPool:
     def __init__(self) -> None:
         self.calls: list[int] = []
+        self.restarts = [0]
 
     def generate(self, prompt_token_ids, sampling):
         self.calls.append(len(prompt_token_ids))

@@ -13,6 +13,7 @@ from typing import Any
 
 import ray
 
+from rlengine.actors import Actor, wait_all
 from rlengine.learner.batching import plan_updates, planning_lengths, prompt_groups, step_denominators
 from rlengine.learner.metrics import merge_rank_metrics
 from rlengine.learner.rank import LearnerRank
@@ -40,8 +41,9 @@ def free_port() -> int:
 class LearnerGroup:
     """``num_ranks`` DeepSpeed ranks. Every call fans out to all ranks and waits."""
 
-    def __init__(self, spec: LearnerSpec, *, num_ranks: int) -> None:
+    def __init__(self, spec: LearnerSpec, *, num_ranks: int, actor_timeout_s: float = 1800.0) -> None:
         port = free_port()
+        self.actor_timeout_s = actor_timeout_s
         threads = spec.threads or max(1, len(available_cpus()) // num_ranks)
         self.spec = dataclasses.replace(spec, threads=threads)
         self.num_ranks = num_ranks
@@ -62,8 +64,14 @@ class LearnerGroup:
                 if spec.learner.jemalloc:
                     env.update(jemalloc_env())
             actor = RankActor.options(num_gpus=1 if spec.gpu else 0, runtime_env={"env_vars": env})
-            self.ranks.append(actor.remote(self.spec))
-        ray.get([r.ready.remote() for r in self.ranks])
+            self.ranks.append(Actor(actor.remote(self.spec), f"learner rank {rank}"))
+        self.wait([r.handle.ready.remote() for r in self.ranks], "start-up")
+        for rank_actor in self.ranks:
+            rank_actor.lookup_pid()
+
+    def wait(self, refs: list[ray.ObjectRef], what: str, ranks: list[Actor] | None = None) -> list[Any]:
+        """Results of one call per rank (``ranks``, default all), within ``actor_timeout_s``."""
+        return wait_all(list(zip(ranks or self.ranks, refs)), what=what, timeout_s=self.actor_timeout_s)
 
     def plan(self, samples: list[dict], *, mini_batch_size: int | None, ppo_epochs: int, seed: int):
         groups = prompt_groups(samples) if self.spec.learner.shared_prefix else None
@@ -82,8 +90,12 @@ class LearnerGroup:
         """Per-sample response-token logprobs under the policy or the reference model."""
         plan = self.plan(samples, mini_batch_size=None, ppo_epochs=1, seed=0)
         ref = ray.put(samples)
-        parts = ray.get(
-            [rank.compute_logprobs.remote(ref, plan[r][0], which) for r, rank in enumerate(self.ranks)]
+        parts = self.wait(
+            [
+                rank.handle.compute_logprobs.remote(ref, plan[r][0], which)
+                for r, rank in enumerate(self.ranks)
+            ],
+            f"{which} logprobs",
         )
         merged: dict[int, list] = {}
         for part in parts:
@@ -97,8 +109,9 @@ class LearnerGroup:
         plan = self.plan(samples, mini_batch_size=opts.mini_batch_size, ppo_epochs=opts.ppo_epochs, seed=seed)
         denominators = step_denominators(samples, plan, self.spec.algorithm.agg)
         ref = ray.put(samples)
-        results = ray.get(
-            [rank.train.remote(ref, plan[r], denominators) for r, rank in enumerate(self.ranks)]
+        results = self.wait(
+            [rank.handle.train.remote(ref, plan[r], denominators) for r, rank in enumerate(self.ranks)],
+            "the policy update",
         )
         return merge_rank_metrics(results)
 
@@ -108,38 +121,44 @@ class LearnerGroup:
         plan = self.plan(samples, mini_batch_size=None, ppo_epochs=1, seed=0)
         denominator = step_denominators(samples, plan, self.spec.algorithm.agg)[0]
         ref = ray.put(samples)
-        results = ray.get(
+        results = self.wait(
             [
-                rank.objective_gradients.remote(ref, plan[r][0], denominator, advantages, layers)
+                rank.handle.objective_gradients.remote(ref, plan[r][0], denominator, advantages, layers)
                 for r, rank in enumerate(self.ranks)
-            ]
+            ],
+            "per-objective gradients",
         )
         return results[0]
 
     def export_weights(self, path: str) -> None:
-        ray.get([r.export_weights.remote(path) for r in self.ranks])
+        self.wait([r.handle.export_weights.remote(path) for r in self.ranks], "the weight export")
 
     def save_checkpoint(self, directory: str, hf_dir: str) -> None:
-        ray.get([r.save_checkpoint.remote(directory, hf_dir) for r in self.ranks])
+        self.wait(
+            [r.handle.save_checkpoint.remote(directory, hf_dir) for r in self.ranks], "the checkpoint save"
+        )
 
     def load_checkpoint(self, directory: str) -> None:
-        ray.get([r.load_checkpoint.remote(directory) for r in self.ranks])
+        self.wait([r.handle.load_checkpoint.remote(directory) for r in self.ranks], "the checkpoint load")
 
     def host(self, name: str, cls: type, *args: Any) -> str:
         """Build ``cls(*args)`` inside rank 0's process (it shares that rank's GPU); see ``call_hosted``."""
-        return ray.get(self.ranks[0].host.remote(name, cls, *args))
+        return self.wait(
+            [self.ranks[0].handle.host.remote(name, cls, *args)], f"hosting {name}", self.ranks[:1]
+        )[0]
 
     def call_hosted(self, name: str, method: str, *args: Any) -> Any:
         """Call ``method(*args)`` on the object hosted as ``name`` and wait for the result."""
-        return ray.get(self.ranks[0].call_hosted.remote(name, method, *args))
+        ref = self.ranks[0].handle.call_hosted.remote(name, method, *args)
+        return self.wait([ref], f"{name}.{method}", self.ranks[:1])[0]
 
     def unhost(self, name: str) -> None:
         if self.ranks:
-            ray.get(self.ranks[0].unhost.remote(name))
+            self.wait([self.ranks[0].handle.unhost.remote(name)], f"removing {name}", self.ranks[:1])
 
     def shutdown(self) -> None:
         for r in self.ranks:
-            ray.kill(r)
+            ray.kill(r.handle)
         self.ranks = []
 
 

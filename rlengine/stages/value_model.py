@@ -322,6 +322,7 @@ def build_value_model(spec: ValueModelSpec, placement: str, learner: Any = None,
             "learner",
             lambda: learner.unhost(name),
         )
+    from rlengine.actors import DEFAULT_TIMEOUT_S, Actor, wait_one
     from rlengine.runtime import QUIET_ENV, available_cpus
 
     threads = spec.config.threads or len(available_cpus())
@@ -332,9 +333,16 @@ def build_value_model(spec: ValueModelSpec, placement: str, learner: Any = None,
     actor = actor_cls.options(
         num_gpus=spec.config.num_gpus if spec.gpu else 0, runtime_env={"env_vars": env}
     ).remote(spec, init_pass_rate)
-    ray.get(actor.ready.remote())
+    named = Actor(actor, "value model")
+    wait_one(named, actor.ready.remote(), what="start-up", timeout_s=DEFAULT_TIMEOUT_S)
+    named.lookup_pid()
     return ValueModelHandle(
-        lambda method, *args: ray.get(getattr(actor, method).remote(*args)),
+        lambda method, *args: wait_one(
+            named,
+            getattr(actor, method).remote(*args),
+            what=f"value model {method}",
+            timeout_s=DEFAULT_TIMEOUT_S,
+        ),
         "actor",
         lambda: ray.kill(actor),
     )

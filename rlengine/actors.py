@@ -1,0 +1,123 @@
+"""Waiting on Ray actors without ever hanging.
+
+Every wait on a rollout engine, a learner rank or a hosted model goes through :func:`wait_all`:
+it has a deadline (``trainer.actor_timeout_s``), and an actor that dies or does not answer in
+time becomes an :class:`ActorFailure` that names the actor, what it was doing, its process id and
+the last lines of its log. The trainer adds the step. An exception raised *inside* an actor method
+is not a failure of the actor: it reaches the caller unchanged, with its traceback.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError
+
+from rlengine.errors import ActorFailure
+
+DEFAULT_TIMEOUT_S = 1800.0
+"""Deadline of a wait where no ``trainer.actor_timeout_s`` is at hand (the config default)."""
+
+LOG_LINES = 15
+"""Lines of an actor's log quoted in an :class:`ActorFailure`."""
+
+
+@dataclass
+class Actor:
+    """A Ray actor handle with the name errors use and its process id (looked up once)."""
+
+    handle: Any
+    name: str
+    pid: int | None = None
+
+    def lookup_pid(self, timeout_s: float = 30.0) -> int | None:
+        """The actor's process id (``None`` if it cannot be asked)."""
+        if self.pid is None:
+            try:
+                self.pid = ray.get(
+                    self.handle.__ray_call__.remote(lambda _self: os.getpid()), timeout=timeout_s
+                )
+            except Exception:  # noqa: BLE001 - a dead actor has no pid to report
+                return None
+        return self.pid
+
+
+def ray_log_dir() -> Path | None:
+    """This Ray session's log folder on the driver's machine, if known."""
+    try:
+        node = ray._private.worker._global_node  # noqa: SLF001 - no public accessor in Ray 2.x
+        if node is not None:
+            return Path(node.get_logs_dir_path())
+    except AttributeError:
+        pass
+    fallback = Path("/tmp/ray/session_latest/logs")
+    return fallback if fallback.is_dir() else None
+
+
+def log_tail(pid: int | None, lines: int = LOG_LINES) -> str:
+    """The last ``lines`` lines of the Ray worker log files of process ``pid`` (stderr first)."""
+    folder = ray_log_dir()
+    if pid is None or folder is None:
+        return "(no log: the process id is unknown)"
+    tails = []
+    for suffix in ("err", "out"):
+        for path in sorted(glob.glob(str(folder / f"worker-*-{pid}.{suffix}"))):
+            text = Path(path).read_text(errors="replace").splitlines()
+            kept = [line for line in text if line.strip()][-lines:]
+            if kept:
+                tails.append(f"--- {path} (last {len(kept)} lines)\n" + "\n".join(kept))
+    return "\n".join(tails) if tails else f"(no log lines for pid {pid} under {folder})"
+
+
+def describe(actor: Actor) -> str:
+    pid = actor.pid
+    return f"{actor.name} (pid {pid})" if pid is not None else actor.name
+
+
+def wait_all(calls: list[tuple[Actor, ray.ObjectRef]], *, what: str, timeout_s: float) -> list[Any]:
+    """Results of ``calls`` (one ``(actor, ref)`` each), in order, waiting at most ``timeout_s``.
+
+    Raises:
+        ActorFailure: an actor died (raised as soon as it is seen), or some call had not finished
+            when the deadline passed (it names every actor still working).
+    """
+    deadline = time.monotonic() + timeout_s
+    pending = {ref: index for index, (_, ref) in enumerate(calls)}
+    results: list[Any] = [None] * len(calls)
+    while pending:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            late = [calls[index][0] for index in pending.values()]
+            names = ", ".join(describe(actor) for actor in late)
+            logs = "\n".join(log_tail(actor.pid) for actor in late)
+            raise ActorFailure(
+                f"{names} did not finish {what} within {timeout_s:g} s (trainer.actor_timeout_s); "
+                f"it may be hung or far slower than expected. Its last log lines:\n{logs}",
+                actor=late[0].name,
+                reason="timeout",
+            )
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=min(remaining, 5.0))
+        for ref in ready:
+            index = pending.pop(ref)
+            try:
+                results[index] = ray.get(ref)
+            except RayActorError as exc:
+                actor = calls[index][0]
+                raise ActorFailure(
+                    f"{describe(actor)} died during {what}: {str(exc).splitlines()[0][:300]}\n"
+                    f"Its last log lines:\n{log_tail(actor.pid)}",
+                    actor=actor.name,
+                    reason="died",
+                ) from exc
+    return results
+
+
+def wait_one(actor: Actor, ref: ray.ObjectRef, *, what: str, timeout_s: float) -> Any:
+    """:func:`wait_all` for a single call."""
+    return wait_all([(actor, ref)], what=what, timeout_s=timeout_s)[0]
