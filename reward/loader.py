@@ -6,21 +6,32 @@ A ``function`` string is one of:
 * ``path/to/file.py:function``: a Python file; a relative path is looked up against ``base_dir``
   (the directory of the YAML config) first, then the current directory;
 * ``package.module:function``: an importable module.
+
+Importing a plug-in runs its module-level code, which can block (a network call, ``input()``, an
+endless loop, a lock never released). With ``import_timeout_s`` set (``reward.import_timeout_s``),
+the import runs under a deadline: a ``SIGALRM`` timer raises inside the importing code, which stops
+it wherever Python code runs or waits (sleeps, sockets, reads, lock waits), but not inside one long
+C call. Signals only reach the main thread, so off the main thread (or while another ``ITIMER_REAL``
+timer is armed) the file is imported with no time limit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from reward.builtin import BUILTIN_REWARDS
 from rlengine.errors import did_you_mean
-from rlengine.plugins import PluginError, is_plugin_spec, load_object
+from rlengine.plugins import PluginError, is_plugin_spec, load_object, resolve_file
 
 __all__ = [
     "RewardConfigError",
+    "RewardImportTimeout",
     "RewardSpec",
     "load_reward_function",
     "load_reward_functions",
@@ -30,8 +41,72 @@ __all__ = [
 _SPEC_KEYS = ("function", "name", "weight", "kwargs")
 
 
+IMPORT_HINT = (
+    "Module-level code runs at import: look there for network calls, input(), infinite loops or "
+    "locks that are never released, and move slow set-up into the function (or raise "
+    "reward.import_timeout_s if the import is only slow)"
+)
+"""What to look for when a reward file does not finish importing in time."""
+
+
 class RewardConfigError(ValueError):
     """A reward entry in the config is invalid or its function cannot be loaded."""
+
+
+class RewardImportTimeout(RewardConfigError):
+    """A reward file or module did not finish importing within ``reward.import_timeout_s``.
+
+    Attributes:
+        target: what was imported, e.g. ``reward file /abs/my_rewards.py``.
+        limit_s: the time limit in seconds.
+    """
+
+    def __init__(self, target: str, limit_s: float, prefix: str = "") -> None:
+        self.target = target
+        self.limit_s = limit_s
+        super().__init__(
+            f"{prefix}{target} did not finish importing within {limit_s:g} s "
+            f"(reward.import_timeout_s = {limit_s:g}). {IMPORT_HINT}."
+        )
+
+
+class _ImportDeadline(BaseException):
+    """Raised by the import alarm; a BaseException so ``except Exception`` in the module misses it."""
+
+
+@contextlib.contextmanager
+def _import_deadline(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`_ImportDeadline` in this thread once ``seconds`` have passed (main thread only;
+    elsewhere, with ``seconds=None`` or while another real-time timer is armed: no limit)."""
+    if (
+        seconds is None
+        or threading.current_thread() is not threading.main_thread()
+        or signal.getitimer(signal.ITIMER_REAL)[0] > 0
+    ):
+        yield
+        return
+
+    def _on_alarm(signum: int, frame: Any) -> None:
+        raise _ImportDeadline()
+
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _import_target(function: str, base_dir: str | os.PathLike[str] | None) -> str:
+    """``reward file /abs/path.py`` or ``reward module pkg.mod``, for messages."""
+    target = function.strip().rpartition(":")[0]
+    if target.endswith(".py") or "/" in target or os.sep in target:
+        try:
+            return f"reward file {resolve_file(target, base_dir)}"
+        except PluginError:
+            return f"reward file {target}"
+    return f"reward module {target}"
 
 
 @dataclass
@@ -115,10 +190,19 @@ def parse_reward_specs(entries: list[Any] | str | dict[str, Any]) -> list[Reward
     return specs
 
 
-def load_reward_function(function: str, base_dir: str | os.PathLike[str] | None = None) -> Callable[..., Any]:
+def load_reward_function(
+    function: str,
+    base_dir: str | os.PathLike[str] | None = None,
+    *,
+    import_timeout_s: float | None = None,
+) -> Callable[..., Any]:
     """Resolve a ``function`` string to a callable (see the module docstring for the forms).
 
+    ``import_timeout_s``: time limit for importing a plug-in file or module (None: no limit; the
+    limit only applies in the main thread, see the module docstring).
+
     Raises:
+        RewardImportTimeout: the import was still running after ``import_timeout_s``.
         RewardConfigError: unknown built-in (with the closest valid name), missing file, import
             failure, missing attribute or a non-callable attribute.
     """
@@ -134,9 +218,13 @@ def load_reward_function(function: str, base_dir: str | os.PathLike[str] | None 
             "Custom rewards are given as 'path/to/file.py:function' or 'package.module:function'."
         )
     try:
-        fn = load_object(function, base_dir, what="reward function")
+        with _import_deadline(import_timeout_s):
+            fn = load_object(function, base_dir, what="reward function")
     except PluginError as exc:
         raise RewardConfigError(str(exc)) from exc
+    except _ImportDeadline:
+        assert import_timeout_s is not None
+        raise RewardImportTimeout(_import_target(function, base_dir), import_timeout_s) from None
     if not callable(fn) or isinstance(fn, type):
         raise RewardConfigError(
             f"{function!r} is not callable as a reward function (it is a {type(fn).__name__})"
@@ -145,13 +233,20 @@ def load_reward_function(function: str, base_dir: str | os.PathLike[str] | None 
 
 
 def load_reward_functions(
-    specs: list[RewardSpec], base_dir: str | os.PathLike[str] | None = None
+    specs: list[RewardSpec],
+    base_dir: str | os.PathLike[str] | None = None,
+    *,
+    import_timeout_s: float | None = None,
 ) -> list[Callable[..., Any]]:
-    """Load the function of every spec (errors name the objective)."""
+    """Load the function of every spec, each import under its own ``import_timeout_s`` (errors
+    name the objective; a timeout stays a :class:`RewardImportTimeout`)."""
     functions = []
     for spec in specs:
         try:
-            functions.append(load_reward_function(spec.function, base_dir))
+            functions.append(load_reward_function(spec.function, base_dir, import_timeout_s=import_timeout_s))
+        except RewardImportTimeout as exc:
+            prefix = f"reward objective {spec.name!r}: "
+            raise RewardImportTimeout(exc.target, exc.limit_s, prefix) from None
         except RewardConfigError as exc:
             raise RewardConfigError(f"reward objective {spec.name!r}: {exc}") from exc
     return functions

@@ -20,6 +20,13 @@ Design:
 * A call that raises, or returns a non-number or a non-finite number, gets 0.0 and is counted as an
   error; the first few messages are kept. A worker that dies inside a call (segfault, ``os._exit``)
   costs that call (error) and is replaced.
+* Imports run under ``import_timeout_s`` (a ``SIGALRM`` deadline, see :mod:`reward.loader`): in the
+  parent a file still importing after it is a :class:`~reward.loader.RewardConfigError`. In a worker
+  each objective's function is loaded on its own; one whose import blocks past the limit (or fails)
+  is *unavailable*: the worker still starts, and every call of that objective gets 0.0 and counts as
+  an error whose message says why. The worker reports it with ``ready``, and later workers (a
+  replacement after a hang) skip that import instead of waiting for it again. The other objectives
+  keep working.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,7 +47,13 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from reward.builtin import RewardOutput
-from reward.loader import RewardSpec, load_reward_functions
+from reward.loader import (
+    RewardConfigError,
+    RewardImportTimeout,
+    RewardSpec,
+    load_reward_function,
+    load_reward_functions,
+)
 
 __all__ = ["RewardItem", "RewardPool", "RewardPoolError", "RewardResult"]
 
@@ -111,17 +125,50 @@ def _call(
     return _coerce(out)
 
 
-def _worker_main(specs: list[RewardSpec], base_dir: str | None, conn: Any, progress: Any) -> None:
+def _load_in_worker(
+    specs: list[RewardSpec], base_dir: str | None, import_timeout_s: float, skip: dict[int, str]
+) -> tuple[list[Callable[..., Any] | None], dict[int, str]]:
+    """Load each spec's function on its own, under the import deadline (a worker runs in its main
+    thread, so the alarm works). Returns the functions (None where unavailable) and
+    {function index: why it is unavailable}; ``skip`` are specs known to be unavailable already."""
+    functions: list[Callable[..., Any] | None] = []
+    unavailable = dict(skip)
+    for fi, spec in enumerate(specs):
+        if fi in unavailable:
+            functions.append(None)
+            continue
+        try:
+            functions.append(load_reward_function(spec.function, base_dir, import_timeout_s=import_timeout_s))
+        except RewardImportTimeout as exc:
+            functions.append(None)
+            unavailable[fi] = (
+                f"{exc.target} did not finish importing within {exc.limit_s:g} s "
+                "(reward.import_timeout_s) in the reward worker; this objective scores 0"
+            )
+        except RewardConfigError as exc:  # loaded in the parent, fails here: treated the same
+            functions.append(None)
+            unavailable[fi] = f"could not be loaded in the reward worker ({exc}); this objective scores 0"
+    return functions, unavailable
+
+
+def _worker_main(
+    specs: list[RewardSpec],
+    base_dir: str | None,
+    import_timeout_s: float,
+    skip: dict[int, str],
+    conn: Any,
+    progress: Any,
+) -> None:
     """Worker loop. ``progress`` = [sequence, position in chunk, function index, start time]."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
     try:
-        functions = load_reward_functions(specs, base_dir)
+        functions, unavailable = _load_in_worker(specs, base_dir, import_timeout_s, skip)
         with contextlib.suppress(ImportError):
             import math_verify  # noqa: F401  (pay the import before the first timed call)
     except BaseException as exc:
         conn.send(("load_error", f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(("ready", os.getpid()))
+    conn.send(("ready", os.getpid(), unavailable))
     seq = 0
     while True:
         try:
@@ -138,7 +185,11 @@ def _worker_main(specs: list[RewardSpec], base_dir: str | None, conn: Any, progr
                 progress[3] = time.monotonic()
                 progress[1], progress[2] = pos, fi
                 progress[0] = seq
-                status, score, info, err = _call(functions[fi], specs[fi], item)
+                fn = functions[fi]
+                if fn is None:
+                    status, score, info, err = "error", 0.0, None, unavailable[fi]
+                else:
+                    status, score, info, err = _call(fn, specs[fi], item)
                 results.append((item_idx, fi, status, score, info, err))
         progress[1] = -1
         progress[0] = seq + 0.5
@@ -149,11 +200,20 @@ def _worker_main(specs: list[RewardSpec], base_dir: str | None, conn: Any, progr
 
 
 class _Worker:
-    def __init__(self, ctx: Any, specs: list[RewardSpec], base_dir: str | None) -> None:
+    def __init__(
+        self,
+        ctx: Any,
+        specs: list[RewardSpec],
+        base_dir: str | None,
+        import_timeout_s: float,
+        skip: dict[int, str],
+    ) -> None:
         self.conn, child_conn = ctx.Pipe(duplex=True)
         self.progress = ctx.RawArray("d", [0.0, -1.0, -1.0, 0.0])
         self.proc = ctx.Process(
-            target=_worker_main, args=(specs, base_dir, child_conn, self.progress), daemon=True
+            target=_worker_main,
+            args=(specs, base_dir, import_timeout_s, dict(skip), child_conn, self.progress),
+            daemon=True,
         )
         self.proc.start()
         child_conn.close()
@@ -192,10 +252,17 @@ class RewardPool:
         base_dir: directory against which relative ``file.py`` paths resolve (the YAML's directory).
         chunk_size: items per message to a worker (default: about 4 chunks per worker, at most 64).
         mp_context: ``"forkserver"`` (default where available) or ``"spawn"``.
-        start_timeout_s: how long a worker may take to start and load the functions.
+        import_timeout_s: time limit for importing one reward file or module
+            (``reward.import_timeout_s``), here and in every worker.
+        start_timeout_s: how long a worker may take to start and load the functions (default:
+            60 s plus ``import_timeout_s`` per objective; a smaller value is raised to
+            ``import_timeout_s`` per objective plus 10 s, so blocked imports cannot exhaust it).
 
     The functions are also loaded here once, so a bad config fails at construction with a clear
-    :class:`~reward.loader.RewardConfigError`. Not thread-safe: one ``score`` at a time.
+    :class:`~reward.loader.RewardConfigError` (:class:`~reward.loader.RewardImportTimeout` for an
+    import still running after ``import_timeout_s``; only enforced when constructed in the main
+    thread). Objectives that a worker could not load are listed in :attr:`unavailable`. Not
+    thread-safe: one ``score`` at a time.
     """
 
     def __init__(
@@ -207,24 +274,33 @@ class RewardPool:
         base_dir: str | os.PathLike[str] | None = None,
         chunk_size: int | None = None,
         mp_context: str | None = None,
-        start_timeout_s: float = 120.0,
+        import_timeout_s: float = 60.0,
+        start_timeout_s: float | None = None,
     ) -> None:
         if not specs:
             raise ValueError("RewardPool needs at least one RewardSpec")
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise ValueError(f"RewardPool: objective names must be unique, got {names}")
-        if num_workers < 0 or timeout_s <= 0:
+        if num_workers < 0 or timeout_s <= 0 or import_timeout_s <= 0:
             raise ValueError(
-                f"RewardPool: need num_workers >= 0 and timeout_s > 0, got {num_workers}, {timeout_s}"
+                "RewardPool: need num_workers >= 0, timeout_s > 0 and import_timeout_s > 0, got "
+                f"{num_workers}, {timeout_s}, {import_timeout_s}"
             )
         self.specs = list(specs)
         self.num_workers = num_workers
         self.timeout_s = float(timeout_s)
         self.base_dir = None if base_dir is None else os.fspath(base_dir)
         self.chunk_size = chunk_size
-        self.start_timeout_s = start_timeout_s
-        self._functions = load_reward_functions(self.specs, self.base_dir)
+        self.import_timeout_s = float(import_timeout_s)
+        all_imports = len(self.specs) * self.import_timeout_s
+        self.start_timeout_s = (
+            60.0 + all_imports if start_timeout_s is None else max(float(start_timeout_s), all_imports + 10.0)
+        )
+        self._unavailable: dict[int, str] = {}
+        self._functions = load_reward_functions(
+            self.specs, self.base_dir, import_timeout_s=self.import_timeout_s
+        )
         self._lock = threading.Lock()
         self._workers: list[_Worker] = []
         self._closed = False
@@ -238,7 +314,20 @@ class RewardPool:
 
     # ------------------------------------------------------------------ lifecycle
     def _new_worker(self) -> _Worker:
-        return _Worker(self._ctx, self.specs, self.base_dir)
+        return _Worker(self._ctx, self.specs, self.base_dir, self.import_timeout_s, self._unavailable)
+
+    @property
+    def unavailable(self) -> dict[str, str]:
+        """Objective name -> why a worker could not load its function (every call scores 0)."""
+        return {self.specs[fi].name: message for fi, message in self._unavailable.items()}
+
+    def _note_unavailable(self, reported: dict[int, str]) -> None:
+        for fi, message in reported.items():
+            if fi not in self._unavailable:
+                self._unavailable[fi] = message
+                warnings.warn(
+                    f"reward objective {self.specs[fi].name!r}: {message}", RuntimeWarning, stacklevel=2
+                )
 
     def close(self) -> None:
         """Stop the workers (idempotent)."""
@@ -376,6 +465,7 @@ class RewardPool:
                 msg = worker.conn.recv()
                 if msg[0] == "ready":
                     worker.ready = True
+                    self._note_unavailable(msg[2])
                 elif msg[0] == "load_error":
                     raise RewardPoolError(f"reward worker failed to load the reward functions: {msg[1]}")
                 elif worker.chunk is not None and msg[0] == worker.chunk[0]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from reward.builtin import BUILTIN_KWARGS
-from reward.loader import RewardConfigError, load_reward_function, parse_reward_specs
+from reward.loader import RewardConfigError, RewardImportTimeout, load_reward_function, parse_reward_specs
 from rlengine.algorithms.losses import DEFAULT_CLIPS, clip_bounds
 from rlengine.data.sources import BENCHMARKS, SHIPPED
 from rlengine.errors import ConfigError, did_you_mean
@@ -83,6 +83,8 @@ def validate(cfg: Any) -> None:
     _check_learner(cfg)
     _check_evaluation(cfg)
     _positive(cfg.reward.timeout_s, "reward.timeout_s")
+    _positive(cfg.reward.import_timeout_s, "reward.import_timeout_s")
+    _positive(cfg.trainer.actor_timeout_s, "trainer.actor_timeout_s")
     if not 0 < cfg.reward.max_failure_fraction <= 1:
         raise ConfigError(
             f"reward.max_failure_fraction: expected a value in (0, 1], got {cfg.reward.max_failure_fraction}"
@@ -192,11 +194,26 @@ def _check_data(cfg: Any) -> None:
 
 
 def _check_rewards(cfg: Any) -> None:
+    """Import every reward function and check that it can take the reward call. Each plug-in import
+    runs under ``reward.import_timeout_s`` (a SIGALRM deadline, so only when this runs in the main
+    thread; off the main thread the file is imported with no limit)."""
+    limit = cfg.reward.import_timeout_s
+    timed_out: str | None = None
     try:
         specs = parse_reward_specs(cfg.reward.functions)
-        functions = [load_reward_function(spec.function, base_dir=cfg.config_dir) for spec in specs]
+        functions = []
+        for i, spec in enumerate(specs):
+            try:
+                functions.append(
+                    load_reward_function(spec.function, base_dir=cfg.config_dir, import_timeout_s=limit)
+                )
+            except RewardImportTimeout as e:
+                timed_out = f"reward.functions[{i}] ({spec.name}): {e}"
+                break
     except (RewardConfigError, ValueError, TypeError) as e:
         raise ConfigError(f"reward.functions: {e}") from None
+    if timed_out is not None:
+        raise ConfigError(timed_out)
     if not specs:
         raise ConfigError("reward.functions: at least one reward function is required")
     for i, (spec, fn) in enumerate(zip(specs, functions)):

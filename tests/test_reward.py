@@ -369,3 +369,100 @@ def test_pool_unpicklable_items_fail_cleanly(pool: RewardPool) -> None:
     with pytest.raises(RewardPoolError, match="cannot send"):
         pool.score([RewardItem("q", "\\boxed{1}", "1", {"f": lambda: 0})])
     assert pool.score(_items(3)).scores["math_verify"] == [1.0, 1.0, 1.0]
+
+
+# ---------------------------------------------------------------- imports that block
+BLOCKS_IN_WORKERS = """
+import multiprocessing
+import time
+
+if multiprocessing.parent_process() is not None:  # only inside the pool's worker processes
+    time.sleep(10**6)
+
+
+def blocked(prompt, completion, answer, metadata):
+    return 1.0
+"""
+
+BLOCKS_EVERYWHERE = """
+import time
+
+time.sleep(10**6)
+
+
+def never(prompt, completion, answer, metadata):
+    return 1.0
+"""
+
+
+def test_pool_contains_a_reward_file_that_blocks_at_import_in_workers(tmp_path: Path) -> None:
+    blocked = tmp_path / "blocks_in_workers.py"
+    blocked.write_text(BLOCKS_IN_WORKERS)
+    specs = _specs("hang_on_hang") + parse_reward_specs([f"{blocked}:blocked"])
+    start = time.monotonic()
+    with RewardPool(specs, num_workers=2, timeout_s=1.0, import_timeout_s=2.0) as p:
+        items = _items(20)
+        items[4] = RewardItem("q", "hang \\boxed{4}", "4", {})  # a hung call replaces its worker
+        with pytest.warns(RuntimeWarning, match="blocks_in_workers.py did not finish importing"):
+            result = p.score(items)
+        assert time.monotonic() - start < 30.0  # two parallel 2 s imports, one 1 s hang, restarts
+        assert result.status["blocked"] == ["error"] * 20 and result.scores["blocked"] == [0.0] * 20
+        assert result.errors == 20 and result.timeouts == 1
+        assert result.scores["math_verify"] == [
+            1.0 if i == 4 or (i % 5) == (i % 3) else 0.0 for i in range(20)
+        ]
+        assert result.scores["hang_on_hang"] == [0.0 if i == 4 else 1.0 for i in range(20)]
+        blocked_messages = [m for m in result.error_messages if m.startswith("reward 'blocked'")]
+        assert blocked_messages and all(
+            f"reward file {blocked} did not finish importing within 2 s (reward.import_timeout_s)" in m
+            for m in blocked_messages
+        )
+        assert list(p.unavailable) == ["blocked"]
+        start = time.monotonic()
+        again = p.score(_items(6))  # the replacement worker skips the blocked import
+        assert time.monotonic() - start < 1.5
+        assert again.errors == 6 and again.timeouts == 0 and again.status["format"] == ["ok"] * 6
+
+
+def test_reward_file_that_blocks_at_import_in_the_main_process_is_a_config_error(tmp_path: Path) -> None:
+    import signal
+
+    from rlengine.config import ConfigError, load_config
+
+    blocked = tmp_path / "blocks_everywhere.py"
+    blocked.write_text(BLOCKS_EVERYWHERE)
+    start = time.monotonic()
+    with pytest.raises(RewardConfigError) as pool_error:
+        RewardPool(parse_reward_specs([f"{blocked}:never"]), num_workers=1, import_timeout_s=1.0)
+    assert time.monotonic() - start < 10.0
+    message = str(pool_error.value)
+    assert f"reward objective 'never': reward file {blocked} did not finish importing within 1 s" in message
+    assert "(reward.import_timeout_s = 1)" in message and "input()" in message
+
+    start = time.monotonic()
+    with pytest.raises(ConfigError) as config_error:
+        load_config(None, [f"reward.functions=[math_verify,{blocked}:never]", "reward.import_timeout_s=1.5"])
+    assert time.monotonic() - start < 10.0
+    assert str(config_error.value).startswith(
+        f"reward.functions[1] (never): reward file {blocked} did not finish importing within 1.5 s "
+        "(reward.import_timeout_s = 1.5). Module-level code runs at import: look there for network calls, "
+        "input(), infinite loops or locks"
+    )
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # the alarm is disarmed
+    assert signal.getsignal(signal.SIGALRM) is signal.SIG_DFL  # and its handler restored
+
+
+def test_import_off_the_main_thread_has_no_time_limit(tmp_path: Path) -> None:
+    import threading
+
+    slow = tmp_path / "slow_import.py"
+    slow.write_text(
+        "import time\ntime.sleep(0.5)\n\ndef fn(prompt, completion, answer, metadata):\n    return 3.0\n"
+    )
+    loaded: list[object] = []
+    thread = threading.Thread(
+        target=lambda: loaded.append(load_reward_function(f"{slow}:fn", import_timeout_s=0.1))
+    )
+    thread.start()
+    thread.join(timeout=10)
+    assert len(loaded) == 1 and loaded[0]("p", "c", "a", {}) == 3.0  # type: ignore[operator]
