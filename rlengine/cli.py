@@ -66,7 +66,9 @@ def cmd_config(args: argparse.Namespace) -> int:
     if args.action == "show":
         print(dump_yaml(cfg), end="")
     else:
-        print(f"{args.config}: OK")
+        from rlengine.validation import resources
+
+        print(f"{args.config}: OK\n{resources(cfg)}")
     return 0
 
 

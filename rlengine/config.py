@@ -96,6 +96,10 @@ class RolloutConfig:
     """Nucleus sampling. Keep 1.0 for training: the learner cannot reproduce a truncated distribution."""
     num_engines: int = 1
     """vLLM engines (Ray actors) in the pool."""
+    tensor_parallel_size: int = 1
+    """GPUs per engine (vLLM tensor parallelism), pinned to one node by a Ray placement group.
+    A config needs ``num_engines x tensor_parallel_size`` GPUs for rollout plus
+    ``learner.num_ranks`` for the learner (``rlengine config check`` prints it). CPU: 1."""
     max_model_len: int = 1024
     """vLLM context length (prompt + response)."""
     gpu_memory_utilization: float = 0.5

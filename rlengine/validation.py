@@ -30,6 +30,7 @@ def validate(cfg: Any) -> None:
     _positive(cfg.rollout.n, "rollout.n")
     _positive(cfg.rollout.max_tokens, "rollout.max_tokens")
     _positive(cfg.rollout.num_engines, "rollout.num_engines")
+    _positive(cfg.rollout.tensor_parallel_size, "rollout.tensor_parallel_size")
     _positive(cfg.rollout.temperature, "rollout.temperature")
     if not 0 < cfg.rollout.top_p <= 1:
         raise ConfigError(f"rollout.top_p: expected a value in (0, 1], got {cfg.rollout.top_p}")
@@ -268,3 +269,20 @@ def writable_directory(path: Path, where: str) -> None:
         raise ConfigError(f"{where}: cannot create the directory '{path}': {e.strerror or e}") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(f"{where}: the directory '{path}' is not writable")
+
+
+def resources(cfg: Any) -> str:
+    """What a config asks of the machines it runs on, as ``rlengine config check`` prints it."""
+    r, learner = cfg.rollout, cfg.learner
+    engine_gpus = r.num_engines * r.tensor_parallel_size
+    lines = [
+        f"rollout: {r.num_engines} vLLM engine(s) x {r.tensor_parallel_size} GPU (tensor parallel) "
+        f"= {engine_gpus} GPU(s)",
+        f"learner: {learner.num_ranks} DeepSpeed rank(s) (ZeRO-{learner.zero_stage}) x 1 GPU "
+        f"= {learner.num_ranks} GPU(s)",
+        f"total on GPU machines: {engine_gpus + learner.num_ranks} GPU(s), engines and ranks on "
+        "separate GPUs",
+        f"on CPU: the same {r.num_engines} engine(s) and {learner.num_ranks} rank(s) share this "
+        "machine's cores",
+    ]
+    return "\n".join(lines)

