@@ -86,6 +86,8 @@ class Trainer:
             spec, num_ranks=cfg.learner.num_ranks, actor_timeout_s=cfg.trainer.actor_timeout_s
         )
         self.step_index = 0
+        self.sync_bytes = 0
+        """Size of the latest weight sync (the safetensors file every engine loads)."""
         self.reward_messages: list[str] = []
         """The first reward errors of the latest step (for the diagnosis when most rewards fail)."""
         self.mean_correct_length: float | None = None
@@ -324,6 +326,7 @@ class Trainer:
         the engines have loaded it: it would hold a full copy of the weights in RAM)."""
         weights = self.weights_dir / "policy.safetensors"
         self.learner.export_weights(str(weights))
+        self.sync_bytes = weights.stat().st_size
         self.pool.sync_weights(str(weights))
         weights.unlink(missing_ok=True)
 
@@ -388,6 +391,7 @@ class Trainer:
             **{key: float(value) for key, value in state.reward_faults.items()},
             "reward/failure_fraction": sum(state.reward_faults.values()) / max(1, state.reward_calls),
             "rollout/engine_restarts": float(sum(self.pool.restarts)),
+            "sync/bytes": float(self.sync_bytes),
             **extra,
         }
         metrics["time/step"] = time.perf_counter() - state.start

@@ -266,7 +266,7 @@ class StubLearner:
         return {"loss/policy": 0.1, "grad_norm": 1.0}
 
     def export_weights(self, path):
-        pass
+        Path(path).write_bytes(b"w" * 8)
 
 
 class StubLogger:
@@ -289,6 +289,7 @@ def stub_trainer(tmp_path: Path, passes, *overrides: str):
     t = Trainer.__new__(Trainer)
     t.cfg, t.objectives, t.step_index, t.weights_dir = cfg, ["acc"], 0, tmp_path
     t.mean_correct_length = None
+    t.sync_bytes = 0
     t.stages = {kind: build_stage(kind, getattr(cfg, kind), context) for kind in STAGE_KINDS}
     t.curriculum, t.filter = t.stages["curriculum"], t.stages["filter"]
     t.reward_weighting, t.replay = t.stages["reward_weighting"], t.stages["replay"]
