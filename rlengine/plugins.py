@@ -1,8 +1,20 @@
 """Load user code named in a config: ``path/to/file.py:Name`` or ``package.module:Name``.
 
 Reward functions (``reward.functions``) and plug-in stages (``curriculum.name`` and the other
-stage sections) are both given this way. A relative file path is looked up against the YAML
-file's directory first, then the current directory. A leaf module apart from ``errors``.
+stage sections) are both given this way. The rule: nothing is imported that the config does not
+name.
+
+* A file is imported only by the path the config gives. An absolute path is used as it is; a
+  relative one is looked up in the YAML file's directory first, then in the current directory,
+  and the first that exists wins (a ``rewards.py`` beside the config beats one in the current
+  directory). No directory is scanned and no entry points are read.
+* While the file runs, its directory is on ``sys.path`` at the end, so it can import helper
+  modules beside it, but a file there never shadows an installed module. Afterwards ``sys.path``
+  is exactly what it was before (additions made by the plug-in itself included).
+* ``package.module:Name`` imports that module through the normal ``sys.path``, as Python would.
+* A missing file is an error that lists every path looked at.
+
+A leaf module apart from ``errors``.
 """
 
 from __future__ import annotations
@@ -28,7 +40,8 @@ def is_plugin_spec(text: str) -> bool:
 
 
 def resolve_file(path_str: str, base_dir: str | os.PathLike[str] | None) -> Path:
-    """The file ``path_str`` names: absolute, or relative to ``base_dir`` then the cwd."""
+    """The file ``path_str`` names: absolute, or relative to ``base_dir`` (the config's directory),
+    then the current directory. Raises :class:`PluginError` listing every path looked at."""
     path = Path(path_str).expanduser()
     if path.is_absolute():
         candidates = [path]
@@ -42,8 +55,10 @@ def resolve_file(path_str: str, base_dir: str | os.PathLike[str] | None) -> Path
 
 
 def import_file(path: Path) -> Any:
-    """Import a Python file as a module once per process (its folder is on sys.path meanwhile,
-    so it can import helpers next to it)."""
+    """Import a Python file as a module once per process.
+
+    Its folder is appended to ``sys.path`` while it runs, so it can import helpers next to it
+    without shadowing installed modules; ``sys.path`` is restored exactly afterwards."""
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
     module_name = f"_rlengine_plugin_{path.stem}_{digest}"
     if module_name in sys.modules:
@@ -53,10 +68,8 @@ def import_file(path: Path) -> Any:
         raise PluginError(f"cannot import {path}: not a Python source file")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
-    parent = str(path.parent)
-    added = parent not in sys.path
-    if added:
-        sys.path.insert(0, parent)
+    saved_path = list(sys.path)
+    sys.path.append(str(path.parent))
     try:
         spec.loader.exec_module(module)
     except BaseException as exc:
@@ -71,8 +84,7 @@ def import_file(path: Path) -> Any:
             raise
         raise PluginError(f"failed to import {path}: {reason}") from exc
     finally:
-        if added and parent in sys.path:
-            sys.path.remove(parent)
+        sys.path[:] = saved_path
     return module
 
 

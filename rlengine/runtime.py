@@ -32,11 +32,30 @@ def use_gpu() -> bool:
     return torch.cuda.is_available()
 
 
+LOOPBACK = "127.0.0.1"
+"""The address a local Ray instance binds every server to."""
+
+RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+"""Ray's switch between single-machine mode (``0``: the node address is 127.0.0.1) and cluster mode
+(the default on Linux: the node address is the machine's outward-facing IP)."""
+
+
 def init_ray(address: str | None, num_cpus: int | None = None) -> None:
     """Join the cluster at ``address`` or start a local Ray instance (no dashboard).
 
-    A local instance runs without Ray's token authentication (nothing outside this machine can
-    reach it); a cluster keeps whatever authentication it was started with.
+    A local instance listens on loopback only and runs without Ray's token authentication:
+    nothing outside this machine can reach it. A cluster keeps whatever addresses and
+    authentication it was started with.
+
+    Ray 2.60 has no bind-address option: its servers (GCS, raylet, each worker's gRPC server,
+    the runtime-env and metrics agents) bind to all interfaces unless the node address is a
+    loopback one. ``ray.init(_node_ip_address="127.0.0.1")`` alone does not do it, because on
+    Linux Ray replaces a loopback address by the machine's IP
+    (``ray._private.services.resolve_ip_for_localhost``). Its single-machine mode
+    (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, the default on Windows and macOS) keeps 127.0.0.1:
+    the variable is read when ``ray`` is imported, so it is set both in the environment (for the
+    processes Ray starts) and on the already imported constant (for this one).
+    ``tests/test_security.py`` checks every listening socket.
     """
     import ray
 
@@ -45,6 +64,15 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     if address:
         ray.init(address=address, log_to_driver=True)
-    else:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(num_cpus=num_cpus or len(available_cpus()), include_dashboard=False, log_to_driver=True)
+        return
+    import ray._private.ray_constants as ray_constants
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ[RAY_CLUSTER_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    ray.init(
+        num_cpus=num_cpus or len(available_cpus()),
+        include_dashboard=False,
+        log_to_driver=True,
+        _node_ip_address=LOOPBACK,
+    )

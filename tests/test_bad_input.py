@@ -168,6 +168,255 @@ def test_empty_yaml_is_an_error_and_config_check_says_so(
     assert "is empty" in capsys.readouterr().err
 
 
+# ---------------------------------------------------------------- bad data files
+
+GOOD_ROW = '{"problem": "What is 2 + 3?", "answer": "5"}\n'
+
+BAD_DATA = [
+    # (case, prompts.jsonl content (None: no file), a regex the message must match; FILE is its path)
+    (
+        "not JSON",
+        GOOD_ROW + '{"problem": "What is 1 + 1?", "answer": 2\n',
+        r"FILE:2: invalid JSON \(Expecting ',' delimiter at column 42\); expected one JSON object per line",
+    ),
+    (
+        "no problem field",
+        GOOD_ROW + '\n{"question": "What is 1 + 1?", "answer": "2"}\n',  # a blank line 2
+        r"FILE:3: problem field 'problem' not found; fields present: \['question', 'answer'\]\. "
+        r"Closest: 'question' \(set problem_field='question'\)",
+    ),
+    (
+        "no answer field",
+        GOOD_ROW * 2 + '{"problem": "What is 1 + 1?", "final": "2"}\n',
+        r"FILE:3: answer field 'answer' not found; fields present: \['problem', 'final'\]",
+    ),
+    (
+        "prompt not a string",
+        GOOD_ROW + '{"problem": 42, "answer": "42"}\n',
+        r"FILE:2: 'problem' must be the problem text, a non-empty string; got 42 \(number\)",
+    ),
+    ("empty file", "\n  \n", r"FILE: the file is empty \(no rows\); expected one JSON object per line"),
+    ("no such file", None, r"data.source: file 'prompts.jsonl' not found \(tried prompts.jsonl, FILE\)"),
+    (
+        "null answer",
+        GOOD_ROW + '{"problem": "What is 1 + 1?", "answer": null}\n',
+        r"FILE:2: empty 'answer' \(got null\); expected the reference answer, a non-empty string or a number",
+    ),
+    (
+        "not an object",
+        '["What is 1 + 1?", "2"]\n',
+        r"FILE:1: expected a JSON object per line .* got a JSON array",
+    ),
+    ("not UTF-8", GOOD_ROW + '{"problem": "caf\xe9", "answer": "1"}\n', r"FILE:2: not UTF-8 text"),
+]
+"""Bad prompt files. Every one is reported with the file, the 1-based line and what was expected."""
+
+
+def write_prompts(path: Path, content: str | None) -> None:
+    """``content`` as ``path`` (latin-1, so that ``\xe9`` is not UTF-8); None: no file at all."""
+    if content is not None:
+        path.write_bytes(content.encode("latin-1"))
+
+
+@pytest.fixture
+def nothing_starts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make starting Ray an error (``ray.init`` and both names of ``init_ray``); vLLM engines and
+    learner ranks are Ray actors, so nothing else can start either."""
+    import ray
+
+    import rlengine.runtime
+    import rlengine.trainer
+
+    started: list[str] = []
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        started.append("ray")
+        raise AssertionError("Ray was started before the bad data was reported")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    monkeypatch.setattr(rlengine.runtime, "init_ray", refuse)
+    monkeypatch.setattr(rlengine.trainer, "init_ray", refuse)
+    return started
+
+
+@pytest.mark.parametrize("content, message", [c[1:] for c in BAD_DATA], ids=[c[0] for c in BAD_DATA])
+def test_bad_data_file_is_reported_before_anything_starts(
+    tmp_path: Path,
+    tiny_model_dir: str,
+    nothing_starts: list[str],
+    capsys: pytest.CaptureFixture[str],
+    content: str | None,
+    message: str,
+) -> None:
+    """``rlengine train`` with ``data.source`` a bad JSONL file beside the config: exit code 2 and
+    one message naming the file, the line and what was expected, before Ray starts."""
+    import re
+
+    prompts = tmp_path / "prompts.jsonl"
+    write_prompts(prompts, content)
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"model: {{name: {tiny_model_dir}}}\ndata: {{source: prompts.jsonl}}\n"
+        f"trainer: {{output_dir: {tmp_path / 'run'}}}\n"
+    )
+    assert main(["train", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message.replace("FILE", re.escape(str(prompts))), err), err
+    assert "Traceback" not in err and not nothing_starts
+
+
+@pytest.mark.parametrize(
+    "content, message", [c[1:] for c in BAD_DATA if c[1]], ids=[c[0] for c in BAD_DATA if c[1]]
+)
+def test_lazy_data_reports_the_same_line(tmp_path: Path, content: str, message: str) -> None:
+    """With ``data.lazy`` a row is checked when it is read, with the same file and line."""
+    import re
+
+    from rlengine.data import load_prompt_source
+    from rlengine.errors import DataError
+
+    prompts = tmp_path / "prompts.jsonl"
+    write_prompts(prompts, content)
+    with pytest.raises(DataError, match=message.replace("FILE", re.escape(str(prompts)))):
+        list(load_prompt_source(str(prompts), lazy=True))
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_bad_evaluation_file_is_reported_before_anything_starts(
+    tmp_path: Path,
+    tiny_model_dir: str,
+    nothing_starts: list[str],
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+) -> None:
+    """A bad benchmark file: in ``evaluation.benchmarks`` of a run that evaluates (checked when
+    the data is loaded, not at the first evaluation), and in ``rlengine eval --benchmarks``."""
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text(GOOD_ROW + '{"problem": "What is 1 + 1?", "answer": null}\n')
+    if command == "train":
+        config = tmp_path / "run.yaml"
+        config.write_text(
+            f"model: {{name: {tiny_model_dir}}}\ndata: {{source: synthetic_arithmetic}}\n"
+            f"evaluation: {{every_n_steps: 1, benchmarks: [gsm8k, bench.jsonl]}}\n"
+            f"trainer: {{output_dir: {tmp_path / 'run'}}}\n"
+        )
+        argv = ["train", str(config)]
+        prefix = "evaluation.benchmarks[1]: "
+    else:
+        argv = [
+            "eval",
+            "--model",
+            tiny_model_dir,
+            "--benchmarks",
+            f"gsm8k,{bench}",
+            "--output",
+            str(tmp_path),
+        ]
+        prefix = ""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{prefix}{bench}:2: empty 'answer' (got null)" in err, err
+    assert "Traceback" not in err and not nothing_starts
+
+
+# ---------------------------------------------------------------- plug-ins
+
+PLUGIN_STAGE = """
+from dataclasses import dataclass
+
+@dataclass
+class MineConfig:
+    pass
+
+class Mine:
+    config_class = MineConfig
+    def __init__(self, config, context): ...
+    def select(self, num_prompts): return []
+    def observe(self, prompts, pass_rates): return {}
+    def state_dict(self): return {}
+    def load_state_dict(self, state): ...
+"""
+
+
+def test_a_plugin_beside_the_config_wins_over_one_in_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative ``file.py:Name`` is looked up beside the YAML file first, then in the current
+    directory; the first that exists is the one imported."""
+    from rlengine.plugins import load_object
+
+    configs, cwd = tmp_path / "configs", tmp_path / "cwd"
+    configs.mkdir()
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    for folder, score in ((configs, 1.0), (cwd, 2.0)):
+        (folder / "rewards.py").write_text(
+            f"def score(prompt, completion, answer, metadata):\n    return {score}\n"
+        )
+    (configs / "stages.py").write_text(PLUGIN_STAGE)
+    (cwd / "stages.py").write_text("Mine = 'the one in the current directory'\n")
+    config = configs / "run.yaml"
+    config.write_text("reward: {functions: [rewards.py:score]}\ncurriculum: {name: stages.py:Mine}\n")
+    assert load_config(config).curriculum.name == "stages.py:Mine"  # the cwd one is not a class
+    assert load_object("rewards.py:score", configs)("p", "c", "a", {}) == 1.0
+    assert load_object("rewards.py:score", None)("p", "c", "a", {}) == 2.0  # no config file: cwd
+    (configs / "stages.py").unlink()
+    with pytest.raises(ConfigError, match=r"curriculum.name: 'stages.py:Mine' is not a class"):
+        load_config(config)  # only now is the current directory's file used
+
+
+def test_a_missing_plugin_says_where_it_looked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    config = configs / "run.yaml"
+    looked = rf"\(looked in: {configs / 'mine.py'}, {tmp_path / 'mine.py'}\)"
+    config.write_text("curriculum: {name: mine.py:Mine}\n")
+    with pytest.raises(ConfigError, match=rf"curriculum.name: file not found: 'mine.py' {looked}"):
+        load_config(config)
+    config.write_text("reward: {functions: [mine.py:score]}\n")
+    with pytest.raises(ConfigError, match=rf"reward.functions: .*file not found: 'mine.py' {looked}"):
+        load_config(config)
+
+
+def test_only_what_the_config_names_is_imported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading a config imports the named file (and what that file imports), nothing else: no
+    folder is scanned, no entry points are read, a file beside the plug-in never shadows an
+    installed module, and ``sys.path`` is left as it was (even when the plug-in changes it)."""
+    import importlib.metadata
+    import sys
+
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "rewards.py").write_text(
+        "import sys\nimport tabnanny\nimport helper_beside_it\n"
+        "sys.path.append('/added/by/the/plugin')\n"
+        "def score(prompt, completion, answer, metadata):\n    return helper_beside_it.ONE\n"
+    )
+    (folder / "helper_beside_it.py").write_text("ONE = 1.0\n")
+    for decoy in ("tabnanny.py", "decoy.py", "conftest.py", "__init__.py"):  # shadows / bystanders
+        (folder / decoy).write_text("raise RuntimeError('a file the config does not name was imported')\n")
+    config = folder / "run.yaml"
+    config.write_text("reward: {functions: [rewards.py:score]}\n")
+
+    def no_entry_points(*args: object, **kwargs: object) -> None:
+        raise AssertionError("entry points were read")
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", no_entry_points)
+    monkeypatch.delitem(sys.modules, "tabnanny", raising=False)  # so the import really looks
+    monkeypatch.delitem(sys.modules, "helper_beside_it", raising=False)
+    path_before = list(sys.path)
+    load_config(config)
+    assert sys.path == path_before
+    from_folder = sorted(
+        Path(m.__file__).name
+        for m in list(sys.modules.values())
+        if getattr(m, "__file__", None) and Path(m.__file__).parent == folder
+    )
+    assert from_folder == ["helper_beside_it.py", "rewards.py"]
+    assert Path(sys.modules["tabnanny"].__file__).parent != folder  # the standard library's
+
+
 # ---------------------------------------------------------------- run directories
 
 

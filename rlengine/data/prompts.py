@@ -1,5 +1,7 @@
 """The run's prompt rows: load ``data.source``, render and tokenise every prompt, and hold out the
-validation slice (``data.validation_size``) that stages measure on and the curriculum never draws."""
+validation slice (``data.validation_size``) that stages measure on and the curriculum never draws.
+Local evaluation files (``evaluation.benchmarks``) are read once here too, so that a bad row in
+any data file fails before Ray or vLLM start."""
 
 from __future__ import annotations
 
@@ -7,8 +9,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from rlengine.data.rows import LazyRows, PreparedRows
-from rlengine.data.sources import load_prompt_source
+from rlengine.data.sources import BENCHMARKS, FILE_SUFFIXES, load_prompt_source
 from rlengine.data.templates import render_prompt
+from rlengine.errors import DataError
 
 
 class RowRange(LazyRows):
@@ -24,12 +27,33 @@ class RowRange(LazyRows):
         return self.rows[self.start + i]
 
 
+def check_evaluation_files(cfg: Any) -> None:
+    """Read the rows that evaluation will use from every local file in ``evaluation.benchmarks``
+    (when the run evaluates), so a bad row is reported now, not at the first evaluation.
+
+    Raises:
+        DataError: ``evaluation.benchmarks[i]: <file>:<line>: ...``.
+    """
+    ev = cfg.evaluation
+    if ev.every_n_steps <= 0 and not ev.before_training:
+        return
+    for i, name in enumerate(ev.benchmarks):
+        if name in BENCHMARKS or not str(name).lower().endswith(FILE_SUFFIXES):
+            continue
+        try:
+            load_prompt_source(name, limit=ev.limit, base_dir=cfg.config_dir)
+        except DataError as e:
+            raise DataError(f"evaluation.benchmarks[{i}]: {e}") from None
+
+
 def load_prompt_rows(cfg: Any, tokenizer: Any) -> Sequence[dict | None]:
     """Load the prompt source, render every prompt, tokenize it, drop prompts that do not fit.
 
     With ``data.lazy`` nothing is read beyond an index: rows are rendered and tokenised when a
     curriculum draws them, and a prompt that does not fit reads as None (skipped by the curriculum).
+    The local evaluation files are checked first (:func:`check_evaluation_files`).
     """
+    check_evaluation_files(cfg)
     data = cfg.data
     kwargs: dict[str, Any] = {}
     if data.source == "synthetic_arithmetic":

@@ -13,7 +13,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rlengine.data.rows import DatasetRows, JsonlRows, check_fields, normalise_row, parse_json_line
+from rlengine.data.rows import (
+    EMPTY_JSONL,
+    DatasetRows,
+    JsonlRows,
+    check_fields,
+    normalise_row,
+    parse_json_line,
+)
 from rlengine.data.synthetic import make_arithmetic
 from rlengine.errors import DataError, did_you_mean
 
@@ -60,7 +67,8 @@ BENCHMARKS: dict[str, str] = {
 }
 
 SYNTHETIC_SOURCE = "synthetic_arithmetic"
-_FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
+FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
+"""The suffixes of local prompt files."""
 
 
 def shipped_path(name: str) -> Path:
@@ -74,14 +82,23 @@ def shipped_path(name: str) -> Path:
     return BENCHMARK_DIR / SHIPPED[shipped]
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+Locations = list[str] | None
+"""Where each raw row is, for messages (``file.jsonl:7``, 1-based lines), or None for ``row <i>``."""
+
+
+def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """The objects of a JSONL file and where each is (``file:line``); blank lines are skipped."""
     rows: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as f:
+    where: list[str] = []
+    with path.open("rb") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
-            rows.append(parse_json_line(line, f"{path}:{lineno}"))
-    return rows
+            where.append(f"{path}:{lineno}")
+            rows.append(parse_json_line(line, where[-1]))
+    if not rows:
+        raise DataError(f"{path}: {EMPTY_JSONL}")
+    return rows, where
 
 
 def _read_json(path: Path) -> list[dict[str, Any]]:
@@ -89,6 +106,8 @@ def _read_json(path: Path) -> list[dict[str, Any]]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from e
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e.reason})") from e
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
@@ -105,13 +124,14 @@ def _read_parquet(path: Path) -> list[dict[str, Any]]:
         raise DataError(f"{path}: cannot read Parquet file ({type(e).__name__}: {e})") from e
 
 
-def _read_file(path: Path) -> list[dict[str, Any]]:
+def _read_file(path: Path) -> tuple[list[dict[str, Any]], Locations]:
+    """The raw rows of a local file, and where each is (JSONL only)."""
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         return _read_jsonl(path)
     if suffix == ".json":
-        return _read_json(path)
-    return _read_parquet(path)
+        return _read_json(path), None
+    return _read_parquet(path), None
 
 
 def _candidates(source: str, base_dir: str | os.PathLike[str] | None) -> list[Path]:
@@ -153,21 +173,28 @@ def _normalise(
     problem_field: str,
     answer_field: str,
     id_field: str,
+    where: Locations = None,
 ) -> list[dict[str, Any]]:
-    """Map raw rows to ``{"id", "problem", "answer", **metadata}`` and validate them."""
+    """Map raw rows to ``{"id", "problem", "answer", **metadata}`` and validate them. ``where``
+    locates each row in messages (file and 1-based line for JSONL); default ``<origin>: row <i>``."""
     if not raw_rows:
         raise DataError(f"{origin}: the prompt source is empty (no rows)")
-    check_fields(raw_rows[0], origin, problem_field, answer_field, id_field)
+
+    def at(i: int) -> str:
+        return where[i] if where is not None else f"{origin}: row {i}"
+
+    check_fields(raw_rows[0], at(0), problem_field, answer_field, id_field)
     out: list[dict[str, Any]] = []
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
     for i, raw in enumerate(raw_rows):
-        row = normalise_row(raw, i, origin, id_prefix, problem_field, answer_field, id_field)
+        row = normalise_row(raw, i, origin, id_prefix, problem_field, answer_field, id_field, where=at(i))
         if row["id"] in seen:
+            first = at(seen[row["id"]]).removeprefix(f"{origin}: ")
             raise DataError(
-                f"{origin}: duplicate id {row['id']!r} at row {i}; ids must be unique "
+                f"{at(i)}: duplicate id {row['id']!r} (first at {first}); ids must be unique "
                 f"(choose another id_field, or drop the {id_field!r} column to get generated ids)"
             )
-        seen.add(row["id"])
+        seen[row["id"]] = i
         out.append(row)
     return out
 
@@ -243,17 +270,17 @@ def load_prompt_source(
         path = shipped_path(name)
         if lazy:
             return JsonlRows(path, f"{name} ({path})", name, (problem_field, answer_field, id_field), limit)
-        raw = _read_jsonl(path)
+        raw, where = _read_jsonl(path)
         return _normalise(
-            raw[:limit] if limit else raw, f"{name} ({path})", name, problem_field, answer_field, id_field
+            raw[:limit], f"{name} ({path})", name, problem_field, answer_field, id_field, where[:limit]
         )
 
     candidates = _candidates(source, base_dir)
     existing = next((p for p in candidates if p.exists()), None)
     if existing is not None and existing.is_file():
-        if existing.suffix.lower() not in _FILE_SUFFIXES:
+        if existing.suffix.lower() not in FILE_SUFFIXES:
             raise DataError(
-                f"{existing}: unsupported file type {existing.suffix!r}; use one of {', '.join(_FILE_SUFFIXES)}"
+                f"{existing}: unsupported file type {existing.suffix!r}; use one of {', '.join(FILE_SUFFIXES)}"
                 " (or a folder that datasets.load_dataset can read)"
             )
         _reject_options(source, synthetic_kwargs)
@@ -264,11 +291,17 @@ def load_prompt_source(
             builder = existing.suffix.lower().lstrip(".")
             dataset = _open_dataset(builder, None, limit, {"data_files": str(existing)})
             return DatasetRows(dataset, str(existing), source, fields)
-        raw = _read_file(existing)
+        raw, where = _read_file(existing)
         return _normalise(
-            raw[:limit] if limit else raw, str(existing), source, problem_field, answer_field, id_field
+            raw[:limit],
+            str(existing),
+            source,
+            problem_field,
+            answer_field,
+            id_field,
+            where[:limit] if where is not None else None,
         )
-    if existing is None and (source.lower().endswith(_FILE_SUFFIXES) or source.startswith((".", "/", "~"))):
+    if existing is None and (source.lower().endswith(FILE_SUFFIXES) or source.startswith((".", "/", "~"))):
         tried = ", ".join(str(p) for p in candidates)
         raise DataError(f"prompt file {source!r} not found; tried: {tried}")
 
