@@ -13,7 +13,6 @@ import ipaddress
 import socket
 
 import psutil
-import pytest
 
 from tests.conftest import learner_group
 
@@ -66,13 +65,6 @@ def test_ray_and_vllm_listen_only_on_loopback(ray_session, rollout_pool) -> None
     assert ray_session.util.get_node_ip_address() == "127.0.0.1"  # what Ray tells its workers
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="torch's TCPStore master (rank 0 of the DeepSpeed rendezvous, MASTER_ADDR=127.0.0.1) "
-    "binds to all interfaces; rlengine/learner must rendezvous without it (a FileStore) or hand it "
-    "a loopback socket (TCPStore(master_listen_fd=...))",
-)
 def test_learner_rendezvous_listens_only_on_loopback(tiny_model_dir: str, ray_session) -> None:
     """A two-rank DeepSpeed learner group (gloo, torch.distributed store) on the local Ray."""
     group = learner_group(tiny_model_dir, num_ranks=2)

@@ -7,7 +7,9 @@ batch and each rank's share of the plan out to every rank and waits.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import socket
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,9 @@ class LearnerGroup:
 
     def __init__(self, spec: LearnerSpec, *, num_ranks: int, actor_timeout_s: float = 1800.0) -> None:
         port = free_port()
+        # the ranks meet through a file, not a TCP store listening on every interface; their
+        # gloo connections stay on loopback
+        self.rendezvous = Path(tempfile.mkdtemp(prefix="rlengine-rendezvous-"))
         self.actor_timeout_s = actor_timeout_s
         threads = spec.threads or max(1, len(available_cpus()) // num_ranks)
         self.spec = dataclasses.replace(spec, threads=threads)
@@ -57,10 +62,11 @@ class LearnerGroup:
                 "LOCAL_WORLD_SIZE": str(num_ranks),
                 "MASTER_ADDR": "127.0.0.1",
                 "MASTER_PORT": str(port),
+                "RLENGINE_INIT_METHOD": f"file://{self.rendezvous / 'store'}",
                 "OMP_NUM_THREADS": str(threads),
             }
             if not spec.gpu:
-                env.update(DS_ACCELERATOR="cpu", CUDA_VISIBLE_DEVICES="")
+                env.update(DS_ACCELERATOR="cpu", CUDA_VISIBLE_DEVICES="", GLOO_SOCKET_IFNAME="lo")
                 if spec.learner.jemalloc:
                     env.update(jemalloc_env())
             actor = RankActor.options(num_gpus=1 if spec.gpu else 0, runtime_env={"env_vars": env})
@@ -130,6 +136,10 @@ class LearnerGroup:
         )
         return results[0]
 
+    def weights_checksums(self) -> list[list[float]]:
+        """:meth:`LearnerRank.weights_checksum` of every rank, in rank order."""
+        return self.wait([r.handle.weights_checksum.remote() for r in self.ranks], "the weight checksum")
+
     def export_weights(self, path: str) -> None:
         self.wait([r.handle.export_weights.remote(path) for r in self.ranks], "the weight export")
 
@@ -160,6 +170,7 @@ class LearnerGroup:
         for r in self.ranks:
             ray.kill(r.handle)
         self.ranks = []
+        shutil.rmtree(self.rendezvous, ignore_errors=True)
 
 
 class LearnerView:

@@ -52,7 +52,15 @@ class LearnerRank:
         self.rank = int(os.environ["RANK"])
         self.world_size = int(os.environ["WORLD_SIZE"])
         self.device = torch.device("cuda", torch.cuda.current_device()) if spec.gpu else torch.device("cpu")
-        deepspeed.init_distributed(dist_backend="nccl" if spec.gpu else "gloo")
+        # LearnerGroup hands the ranks a file rendezvous on one machine: torch's TCP store would
+        # listen on every network interface (env:// with MASTER_ADDR/PORT otherwise)
+        init_method = os.environ.get("RLENGINE_INIT_METHOD")
+        deepspeed.init_distributed(
+            dist_backend="nccl" if spec.gpu else "gloo",
+            init_method=init_method,
+            rank=self.rank if init_method else -1,
+            world_size=self.world_size if init_method else -1,
+        )
         torch.manual_seed(spec.seed + self.rank)
         policy = self._load_model().to(self.device)
         policy.fused_head &= self.opts.zero_stage < 3
@@ -461,6 +469,16 @@ class LearnerRank:
                 for name, tensor in model.state_dict().items()
                 if not (self.tied and name == "lm_head.weight")
             }
+
+    def weights_checksum(self) -> list[float]:
+        """Per-parameter sums (float64) of this rank's copy of the policy (gathered under ZeRO-3):
+        the same list on every rank while the ranks are in sync."""
+        import deepspeed
+
+        params = list(self.engine.module.model.parameters())
+        gather = deepspeed.zero.GatheredParameters(params, enabled=self.opts.zero_stage == 3)
+        with gather, torch.no_grad():
+            return [float(p.double().sum()) for p in params]
 
     def export_weights(self, path: str) -> float:
         """Write the policy as one safetensors file (atomically) for the engines to reload,

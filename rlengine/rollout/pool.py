@@ -219,8 +219,10 @@ class RolloutPool:
         wait_all(calls, what="the weight sync", timeout_s=self.actor_timeout_s)
         return time.perf_counter() - start
 
-    def prompt_logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
-        engine = self.engines[0]
+    def prompt_logprobs(self, sequences: list[list[int]], engine_index: int = 0) -> list[list[float]]:
+        """Logprobs of ``sequences`` under one engine's weights (identical weights give identical
+        values: a checksum of what an engine holds)."""
+        engine = self.engines[engine_index]
         ref = engine.handle.prompt_logprobs.remote(sequences)
         return wait_one(engine, ref, what="prompt logprobs", timeout_s=self.actor_timeout_s)
 
