@@ -61,6 +61,15 @@ def validate(cfg: Any) -> None:
             "outside the objectives would be lost: turn off algorithm.overlong_shaping and use "
             "algorithm.kl_placement: loss"
         )
+    if cfg.rollout.mode == "one_step_off_policy":
+        for kind in ("filter", "replay"):
+            name = getattr(getattr(cfg, kind), "name", "none")
+            if name != "none":
+                raise ConfigError(
+                    f"{kind}.name: {name!r} cannot be combined with rollout.mode: one_step_off_policy "
+                    f"(the next batch is generated before this step's {kind} has run); use "
+                    f"{kind}.name: none, or rollout.mode: sync"
+                )
     if cfg.algorithm.loss == "bapo" and cfg.algorithm.bapo_adaptive:
         _check_bapo(cfg.algorithm)
     if cfg.rollout.max_tokens >= cfg.rollout.max_model_len:

@@ -91,7 +91,9 @@ def test_train_then_resume_continues_exactly(tiny_model_dir, ray_session, tmp_pa
         # the constant lr is reported back, the loss is a finite number
         assert line["entropy/mean"] > 1.0 and line["lr"] == 1.0e-3 and math.isfinite(line["loss/policy"])
         assert line["time/train"] > 0 and line["time/rollout"] > 0 and line["time/sync"] > 0
-        assert line["sync/bytes"] > 1_000_000 and line["rollout/engine_restarts"] == 0  # a 2-layer model with a 49k vocab
+        assert (
+            line["sync/bytes"] > 1_000_000 and line["rollout/engine_restarts"] == 0
+        )  # a 2-layer model with a 49k vocab
     # KL to the reference: exactly 0 before the first update moved the policy, positive after
     assert metrics[0]["kl/mean"] == pytest.approx(0.0, abs=1e-7) and metrics[2]["kl/mean"] > 1e-7
     # eval during training: same grader, written to eval/step_N.json and the metrics log

@@ -289,7 +289,7 @@ def stub_trainer(tmp_path: Path, passes, *overrides: str):
     t = Trainer.__new__(Trainer)
     t.cfg, t.objectives, t.step_index, t.weights_dir = cfg, ["acc"], 0, tmp_path
     t.mean_correct_length = None
-    t.sync_bytes = 0
+    t.sync_bytes, t.prefetched = 0, None
     t.stages = {kind: build_stage(kind, getattr(cfg, kind), context) for kind in STAGE_KINDS}
     t.curriculum, t.filter = t.stages["curriculum"], t.stages["filter"]
     t.reward_weighting, t.replay = t.stages["reward_weighting"], t.stages["replay"]

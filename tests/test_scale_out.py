@@ -59,3 +59,50 @@ def test_two_engines_and_two_ranks_stay_in_sync_and_survive_an_engine_death(
         assert rank_sums[0] == rank_sums[1]
     finally:
         trainer.close(quick=True)
+
+
+def test_one_step_off_policy_trains_every_sample_one_version_late_and_resumes_exactly(
+    tiny_model_dir, ray_session, tmp_path
+) -> None:
+    """The next step's batch is generated while the learner updates: from step 2 on every trained
+    sample is exactly one policy version old, its PPO ratio sees the lag, and a checkpoint holds the
+    prefetched batch so a resume continues exactly."""
+    import json
+    import shutil
+
+    import torch
+
+    from rlengine.trainer import train
+
+    run = tmp_path / "run"
+    overrides = [
+        *tiny_run_overrides(tiny_model_dir, run),
+        "rollout.mode=one_step_off_policy",
+        "trainer.max_steps=3",
+        "trainer.save_every=1",
+        "trainer.keep_last=3",
+    ]
+    history = train(load_config(None, overrides))
+    assert [m["rollouts/generated"] for m in history] == [16, 16, 16]
+    assert [m["rollout/staleness_max"] for m in history] == [0.0, 1.0, 1.0]
+    assert [m["rollout/staleness_min"] for m in history] == [0.0, 1.0, 1.0]
+    for m in history[1:]:
+        assert m["train/stale_fraction"] == 1.0 and m["actor/stale_ratio_deviation"] > 0
+    prefetched = torch.load(run / "checkpoints/step_2/trainer_state.pt", weights_only=False)["prefetched"]
+    assert prefetched["step"] == 2 and list(prefetched["groups"]["versions"]) == [1, 1, 1, 1]
+    assert torch.load(run / "checkpoints/step_3/trainer_state.pt", weights_only=False)["prefetched"] is None
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    shutil.rmtree(copy / "checkpoints" / "step_3")
+    resumed = train(
+        load_config(None, [*tiny_run_overrides(tiny_model_dir, copy), *overrides[-4:], "resume=true"])
+    )
+    assert [m["step"] for m in resumed] == [3]
+    for key in ("reward/mean", "tokens/generated", "loss/policy", "rollout/staleness_max"):
+        assert resumed[0][key] == history[2][key], key
+    assert [json.loads(line)["step"] for line in (copy / "metrics.jsonl").read_text().splitlines()] == [
+        1,
+        2,
+        3,
+    ]

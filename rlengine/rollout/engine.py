@@ -41,6 +41,7 @@ def cpu_engine_env(cpus: list[int], kv_cache_gib: int, in_process: bool = False)
         "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
         "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib),
         "VLLM_ENABLE_V1_MULTIPROCESSING": "0" if in_process else "1",
+        "VLLM_HOST_IP": "127.0.0.1",  # its processes talk over loopback only
     }
 
 

@@ -17,7 +17,6 @@ or ``ppo`` with ``tis_cap``). See docs/replay.md.
 
 from __future__ import annotations
 
-import json
 import random
 import statistics
 import warnings
@@ -28,7 +27,7 @@ from typing import Literal
 import numpy as np
 
 from rlengine.algorithms.multi_objective import recap_weights
-from rlengine.batch import Group, Response
+from rlengine.batch import Group, pack_groups, unpack_groups
 from rlengine.errors import ConfigError
 from rlengine.stages.registry import StageContext, register
 
@@ -116,61 +115,6 @@ class ReplayBuffer:
     def sample(self, count: int, rng: random.Random) -> list[Group]:
         """``count`` distinct groups, uniformly (fewer if the buffer holds fewer)."""
         return rng.sample(list(self.groups), min(count, len(self.groups)))
-
-
-def pack_groups(groups: list[Group], objectives: list[str]) -> dict:
-    """Groups as a few flat numpy arrays (compact in a checkpoint): token ids int32, behaviour
-    logprobs float32 (vLLM's own precision), reward vectors float64 in ``objectives`` order."""
-    responses = [r for g in groups for r in g.responses]
-    rows = [{k: v for k, v in g.prompt.items() if k != "prompt_ids"} for g in groups]
-    return {
-        "objectives": list(objectives),
-        "rows": json.dumps(rows),
-        "prompt_ids": np.array([t for g in groups for t in g.prompt_ids], dtype=np.int32),
-        "prompt_lengths": np.array([len(g.prompt_ids) for g in groups], dtype=np.int64),
-        "group_sizes": np.array([len(g.responses) for g in groups], dtype=np.int64),
-        "versions": np.array([g.policy_version for g in groups], dtype=np.int64),
-        "token_ids": np.array([t for r in responses for t in r.token_ids], dtype=np.int32),
-        "logprobs": np.array([x for r in responses for x in r.logprobs], dtype=np.float32),
-        "response_lengths": np.array([len(r.token_ids) for r in responses], dtype=np.int64),
-        "texts": json.dumps([r.text for r in responses]),
-        "finish_reasons": json.dumps([r.finish_reason for r in responses]),
-        "scores": np.array([[r.scores[k] for k in objectives] for r in responses], dtype=np.float64).reshape(
-            len(responses), len(objectives)
-        ),
-        "correct": np.array([r.correct for r in responses], dtype=bool),
-    }
-
-
-def unpack_groups(packed: dict) -> list[Group]:
-    """Inverse of :func:`pack_groups`."""
-    rows, texts = json.loads(packed["rows"]), json.loads(packed["texts"])
-    finish, objectives = json.loads(packed["finish_reasons"]), packed["objectives"]
-    prompt_ends = np.cumsum(packed["prompt_lengths"])
-    response_ends = np.cumsum(packed["response_lengths"])
-    groups, r = [], 0
-    for i, row in enumerate(rows):
-        prompt_ids = packed["prompt_ids"][
-            prompt_ends[i] - packed["prompt_lengths"][i] : prompt_ends[i]
-        ].tolist()
-        responses = []
-        for _ in range(int(packed["group_sizes"][i])):
-            start, end = response_ends[r] - packed["response_lengths"][r], response_ends[r]
-            responses.append(
-                Response(
-                    texts[r],
-                    packed["token_ids"][start:end].tolist(),
-                    packed["logprobs"][start:end].tolist(),
-                    finish[r],
-                    scores=dict(zip(objectives, packed["scores"][r].tolist())),
-                    correct=bool(packed["correct"][r]),
-                )
-            )
-            r += 1
-        groups.append(
-            Group({**row, "prompt_ids": prompt_ids}, prompt_ids, responses, int(packed["versions"][i]))
-        )
-    return groups
 
 
 def packed_bytes(packed: dict) -> int:
