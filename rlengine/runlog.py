@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
+import time
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +158,39 @@ def health_problem(
             "the rewards for inf/NaN; then resume from the last checkpoint."
         )
     return None
+
+
+def step_line(
+    state: Any, batch: list[Any], objectives: list[str], step: int, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """The metrics line of a finished step (keys in docs/architecture.md) from its
+    :class:`~rlengine.batch.StepState` and trained ``batch``; learner keys are NaN when the update
+    was skipped because the filter kept nothing. ``extra`` (learner and stage metrics) wins."""
+    trained = [r for g in batch for r in g.responses]
+    generated = [r for g in state.generated for r in g.responses]
+    tokens = sum(len(r.token_ids) for r in generated)
+    metrics: dict[str, Any] = {
+        "step": step,
+        "reward/mean": statistics.fmean(r.reward for r in trained) if trained else float("nan"),
+        **{f"reward/{k}/mean": statistics.fmean(r.scores[k] for r in generated) for k in objectives},
+        "pass_rate/mean": statistics.fmean(g.pass_rate for g in state.generated),
+        "pass_rate/distance_from_half": statistics.fmean(abs(g.pass_rate - 0.5) for g in state.generated),
+        "effective_ratio": statistics.fmean(g.informative for g in batch) if batch else 0.0,
+        "rollouts/generated": len(generated),
+        "rollouts/kept": len(trained),
+        "rollouts/rounds": state.rounds,
+        "tokens/generated": tokens,
+        "tokens/per_second": tokens / max(state.times["time/rollout"], 1e-9),
+        "response_length/mean": tokens / max(1, len(generated)),
+        "response_length/truncated_fraction": statistics.fmean(r.truncated for r in generated),
+        **{
+            f"time/{k}": state.times[f"time/{k}"]
+            for k in ("rollout", "reward", "train", "sync", "stages", "reward_weighting")
+        },
+        **{key: float("nan") for key in LEARNER_METRICS},
+        **{key: float(value) for key, value in state.reward_faults.items()},
+        "reward/failure_fraction": sum(state.reward_faults.values()) / max(1, state.reward_calls),
+        **extra,
+    }
+    metrics["time/step"] = time.perf_counter() - state.start
+    return metrics

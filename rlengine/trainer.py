@@ -38,7 +38,7 @@ from rlengine.errors import ActorFailure
 from rlengine.eval.runner import evaluate_during_training
 from rlengine.interrupts import RunStopped, StopOnSignal, interrupted_message, sigint_ignored
 from rlengine.resume import checkpoint_to_resume
-from rlengine.runlog import LEARNER_METRICS, MetricsLogger, health_problem
+from rlengine.runlog import MetricsLogger, health_problem, step_line
 from rlengine.runtime import init_ray, use_gpu
 from rlengine.stages import STAGE_KINDS, StageContext, build_stage
 
@@ -99,7 +99,7 @@ class Trainer:
             self.learner.load_checkpoint(str(checkpoint / "deepspeed"))
             engine_weights = str(checkpoint / "model")
         self.pool = RolloutPool.from_config(cfg, engine_weights, self.model_path, gpu)
-        self.pool.on_restart = self.resync_engine
+        self.pool.on_restart = lambda engine: self.sync_weights([engine])
         context = StageContext(
             rows=rows,
             seed=cfg.trainer.seed,
@@ -361,20 +361,13 @@ class Trainer:
         }
         return dict(zip(self.objectives, self.reward_weighting.combine(unit)))
 
-    def sync_weights(self) -> None:
-        """The learner's weights to every engine, through one file in shared memory (deleted after
-        the engines have loaded it: it would hold a full copy of the weights in RAM)."""
+    def sync_weights(self, engines: list[int] | None = None) -> None:
+        """The learner's weights to the engines (default all; a restarted one alone), through one
+        file in shared memory, deleted once loaded: it holds a full copy of the weights in RAM."""
         weights = self.weights_dir / "policy.safetensors"
         self.learner.export_weights(str(weights))
         self.sync_bytes = weights.stat().st_size
-        self.pool.sync_weights(str(weights))
-        weights.unlink(missing_ok=True)
-
-    def resync_engine(self, engine: int) -> None:
-        """Give a restarted rollout engine the learner's current weights."""
-        weights = self.weights_dir / f"engine_{engine}.safetensors"
-        self.learner.export_weights(str(weights))
-        self.pool.sync_weights(str(weights), engines=[engine])
+        self.pool.sync_weights(str(weights), engines)
         weights.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ after the update
@@ -404,37 +397,12 @@ class Trainer:
         return {"reward/mean_correct_length": self.mean_correct_length}
 
     def step_metrics(self, state: StepState, batch: list[Group], extra: dict[str, Any]) -> dict[str, Any]:
-        """The metrics line of a step (keys in docs/architecture.md; learner keys are NaN when the update
-        was skipped because the filter kept nothing)."""
-        trained = [r for g in batch for r in g.responses]
-        generated = [r for g in state.generated for r in g.responses]
-        tokens = sum(len(r.token_ids) for r in generated)
-        metrics: dict[str, Any] = {
-            "step": self.step_index,
-            "reward/mean": statistics.fmean(r.reward for r in trained) if trained else float("nan"),
-            **{f"reward/{k}/mean": statistics.fmean(r.scores[k] for r in generated) for k in self.objectives},
-            "pass_rate/mean": statistics.fmean(g.pass_rate for g in state.generated),
-            "pass_rate/distance_from_half": statistics.fmean(abs(g.pass_rate - 0.5) for g in state.generated),
-            "effective_ratio": statistics.fmean(g.informative for g in batch) if batch else 0.0,
-            "rollouts/generated": len(generated),
-            "rollouts/kept": len(trained),
-            "rollouts/rounds": state.rounds,
-            "tokens/generated": tokens,
-            "tokens/per_second": tokens / max(state.times["time/rollout"], 1e-9),
-            "response_length/mean": tokens / max(1, len(generated)),
-            "response_length/truncated_fraction": statistics.fmean(r.truncated for r in generated),
-            **{
-                f"time/{k}": state.times[f"time/{k}"]
-                for k in ("rollout", "reward", "train", "sync", "stages", "reward_weighting")
-            },
-            **{key: float("nan") for key in LEARNER_METRICS},
-            **{key: float(value) for key, value in state.reward_faults.items()},
-            "reward/failure_fraction": sum(state.reward_faults.values()) / max(1, state.reward_calls),
+        """The metrics line of a step (rlengine/runlog.py: step_line), plus pass-rate histograms."""
+        engines = {
             "rollout/engine_restarts": float(sum(self.pool.restarts)),
             "sync/bytes": float(self.sync_bytes),
-            **extra,
         }
-        metrics["time/step"] = time.perf_counter() - state.start
+        metrics = step_line(state, batch, self.objectives, self.step_index, {**engines, **extra})
         self.logger.histogram("pass_rate/generated", [g.pass_rate for g in state.generated], self.step_index)
         self.logger.histogram("pass_rate/kept", [g.pass_rate for g in batch], self.step_index)
         return metrics

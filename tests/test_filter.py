@@ -236,7 +236,7 @@ class StubPool:
             for _ in prompt_token_ids
         ]
 
-    def sync_weights(self, path):
+    def sync_weights(self, path, engines=None):
         return 0.0
 
 
