@@ -12,6 +12,7 @@ import torch
 from rlengine.checkpoint import latest_checkpoint
 from rlengine.config import load_config
 from rlengine.runlog import REQUIRED_METRICS
+from tests.conftest import tiny_run_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -24,27 +25,19 @@ def text_length(prompt, completion, answer, metadata):
 
 
 def tiny_config(model_dir: str, output_dir, *extra: str):
+    """conftest's tiny real-stack run, with math_verify first and a length-based plug-in reward,
+    KL to the reference, a checkpoint every step and an evaluation at the end."""
     plugin = output_dir.parent / "my_rewards.py"
     plugin.write_text(PLUGIN)
     return load_config(
         None,
         [
-            f"model.name={model_dir}",
-            "data.source=synthetic_arithmetic",
-            "data.synthetic_num=40",
-            "rollout.n=4",
-            "rollout.max_tokens=12",
-            "rollout.max_model_len=256",
+            *tiny_run_overrides(model_dir, output_dir),
             f"reward.functions=[math_verify,{plugin}:text_length]",
-            "learner.lr=1.0e-3",
-            "learner.micro_batch_tokens=512",
             "algorithm.kl_coef=0.05",
-            "trainer.batch_size=4",
             "trainer.max_steps=3",
             "trainer.save_every=1",
             "trainer.keep_last=5",
-            f"trainer.output_dir={output_dir}",
-            "logging.progress=false",
             "evaluation.every_n_steps=3",
             "evaluation.benchmarks=[gsm8k]",
             "evaluation.limit=3",
