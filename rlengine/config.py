@@ -239,6 +239,9 @@ class LearnerConfig:
     attn_implementation: str | None = None
     """Attention kernel for the learner's model (``sdpa``, ``flash_attention_2``, ``eager``);
     null = the transformers default (SDPA)."""
+    sync_bucket_mb: int = 512
+    """Weight sync: parameters are streamed to the engines' file in buckets of this many MB; under
+    ZeRO-3 one bucket at a time is gathered, so no process ever holds the whole model."""
     zero_bucket_elements: int = 200_000_000
     """DeepSpeed ZeRO reduce / all-gather / prefetch bucket size in elements (smaller = less
     memory, more collective calls)."""

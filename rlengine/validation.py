@@ -38,6 +38,7 @@ def validate(cfg: Any) -> None:
     _positive(cfg.learner.lr, "learner.lr", allow_zero=True)
     _positive(cfg.learner.ppo_epochs, "learner.ppo_epochs")
     _positive(cfg.learner.micro_batch_tokens, "learner.micro_batch_tokens")
+    _positive(cfg.learner.sync_bucket_mb, "learner.sync_bucket_mb")
     if cfg.learner.mini_batch_size is not None:
         _positive(cfg.learner.mini_batch_size, "learner.mini_batch_size")
     _positive(cfg.trainer.max_steps, "trainer.max_steps")

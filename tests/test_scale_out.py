@@ -1,21 +1,24 @@
 """The multi-process topology of a GPU cluster, on one CPU machine through Ray: two rollout engines
 and two DeepSpeed learner ranks (tiny model). After each weight sync both engines hold the same
-weights, the ranks stay in sync, and losing one engine costs a restart, not the run."""
+weights, the ranks stay in sync, losing one engine costs a restart, not the run, and an engine that
+dies twice or hangs stops the run with its name. Also ``rollout.mode: one_step_off_policy``."""
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 
 from rlengine.config import load_config
+from rlengine.errors import ActorFailure
 from tests.conftest import tiny_run_overrides
 
 pytestmark = pytest.mark.slow
 
 
-def test_two_engines_and_two_ranks_stay_in_sync_and_survive_an_engine_death(
+def test_two_engines_and_two_ranks_stay_in_sync_survive_an_engine_death_and_name_a_dead_or_hung_one(
     tiny_model_dir, ray_session, tmp_path
 ) -> None:
     from rlengine.trainer import Trainer
@@ -26,7 +29,8 @@ def test_two_engines_and_two_ranks_stay_in_sync_and_survive_an_engine_death(
             *tiny_run_overrides(tiny_model_dir, tmp_path / "run"),
             "rollout.num_engines=2",
             "learner.num_ranks=2",
-            "trainer.max_steps=3",
+            "trainer.max_steps=4",
+            "trainer.actor_timeout_s=300",
         ],
     )
     trainer = Trainer(cfg)
@@ -57,6 +61,30 @@ def test_two_engines_and_two_ranks_stay_in_sync_and_survive_an_engine_death(
         assert views[0] == views[1] and views[0] != after[0]
         rank_sums = learner.weights_checksums()
         assert rank_sums[0] == rank_sums[1]
+
+        # a second death of the same engine is not retried: the run stops, naming it, within seconds
+        os.kill(pool.engines[1].pid, signal.SIGKILL)
+        started = time.monotonic()
+        with pytest.raises(ActorFailure) as failure:
+            trainer.checked_step([])
+        assert time.monotonic() - started < 30
+        message = str(failure.value)
+        assert message.startswith("step 3: rollout engine 1 (pid ") and "died during generation" in message
+        assert "Its last log lines" in message and failure.value.reason == "died"
+
+        # a hung engine (frozen with SIGSTOP) is named once trainer.actor_timeout_s has passed
+        pool.restarts[1] = 0
+        pool.restart(1)
+        frozen = pool.engines[1].pid
+        pool.actor_timeout_s = 5.0
+        os.kill(frozen, signal.SIGSTOP)
+        started = time.monotonic()
+        with pytest.raises(ActorFailure) as failure:
+            trainer.checked_step([])
+        assert 5.0 <= time.monotonic() - started < 30
+        assert f"rollout engine 1 (pid {frozen}) did not finish generation within 5 s" in str(failure.value)
+        assert failure.value.reason == "timeout"
+        os.kill(frozen, signal.SIGCONT)
     finally:
         trainer.close(quick=True)
 

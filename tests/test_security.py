@@ -3,8 +3,8 @@
 A local Ray instance (``trainer.ray_address`` unset), its workers and the vLLM engines bind to
 loopback. The check lists every listening TCP socket and every bound, unconnected UDP socket of
 this process and all its descendants (Ray's GCS, raylet, agents, workers and actors are children
-of the driver that started the local instance). The learner's torch.distributed store does not
-yet (an expected failure, strict: it fails as soon as it is fixed, so the mark is removed).
+of the driver that started the local instance). The learner ranks meet through a file store, not
+torch's TCP store, in Ray actors and in a single-process rank alike.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ def listening_sockets(root: psutil.Process) -> list[tuple[int, str, str, str, in
         if not tcp and conn.raddr:  # a connected UDP socket only talks to its peer
             continue
         try:
-            name = " ".join(psutil.Process(conn.pid).cmdline()[:3])[:80]
+            # the program's own name, not its path (a long path would hide it)
+            name = " ".join(part.rsplit("/", 1)[-1] for part in psutil.Process(conn.pid).cmdline()[:3])
         except psutil.Error:
             name = "?"
         found.append((conn.pid, name, "tcp" if tcp else "udp", conn.laddr.ip, conn.laddr.port))

@@ -140,8 +140,9 @@ class LearnerGroup:
         """:meth:`LearnerRank.weights_checksum` of every rank, in rank order."""
         return self.wait([r.handle.weights_checksum.remote() for r in self.ranks], "the weight checksum")
 
-    def export_weights(self, path: str) -> None:
-        self.wait([r.handle.export_weights.remote(path) for r in self.ranks], "the weight export")
+    def export_weights(self, path: str) -> dict[str, float]:
+        """Rank 0 writes the policy to ``path`` (see :meth:`LearnerRank.export_weights`)."""
+        return self.wait([r.handle.export_weights.remote(path) for r in self.ranks], "the weight export")[0]
 
     def save_checkpoint(self, directory: str, hf_dir: str) -> None:
         self.wait(

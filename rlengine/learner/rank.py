@@ -9,12 +9,10 @@ step (an empty one is a zero-weight dummy), so ZeRO's collectives line up across
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import re
 import time
-from collections.abc import Iterator
 
 import torch
 
@@ -28,7 +26,13 @@ from rlengine.algorithms import (
     tis_weights,
 )
 from rlengine.learner.batching import MicroBatch, make_micro_batch
-from rlengine.learner.export import write_safetensors
+from rlengine.learner.export import (
+    Counted,
+    full_shape,
+    gathered_buckets,
+    policy_tensors,
+    write_safetensors_streamed,
+)
 from rlengine.learner.logprobs import PolicyModel
 from rlengine.learner.metrics import Metrics
 from rlengine.learner.spec import LearnerSpec, lr_lambda, single_process_env
@@ -449,27 +453,6 @@ class LearnerRank:
 
     # ------------------------------------------------------------------ weights
 
-    @contextlib.contextmanager
-    def _full_state_dict(self) -> Iterator[dict[str, torch.Tensor] | None]:
-        """HF-named full state dict on rank 0, valid inside the block (a collective under ZeRO-3);
-        None elsewhere. The tensors are the parameters themselves, not copies."""
-        import deepspeed
-
-        model = self.engine.module.model
-        if self.opts.zero_stage == 3:
-            ctx = deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None)
-        else:
-            ctx = torch.no_grad()
-        with ctx:
-            if self.rank != 0:
-                yield None
-                return
-            yield {
-                name: tensor.detach()
-                for name, tensor in model.state_dict().items()
-                if not (self.tied and name == "lm_head.weight")
-            }
-
     def weights_checksum(self) -> list[float]:
         """Per-parameter sums (float64) of this rank's copy of the policy (gathered under ZeRO-3):
         the same list on every rank while the ranks are in sync."""
@@ -480,27 +463,39 @@ class LearnerRank:
         with gather, torch.no_grad():
             return [float(p.double().sum()) for p in params]
 
-    def export_weights(self, path: str) -> float:
-        """Write the policy as one safetensors file (atomically) for the engines to reload,
-        streamed from the parameters: no copy of the model is made."""
+    def export_weights(self, path: str, metadata: dict[str, str] | None = None) -> dict[str, float]:
+        """Write the policy as one safetensors file (atomically, rank 0) for the engines to reload,
+        streamed from the parameters in buckets of ``learner.sync_bucket_mb``. Under ZeRO-3 the
+        buckets are gathered one at a time (every rank takes part), so the full model never exists
+        in one process; no copy of a parameter is made. Returns seconds and the bucket count."""
         start = time.perf_counter()
-        with self._full_state_dict() as state:
-            if state is not None:
-                tmp = f"{path}.tmp"
-                write_safetensors(state, tmp)
-                os.replace(tmp, path)
-        return time.perf_counter() - start
+        named = policy_tensors(self.engine.module.model, self.tied)
+        buckets = Counted(
+            gathered_buckets(named, self.opts.sync_bucket_mb * 2**20, self.opts.zero_stage == 3)
+        )
+        if self.rank == 0:
+            tmp = f"{path}.tmp"
+            entries = [(n, full_shape(t), t.dtype) for n, t in named]
+            write_safetensors_streamed(entries, buckets, tmp, metadata)
+            os.replace(tmp, path)
+        else:
+            for _ in buckets:  # take part in every gather
+                pass
+        return {"seconds": time.perf_counter() - start, "buckets": float(buckets.count)}
 
     def save_checkpoint(self, directory: str, hf_dir: str | None) -> bool:
         """DeepSpeed engine state (optimizer, scheduler, RNG) under ``directory``; rank 0 also
         writes a Hugging Face model directory to ``hf_dir``."""
         client_state = {"torch_rng": torch.get_rng_state()}
         self.engine.save_checkpoint(directory, tag="engine", client_state=client_state)
-        with self._full_state_dict() as state:
-            if state is not None and hf_dir is not None:
-                # clone: ZeRO keeps parameters as views into one flat buffer, which save_pretrained refuses
-                copies = {name: tensor.to("cpu").contiguous().clone() for name, tensor in state.items()}
-                self.engine.module.model.save_pretrained(hf_dir, state_dict=copies, safe_serialization=True)
+        if hf_dir is not None:  # the weights as export_weights streams them, plus the HF configs
+            if self.rank == 0:
+                model = self.engine.module.model
+                os.makedirs(hf_dir, exist_ok=True)
+                model.config.save_pretrained(hf_dir)
+                if model.generation_config is not None:
+                    model.generation_config.save_pretrained(hf_dir)
+            self.export_weights(os.path.join(hf_dir, "model.safetensors"), metadata={"format": "pt"})
         return True
 
     def load_checkpoint(self, directory: str) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -66,6 +67,9 @@ def single_process_env() -> None:
         os.environ.setdefault(key, value)
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", str(port))
+    # a file rendezvous: torch's TCP store would listen on every network interface
+    store = os.path.join(tempfile.mkdtemp(prefix="rlengine-rendezvous-"), "store")
+    os.environ.setdefault("RLENGINE_INIT_METHOD", f"file://{store}")
 
 
 def lr_lambda(schedule: str, warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
