@@ -87,9 +87,9 @@ class Trainer:
         )
         self.step_index = 0
         self.sync_bytes = 0
+        """Size of the latest weight sync (the safetensors file every engine loads)."""
         self.prefetched: StepState | None = None
         """``one_step_off_policy``: the next step's groups, generated during this step's update."""
-        """Size of the latest weight sync (the safetensors file every engine loads)."""
         self.reward_messages: list[str] = []
         """The first reward errors of the latest step (for the diagnosis when most rewards fail)."""
         self.mean_correct_length: float | None = None

@@ -68,8 +68,9 @@ def single_process_env() -> None:
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", str(port))
     # a file rendezvous: torch's TCP store would listen on every network interface
-    store = os.path.join(tempfile.mkdtemp(prefix="rlengine-rendezvous-"), "store")
-    os.environ.setdefault("RLENGINE_INIT_METHOD", f"file://{store}")
+    if "RLENGINE_INIT_METHOD" not in os.environ:
+        store = os.path.join(tempfile.mkdtemp(prefix="rlengine-rendezvous-"), "store")
+        os.environ["RLENGINE_INIT_METHOD"] = f"file://{store}"
 
 
 def lr_lambda(schedule: str, warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:

@@ -30,8 +30,6 @@ class Chunk:
 
     engine: int
     ref: ray.ObjectRef
-    start: int
-    end: int
     prompt_token_ids: list[list[int]]
     sampling: dict[str, Any]
 
@@ -172,7 +170,7 @@ class RolloutPool:
             if seeds is not None:
                 part["seeds"] = list(seeds[start:end])
             prompts = prompt_token_ids[start:end]
-            chunks.append(Chunk(i, engine.handle.generate.remote(prompts, part), start, end, prompts, part))
+            chunks.append(Chunk(i, engine.handle.generate.remote(prompts, part), prompts, part))
         return chunks
 
     def collect(self, chunks: list[Chunk]) -> list[list[dict]]:
