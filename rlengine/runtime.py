@@ -16,6 +16,10 @@ QUIET_ENV: dict[str, str] = {
 }
 """Environment for actors: keeps the driver's console for the progress bar."""
 
+TRANSFER_ENV: dict[str, str] = {"NCCL_CUMEM_ENABLE": "0"}
+"""For the learner ranks and the engines under ``rollout.weight_sync: nccl | ipc``: vLLM's
+transfer group needs the same NCCL memory mode on both sides, or NCCL hangs without an error."""
+
 
 def available_cpus() -> list[int]:
     """The cores this process may run on."""
@@ -40,8 +44,9 @@ RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 (the default on Linux: the node address is the machine's outward-facing IP)."""
 
 
-def init_ray(address: str | None, num_cpus: int | None = None) -> None:
-    """Join the cluster at ``address`` or start a local Ray instance (no dashboard).
+def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
+    """Join the cluster at ``address`` or start a local Ray instance (no dashboard). ``num_gpus``
+    declares GPUs to a local instance (tests schedule the GPU placement on a CPU machine with it).
 
     A local instance listens on loopback only and runs without Ray's token authentication:
     nothing outside this machine can reach it. A cluster keeps whatever addresses and
@@ -72,6 +77,7 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
     ray.init(
         num_cpus=num_cpus or len(available_cpus()),
+        num_gpus=num_gpus,
         include_dashboard=False,
         log_to_driver=True,
         _node_ip_address=LOOPBACK,

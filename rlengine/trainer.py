@@ -17,10 +17,8 @@ log(metrics); maybe eval; maybe checkpoint
 from __future__ import annotations
 
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ import numpy as np
 import torch
 
 from reward import RewardItem, RewardPool, parse_reward_specs
+from rlengine import placement
 from rlengine.algorithms import compute_advantages, kl_penalty, overlong_reward_penalty
 from rlengine.batch import Group, Response, RolloutView, StepState, pack_state, rollout_sampling, unpack_state
 from rlengine.checkpoint import load_trainer_state, save_checkpoint
@@ -39,8 +38,9 @@ from rlengine.eval.runner import evaluate_during_training
 from rlengine.interrupts import RunStopped, StopOnSignal, interrupted_message, sigint_ignored
 from rlengine.resume import checkpoint_to_resume
 from rlengine.runlog import MetricsLogger, health_problem, step_line
-from rlengine.runtime import init_ray, use_gpu
+from rlengine.runtime import TRANSFER_ENV, init_ray, use_gpu
 from rlengine.stages import STAGE_KINDS, StageContext, build_stage
+from rlengine.weight_sync import WeightSync, resolve_backend
 
 
 class Trainer:
@@ -81,13 +81,23 @@ class Trainer:
             import_timeout_s=cfg.reward.import_timeout_s,
             base_dir=cfg.config_dir,
         )
+        backend = resolve_backend(cfg.rollout, gpu)  # rollout.weight_sync for this machine
+        self.colocated_group = None
+        if cfg.rollout.placement == "colocated":  # one GPU per bundle: a rank and an engine on each
+            self.colocated_group = placement.colocated_group(
+                cfg.learner.num_ranks, cfg.trainer.actor_timeout_s
+            )
         spec = LearnerSpec.from_config(cfg, self.model_path, gpu=gpu)
         self.learner = LearnerGroup(
-            spec, num_ranks=cfg.learner.num_ranks, actor_timeout_s=cfg.trainer.actor_timeout_s
+            spec,
+            num_ranks=cfg.learner.num_ranks,
+            actor_timeout_s=cfg.trainer.actor_timeout_s,
+            colocated_group=self.colocated_group,
+            # a multi-node cluster: the run directory, which every node sees (checkpoints need it too)
+            rendezvous_dir=str(self.run_dir) if cfg.trainer.ray_address else None,
+            extra_env=TRANSFER_ENV if backend != "file" else None,
         )
         self.step_index = 0
-        self.sync_bytes = 0
-        """Size of the latest weight sync (the safetensors file every engine loads)."""
         self.prefetched: StepState | None = None
         """``one_step_off_policy``: the next step's groups, generated during this step's update."""
         self.reward_messages: list[str] = []
@@ -98,7 +108,12 @@ class Trainer:
         if checkpoint is not None:
             self.learner.load_checkpoint(str(checkpoint / "deepspeed"))
             engine_weights = str(checkpoint / "model")
-        self.pool = RolloutPool.from_config(cfg, engine_weights, self.model_path, gpu)
+        self.pool = RolloutPool.from_config(
+            cfg, engine_weights, self.model_path, gpu, self.colocated_group, backend
+        )
+        self.sync_weights = WeightSync(backend, self.learner, self.pool, cfg.rollout.tensor_parallel_size)
+        """``sync_weights()``: the learner's weights into every engine (``sync_weights([i])``: a
+        restarted engine i)."""
         self.pool.on_restart = lambda engine: self.sync_weights([engine])
         context = StageContext(
             rows=rows,
@@ -126,9 +141,6 @@ class Trainer:
             self.prefetched = unpack_state(state["prefetched"]) if state.get("prefetched") else None
             for kind, stage in self.stages.items():
                 stage.load_state_dict(state["stages"][kind])
-        self.weights_dir = Path(
-            tempfile.mkdtemp(prefix="rlengine-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None)
-        )
         (self.run_dir / "config.yaml").write_text(dump_yaml(cfg))  # only now: the run has started
         self.logger = MetricsLogger(
             self.run_dir,
@@ -170,6 +182,7 @@ class Trainer:
             weighting_metrics = self.before_update(batch, samples)
         with state.timer("time/train"):
             ahead = self.submit_next_rollout()  # one_step_off_policy: overlaps the update
+            self.pool.sleep()  # placement: colocated: the engines free the GPUs for the update
             train_metrics = (
                 self.learner.train(samples, seed=cfg.trainer.seed + self.step_index) if samples else {}
             )
@@ -361,15 +374,6 @@ class Trainer:
         }
         return dict(zip(self.objectives, self.reward_weighting.combine(unit)))
 
-    def sync_weights(self, engines: list[int] | None = None) -> None:
-        """The learner's weights to the engines (default all; a restarted one alone), through one
-        file in shared memory, deleted once loaded: it holds a full copy of the weights in RAM."""
-        weights = self.weights_dir / "policy.safetensors"
-        self.learner.export_weights(str(weights))
-        self.sync_bytes = weights.stat().st_size
-        self.pool.sync_weights(str(weights), engines)
-        weights.unlink(missing_ok=True)
-
     # ------------------------------------------------------------------ after the update
 
     def observe(self, generated: list[Group], batch: list[Group]) -> dict[str, float]:
@@ -400,7 +404,8 @@ class Trainer:
         """The metrics line of a step (rlengine/runlog.py: step_line), plus pass-rate histograms."""
         engines = {
             "rollout/engine_restarts": float(sum(self.pool.restarts)),
-            "sync/bytes": float(self.sync_bytes),
+            "rollout/engine_imbalance": self.pool.imbalance(),
+            "sync/bytes": float(self.sync_weights.bytes),
         }
         metrics = step_line(state, batch, self.objectives, self.step_index, {**engines, **extra})
         self.logger.histogram("pass_rate/generated", [g.pass_rate for g in state.generated], self.step_index)
@@ -499,7 +504,8 @@ class Trainer:
         (after Ctrl-C or a failure) gives the rollout engines seconds, not a minute, to stop."""
         parts = [stage.close for stage in self.stages.values() if callable(getattr(stage, "close", None))]
         parts += [self.logger.close, self.rewards.close, lambda: self.pool.shutdown(10 if quick else 60)]
-        parts += [self.learner.shutdown, lambda: shutil.rmtree(self.weights_dir, ignore_errors=True)]
+        parts += [self.learner.shutdown, self.sync_weights.close]
+        parts += [lambda: placement.remove(self.colocated_group)]
         with sigint_ignored():
             for part in parts:
                 try:

@@ -71,6 +71,7 @@ def validate(cfg: Any) -> None:
                     f"(the next batch is generated before this step's {kind} has run); use "
                     f"{kind}.name: none, or rollout.mode: sync"
                 )
+    _check_placement(cfg.rollout, cfg.learner.num_ranks)
     if cfg.algorithm.loss == "bapo" and cfg.algorithm.bapo_adaptive:
         _check_bapo(cfg.algorithm)
     if cfg.rollout.max_tokens >= cfg.rollout.max_model_len:
@@ -281,18 +282,55 @@ def writable_directory(path: Path, where: str) -> None:
         raise ConfigError(f"{where}: the directory '{path}' is not writable")
 
 
+def _check_placement(rollout: Any, num_ranks: int) -> None:
+    engine_gpus = rollout.num_engines * rollout.tensor_parallel_size
+    if rollout.placement == "colocated" and num_ranks != engine_gpus:
+        raise ConfigError(
+            f"rollout.placement: colocated puts engine GPU i on learner rank i's GPU, so "
+            f"learner.num_ranks ({num_ranks}) must equal rollout.num_engines x "
+            f"rollout.tensor_parallel_size ({rollout.num_engines} x {rollout.tensor_parallel_size} = "
+            f"{engine_gpus})"
+        )
+    if rollout.placement == "colocated" and rollout.mode == "one_step_off_policy":
+        raise ConfigError(
+            "rollout.mode: one_step_off_policy overlaps generation with the update, but under "
+            "rollout.placement: colocated the engines sleep during the update; use rollout.placement: "
+            "split, or rollout.mode: sync"
+        )
+    wanted = {"nccl": "split", "ipc": "colocated"}.get(rollout.weight_sync)
+    if wanted is not None and rollout.placement != wanted:
+        raise ConfigError(
+            f"rollout.weight_sync: {rollout.weight_sync} needs rollout.placement: {wanted} (NCCL "
+            "cannot connect two processes on one GPU; CUDA IPC only reaches the same GPU); use "
+            f"rollout.weight_sync: {'ipc' if wanted == 'split' else 'nccl'} or auto"
+        )
+
+
 def resources(cfg: Any) -> str:
     """What a config asks of the machines it runs on, as ``rlengine config check`` prints it."""
     r, learner = cfg.rollout, cfg.learner
     engine_gpus = r.num_engines * r.tensor_parallel_size
+    if r.placement == "colocated":
+        total = f"total on GPU machines: {learner.num_ranks} GPU(s), each shared by a rank and an engine"
+    else:
+        total = (
+            f"total on GPU machines: {engine_gpus + learner.num_ranks} GPU(s), engines and ranks on "
+            "separate GPUs"
+        )
+    sync = r.weight_sync if r.weight_sync != "auto" else ("ipc" if r.placement == "colocated" else "nccl")
     lines = [
         f"rollout: {r.num_engines} vLLM engine(s) x {r.tensor_parallel_size} GPU (tensor parallel) "
         f"= {engine_gpus} GPU(s)",
         f"learner: {learner.num_ranks} DeepSpeed rank(s) (ZeRO-{learner.zero_stage}) x 1 GPU "
         f"= {learner.num_ranks} GPU(s)",
-        f"total on GPU machines: {engine_gpus + learner.num_ranks} GPU(s), engines and ranks on "
-        "separate GPUs",
-        f"on CPU: the same {r.num_engines} engine(s) and {learner.num_ranks} rank(s) share this "
-        "machine's cores",
+        total,
+        f"weight sync on GPU: {sync}",
     ]
+    if r.placement == "colocated" or r.weight_sync not in ("auto", "file"):
+        lines.append("on CPU: not runnable (colocated placement and nccl / ipc sync need GPUs)")
+    else:
+        lines.append(
+            f"on CPU: the same {r.num_engines} engine(s) and {learner.num_ranks} rank(s) share this "
+            "machine's cores; weight sync: file"
+        )
     return "\n".join(lines)

@@ -60,6 +60,22 @@ BAD_OVERRIDES = [
     (["learner.num_ranks=0"], r"learner.num_ranks: expected a positive number"),
     (["learner.ppo_epochs=0"], r"learner.ppo_epochs"),
     (["learner.zero_stage=4"], r"learner.zero_stage"),
+    (
+        ["rollout.placement=colocated", "rollout.num_engines=2", "learner.num_ranks=1"],
+        r"learner.num_ranks \(1\) must equal rollout.num_engines x rollout.tensor_parallel_size "
+        r"\(2 x 1 = 2\)",
+    ),
+    (
+        ["rollout.weight_sync=nccl", "rollout.placement=colocated"],
+        r"weight_sync: nccl needs rollout.placement: split",
+    ),
+    (["rollout.weight_sync=ipc"], r"rollout.weight_sync: ipc needs rollout.placement: colocated"),
+    (
+        ["rollout.placement=colocated", "rollout.mode=one_step_off_policy"],
+        r"one_step_off_policy overlaps generation with the update.*engines sleep",
+    ),
+    (["rollout.balance=fastest"], r"rollout.balance: .*'even', 'tokens', 'throughput'"),
+    (["rollout.placement=spread"], r"rollout.placement"),
     (["learner.shared_prefix=true", "learner.packing=true"], r"choose one layout"),
     (
         ["learner.micro_batch_tokns=10"],

@@ -70,6 +70,8 @@ def test_config_check_passes(path: Path, elsewhere: Path, capsys: pytest.Capture
     out = capsys.readouterr().out.strip().splitlines()
     cfg = load_config(path)
     gpus = cfg.rollout.num_engines * cfg.rollout.tensor_parallel_size + cfg.learner.num_ranks
+    if cfg.rollout.placement == "colocated":  # a rank and an engine on every GPU
+        gpus = cfg.learner.num_ranks
     assert out[0] == f"{path}: OK" and f"total on GPU machines: {gpus} GPU(s)" in out[3], out
     assert cfg.config_dir == str(path.parent)
     if path.parent.name == "gpu":  # recipes for GPU clusters: a hub model in bf16

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from rlengine.batch import Group, Response
 from rlengine.config import ConfigError, load_config
 from rlengine.stages import REGISTRY, STAGE_KINDS, StageContext, build_stage, build_stage_config
 from rlengine.stages.filter import BalancedFilter, NonzeroVarianceFilter, refill_size
+from rlengine.weight_sync import WeightSync
 
 
 def make_group(pass_rate: float, n: int = 4, tag: str = "g") -> Group:
@@ -239,6 +241,15 @@ class StubPool:
     def sync_weights(self, path, engines=None):
         return 0.0
 
+    def sleep(self) -> None:
+        pass
+
+    def wake_up(self, tags=None) -> None:
+        pass
+
+    def imbalance(self) -> float:
+        return 1.0
+
 
 class StubRewards:
     """Response k of a prompt passes when k < passes(prompt id)."""
@@ -287,13 +298,15 @@ def stub_trainer(tmp_path: Path, passes, *overrides: str):
     rows = [{**r, "prompt": r["problem"], "prompt_ids": [5, 6]} for r in make_arithmetic(40, seed=0)]
     context = StageContext(rows=rows, seed=0, objectives=["acc"], reward_weights=[1.0])
     t = Trainer.__new__(Trainer)
-    t.cfg, t.objectives, t.step_index, t.weights_dir = cfg, ["acc"], 0, tmp_path
-    t.mean_correct_length = None
-    t.sync_bytes, t.prefetched = 0, None
+    t.cfg, t.objectives, t.step_index = cfg, ["acc"], 0
+    t.mean_correct_length, t.prefetched = None, None
     t.stages = {kind: build_stage(kind, getattr(cfg, kind), context) for kind in STAGE_KINDS}
     t.curriculum, t.filter = t.stages["curriculum"], t.stages["filter"]
     t.reward_weighting, t.replay = t.stages["reward_weighting"], t.stages["replay"]
     t.pool, t.rewards, t.learner, t.logger = StubPool(), StubRewards(passes), StubLearner(), StubLogger()
+    t.sync_weights = WeightSync("file", t.learner, t.pool, tensor_parallel_size=1)
+    shutil.rmtree(t.sync_weights.weights_dir)
+    t.sync_weights.weights_dir = tmp_path
     return t
 
 

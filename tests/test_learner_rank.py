@@ -308,3 +308,35 @@ def test_bapo_bounds_are_searched_per_step_and_logged(tiny_model_dir, in_process
     )
     on_policy = bapo_adapt_bounds(torch.ones_like(ratios), adv, torch.ones_like(ratios))
     assert (metrics["actor/bapo_low"], metrics["actor/bapo_high"]) == pytest.approx(on_policy)
+
+
+@pytest.mark.parametrize("zero_stage", [2, 3])
+def test_the_weight_source_for_vllm_transfer_streams_what_the_file_sync_writes(
+    tiny_model_dir, in_process_rank_spec, tmp_path, zero_stage: int
+) -> None:
+    """``rollout.weight_sync: nccl | ipc`` hands vLLM a PolicySource. Its metadata must agree with
+    its stream element for element (vLLM sizes the receive buffers from it), and the stream must be
+    the same tensors the file sync writes, gathered bucket by bucket under ZeRO-3."""
+    from safetensors.torch import load_file
+
+    from rlengine.learner.rank import LearnerRank
+    from rlengine.learner.weight_transfer import PolicySource
+
+    rank = LearnerRank(in_process_rank_spec(f"learner.zero_stage={zero_stage}"))
+    rank.export_weights(str(tmp_path / "policy.safetensors"))
+    exported = load_file(str(tmp_path / "policy.safetensors"))
+    model = rank.engine.module.model
+    source = PolicySource(model, rank.tied, bucket_bytes=2**16, zero3=zero_stage == 3)
+    if zero_stage == 3:  # partitioned: the local parameters are empty until gathered
+        assert all(p.numel() == 0 for p in model.parameters())
+    meta = source.metadata()
+    assert [m.name for m in meta] == list(exported) and "lm_head.weight" not in exported
+    streamed = [(name, tensor.clone()) for name, tensor in source]
+    assert [name for name, _ in streamed] == [m.name for m in meta]
+    for m, (name, tensor) in zip(meta, streamed):
+        assert tuple(tensor.shape) == m.shape and tensor.dtype == m.dtype, name
+        assert torch.equal(tensor, exported[name]), name
+    assert source.bytes == sum(t.numel() * t.element_size() for t in exported.values())
+    # vLLM's own per-layer grouping of the stream checks the order against the metadata
+    grouped = [name for names, _ in source.iter_groups() for name in names]
+    assert grouped == [m.name for m in meta]

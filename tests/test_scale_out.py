@@ -13,6 +13,7 @@ import pytest
 
 from rlengine.config import load_config
 from rlengine.errors import ActorFailure
+from rlengine.rollout import balance
 from tests.conftest import tiny_run_overrides
 
 pytestmark = pytest.mark.slow
@@ -50,6 +51,18 @@ def test_two_engines_and_two_ranks_stay_in_sync_survive_an_engine_death_and_name
         assert after[0] != initial[0], "the sync did not change the engines' weights"
         rank_sums = learner.weights_checksums()
         assert len(rank_sums) == 2 and rank_sums[0] == rank_sums[1], "the learner ranks diverged"
+        assert metrics["rollout/engine_imbalance"] >= 1.0 and all(s > 0 for s in pool.speeds)
+
+        # every split over the engines gives the groups back in request order
+        prompts = [probe[0][: 3 + k] for k in range(5)]  # unequal lengths: `tokens` reorders them
+        greedy = {"n": 1, "temperature": 0.0, "top_p": 1.0, "max_tokens": 3}
+        assert pool.plan(prompts, greedy) != balance.contiguous(len(prompts), 2)
+        answers = {}
+        for mode in ("even", "tokens", "throughput"):
+            pool.balance_mode = mode
+            answers[mode] = [[r["token_ids"] for r in group] for group in pool.generate(prompts, greedy)]
+        pool.balance_mode = "tokens"
+        assert answers["tokens"] == answers["even"] == answers["throughput"]
 
         # one of the two engines dies mid-run: it is restarted with the current weights
         os.kill(pool.engines[1].pid, signal.SIGKILL)

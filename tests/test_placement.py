@@ -1,0 +1,131 @@
+"""GPU placement and weight-sync choices (rlengine/placement.py, rlengine/weight_sync.py,
+rlengine/learner/weight_transfer.py) checked without GPUs: the choices are pure logic, and the
+colocated placement runs on Ray's real scheduler with GPUs declared to a local Ray instance."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from rlengine.config import load_config
+from rlengine.errors import ConfigError
+from rlengine.validation import resources
+from rlengine.weight_sync import resolve_backend
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rollout(*overrides: str):
+    return load_config(None, list(overrides)).rollout
+
+
+def test_weight_sync_auto_picks_file_on_cpu_nccl_when_split_and_ipc_when_colocated() -> None:
+    assert resolve_backend(rollout(), gpu=False) == "file"
+    assert resolve_backend(rollout(), gpu=True) == "nccl"
+    colocated = ["rollout.placement=colocated", "learner.num_ranks=1"]
+    assert resolve_backend(rollout(*colocated), gpu=True) == "ipc"
+    assert resolve_backend(rollout("rollout.weight_sync=file"), gpu=True) == "file"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["rollout.weight_sync=nccl"], r"rollout.weight_sync: 'nccl' needs CUDA GPUs.*weight_sync: auto"),
+        (
+            ["rollout.placement=colocated"],
+            r"rollout.placement: 'colocated' needs CUDA GPUs.*placement: split",
+        ),
+    ],
+)
+def test_gpu_only_settings_on_a_cpu_machine_are_named(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        resolve_backend(rollout(*overrides), gpu=False)
+
+
+def test_config_check_counts_shared_gpus_when_colocated() -> None:
+    cfg = load_config(None, ["rollout.placement=colocated", "rollout.num_engines=4", "learner.num_ranks=4"])
+    text = resources(cfg)
+    assert "total on GPU machines: 4 GPU(s), each shared by a rank and an engine" in text
+    assert "weight sync on GPU: ipc" in text and "on CPU: not runnable" in text
+    split = resources(load_config(None, ["rollout.num_engines=2", "rollout.tensor_parallel_size=2"]))
+    assert "total on GPU machines: 5 GPU(s)" in split and "weight sync on GPU: nccl" in split
+
+
+def test_each_engine_gets_its_own_nccl_ranks_after_the_trainer() -> None:
+    from rlengine.learner.weight_transfer import EngineClient
+
+    client = EngineClient(engines=[object(), object(), object()], tensor_parallel_size=2, timeout_s=1)
+    info = {"master_address": "10.0.0.1", "master_port": 1234, "rank_offset": 1, "world_size": 7}
+    offsets = [client.engine_init_info(info, e)["rank_offset"] for e in range(3)]
+    assert offsets == [1, 3, 5]  # trainer = rank 0; engine e's tp workers: 1 + 2e, 2 + 2e
+    assert info["rank_offset"] == 1  # the shared dict is not changed
+    assert client.engine_init_info({"packed": True}, 2) == {"packed": True}  # ipc: no ranks
+
+
+PROBE = textwrap.dedent(
+    """
+    import json, os
+    import ray
+    from rlengine import placement
+    from rlengine.errors import ActorFailure
+    from rlengine.runtime import init_ray
+
+    init_ray(None, num_cpus=2, num_gpus=4)
+
+    @ray.remote(num_cpus=0)
+    class Probe:
+        def where(self):
+            return {
+                "gpus": [str(g) for g in ray.get_gpu_ids()],
+                "bundles": os.environ.get("VLLM_RAY_BUNDLE_INDICES"),
+                "share": os.environ.get("VLLM_RAY_PER_WORKER_GPUS"),
+            }
+
+    def start(options, env=None):
+        return Probe.options(**options, runtime_env={"env_vars": env or {}}).remote()
+
+    out = {}
+    group = placement.colocated_group(4, timeout_s=60)
+    ranks = [start(placement.in_bundle(group, i, placement.SHARE)) for i in range(4)]
+    engines = [start(*placement.colocated_engine_options(group, e, 1)) for e in range(4)]
+    out["ranks"] = ray.get([r.where.remote() for r in ranks])
+    out["engines"] = ray.get([e.where.remote() for e in engines])
+    tp2 = [start(*placement.colocated_engine_options(group, e, 2)) for e in range(2)]
+    out["tp2"] = ray.get([e.where.remote() for e in tp2])
+    for actor in ranks + engines + tp2:
+        ray.kill(actor)
+    placement.remove(group)
+    again = placement.colocated_group(4, timeout_s=60)  # the GPUs came back
+    try:
+        placement.colocated_group(5, timeout_s=3)
+        out["too_many"] = None
+    except ActorFailure as failure:
+        out["too_many"] = str(failure)
+    placement.remove(again)
+    print("RESULT " + json.dumps(out))
+    """
+)
+
+
+@pytest.mark.slow
+def test_colocated_placement_puts_rank_i_and_engine_i_on_one_gpu(tmp_path: Path) -> None:
+    script = tmp_path / "probe.py"
+    script.write_text(PROBE)
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, done.stdout[-2000:] + done.stderr[-3000:]
+    out = json.loads(lines[0][len("RESULT ") :])
+    rank_gpus = [r["gpus"] for r in out["ranks"]]
+    assert all(len(g) == 1 for g in rank_gpus) and len({g[0] for g in rank_gpus}) == 4
+    assert [e["gpus"] for e in out["engines"]] == rank_gpus  # engine i shares rank i's GPU
+    assert [(e["bundles"], e["share"]) for e in out["tp2"]] == [("0,1", "0.5"), ("2,3", "0.5")]
+    assert all(e["gpus"] == [] for e in out["tp2"])  # its vLLM workers hold the GPUs, not the actor
+    assert out["too_many"] is not None and "colocated placement group" in out["too_many"]
+    assert "GPU reservation" in out["too_many"]
