@@ -94,7 +94,7 @@ class Trainer:
             actor_timeout_s=cfg.trainer.actor_timeout_s,
             colocated_group=self.colocated_group,
             # a multi-node cluster: the run directory, which every node sees (checkpoints need it too)
-            rendezvous_dir=str(self.run_dir) if cfg.trainer.ray_address else None,
+            rendezvous_dir=str(self.run_dir.resolve()) if cfg.trainer.ray_address else None,
             extra_env=TRANSFER_ENV if backend != "file" else None,
         )
         self.step_index = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
@@ -87,8 +88,9 @@ def learner_spec(model_dir: str, *overrides: str):
     return LearnerSpec.from_config(load_config(None, [*SMALL_LEARNER, *overrides]), model_dir)
 
 
-def learner_group(model_dir: str, *overrides: str, num_ranks: int = 1):
-    """A real LearnerGroup (Ray actors, DeepSpeed over gloo) on ``model_dir``."""
+def learner_group(model_dir: str, *overrides: str, num_ranks: int = 1, **options: Any):
+    """A real LearnerGroup (Ray actors, DeepSpeed over gloo) on ``model_dir``; ``options`` go to
+    :class:`LearnerGroup` (e.g. ``rendezvous_dir``)."""
     from rlengine.learner.group import LearnerGroup
 
-    return LearnerGroup(learner_spec(model_dir, *overrides), num_ranks=num_ranks)
+    return LearnerGroup(learner_spec(model_dir, *overrides), num_ranks=num_ranks, **options)

@@ -173,11 +173,14 @@ def test_micro_batch_packing_does_not_change_the_gradient(tiny_model_dir, ray_se
 
 
 @pytest.mark.slow
-def test_two_ranks_and_zero3_give_the_same_gradient_as_one_rank(tiny_model_dir, ray_session) -> None:
+def test_two_ranks_and_zero3_give_the_same_gradient_as_one_rank(
+    tiny_model_dir, ray_session, tmp_path
+) -> None:
     """The DeepSpeed world over gloo: splitting the batch over 2 ranks (ZeRO-2 and ZeRO-3) gives the
     gradient norm and loss of 1 rank, and rank 0 exports the full (gathered) weights. lr=0 keeps the
     weights fixed so the export can be compared exactly (Adam's first step is sign-like, so weights
-    after a real step differ wherever a gradient element is ~0)."""
+    after a real step differ wherever a gradient element is ~0). The ZeRO-3 ranks meet in a given
+    folder, as ranks on several nodes do in the run directory."""
     from safetensors.torch import load_file
 
     samples = uneven_batch()
@@ -191,7 +194,9 @@ def test_two_ranks_and_zero3_give_the_same_gradient_as_one_rank(tiny_model_dir, 
             "learner.lr=0.0",
             "learner.sync_bucket_mb=1",
             num_ranks=ranks,
+            rendezvous_dir=str(tmp_path) if zero == 3 else None,
         )
+        assert (learner.rendezvous.parent == tmp_path) == (zero == 3)
         try:
             metrics = learner.train(samples, seed=0)
             path = f"/dev/shm/rlengine-test-export-{ranks}-{zero}.safetensors"
@@ -200,6 +205,7 @@ def test_two_ranks_and_zero3_give_the_same_gradient_as_one_rank(tiny_model_dir, 
             os.unlink(path)
         finally:
             learner.shutdown()
+        assert not learner.rendezvous.exists()
         results.append((metrics["grad_norm"], metrics["loss/policy"], exported))
         # 1 MB buckets: the 12.6 MB tied embedding alone, then the other parameters (< 1 MB) in a
         # second one (ZeRO-3 gathers one bucket at a time); the files are compared below
