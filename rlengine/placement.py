@@ -1,10 +1,12 @@
 """Where rollout engines and learner ranks run on GPUs (``rollout.placement``).
 
-``split`` (and every CPU run): each actor asks Ray for its own GPUs; an engine with
-``tensor_parallel_size > 1`` gets its own single-node placement group (rlengine/rollout/pool.py).
+``split`` on GPUs: the learner ranks reserve one placement group of ``learner.num_ranks`` one-GPU
+bundles, packed on as few nodes as possible (rank i in bundle i); each engine asks for its own GPU,
+or with ``tensor_parallel_size > 1`` reserves its own single-node placement group
+(rlengine/rollout/pool.py). CPU runs use no placement group.
 
 ``colocated``: one Ray placement group holds one bundle per GPU, ``{"GPU": 1}`` x
-``learner.num_ranks``. Learner rank i takes half of bundle i; engine e takes the other half of
+``learner.num_ranks``, shared by ranks and engines. Learner rank i takes half of bundle i; engine e takes the other half of
 bundles e x tp ... (e + 1) x tp - 1. With tp = 1 the engine actor itself holds its half GPU; with tp
 > 1 vLLM's Ray executor starts one worker per bundle, told the share and the bundles through
 ``VLLM_RAY_PER_WORKER_GPUS`` and ``VLLM_RAY_BUNDLE_INDICES``. The engines sleep during the update.
@@ -13,6 +15,7 @@ bundles e x tp ... (e + 1) x tp - 1. With tp = 1 the engine actor itself holds i
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Any
 
 from rlengine.actors import Actor, wait_one
@@ -21,16 +24,34 @@ SHARE = 0.5
 """GPU share of each colocated actor (a rank and an engine worker per GPU)."""
 
 
-def colocated_group(num_gpus: int, timeout_s: float) -> Any:
+@dataclass
+class LearnerPlacement:
+    """Where the learner ranks go: rank i in bundle i of ``group`` with ``share`` of its GPU."""
+
+    group: Any
+    share: float
+    colocated: bool
+
+
+def gpu_group(num_gpus: int, timeout_s: float, name: str) -> Any:
     """A placement group of ``num_gpus`` one-GPU bundles, packed on as few nodes as possible, once
     Ray has reserved it (an ActorFailure names it when the cluster lacks the GPUs)."""
     from ray.util.placement_group import placement_group
 
     group = placement_group([{"GPU": 1}] * num_gpus, strategy="PACK")
-    wait_one(
-        Actor(group, "colocated placement group"), group.ready(), what="GPU reservation", timeout_s=timeout_s
-    )
+    wait_one(Actor(group, name), group.ready(), what="GPU reservation", timeout_s=timeout_s)
     return group
+
+
+def learner_placement(cfg: Any, gpu: bool) -> LearnerPlacement | None:
+    """The placement group a run (``cfg``, a RunConfig) reserves for its learner ranks on GPUs
+    (shared with the engines when colocated); None on CPU."""
+    if not gpu:
+        return None
+    colocated = cfg.rollout.placement == "colocated"
+    name = "colocated placement group" if colocated else "learner placement group"
+    group = gpu_group(cfg.learner.num_ranks, cfg.trainer.actor_timeout_s, name)
+    return LearnerPlacement(group, SHARE if colocated else 1.0, colocated)
 
 
 def in_bundle(group: Any, bundle: int, num_gpus: float) -> dict[str, Any]:

@@ -82,17 +82,13 @@ class Trainer:
             base_dir=cfg.config_dir,
         )
         backend = resolve_backend(cfg.rollout, gpu)  # rollout.weight_sync for this machine
-        self.colocated_group = None
-        if cfg.rollout.placement == "colocated":  # one GPU per bundle: a rank and an engine on each
-            self.colocated_group = placement.colocated_group(
-                cfg.learner.num_ranks, cfg.trainer.actor_timeout_s
-            )
+        self.placement = placement.learner_placement(cfg, gpu)  # GPU only: the ranks' placement group
         spec = LearnerSpec.from_config(cfg, self.model_path, gpu=gpu)
         self.learner = LearnerGroup(
             spec,
             num_ranks=cfg.learner.num_ranks,
             actor_timeout_s=cfg.trainer.actor_timeout_s,
-            colocated_group=self.colocated_group,
+            placement=self.placement,
             # a multi-node cluster: the run directory, which every node sees (checkpoints need it too)
             rendezvous_dir=str(self.run_dir.resolve()) if cfg.trainer.ray_address else None,
             extra_env=TRANSFER_ENV if backend != "file" else None,
@@ -108,9 +104,8 @@ class Trainer:
         if checkpoint is not None:
             self.learner.load_checkpoint(str(checkpoint / "deepspeed"))
             engine_weights = str(checkpoint / "model")
-        self.pool = RolloutPool.from_config(
-            cfg, engine_weights, self.model_path, gpu, self.colocated_group, backend
-        )
+        colocated = self.placement.group if self.placement and self.placement.colocated else None
+        self.pool = RolloutPool.from_config(cfg, engine_weights, self.model_path, gpu, colocated, backend)
         self.sync_weights = WeightSync(backend, self.learner, self.pool, cfg.rollout.tensor_parallel_size)
         """``sync_weights()``: the learner's weights into every engine (``sync_weights([i])``: a
         restarted engine i)."""
@@ -505,7 +500,7 @@ class Trainer:
         parts = [stage.close for stage in self.stages.values() if callable(getattr(stage, "close", None))]
         parts += [self.logger.close, self.rewards.close, lambda: self.pool.shutdown(10 if quick else 60)]
         parts += [self.learner.shutdown, self.sync_weights.close]
-        parts += [lambda: placement.remove(self.colocated_group)]
+        parts += [lambda: placement.remove(self.placement and self.placement.group)]
         with sigint_ignored():
             for part in parts:
                 try:

@@ -72,6 +72,7 @@ PROBE = textwrap.dedent(
     import json, os
     import ray
     from rlengine import placement
+    from rlengine.config import load_config
     from rlengine.errors import ActorFailure
     from rlengine.runtime import init_ray
 
@@ -90,8 +91,11 @@ PROBE = textwrap.dedent(
         return Probe.options(**options, runtime_env={"env_vars": env or {}}).remote()
 
     out = {}
-    group = placement.colocated_group(4, timeout_s=60)
-    ranks = [start(placement.in_bundle(group, i, placement.SHARE)) for i in range(4)]
+    colocated = ["rollout.placement=colocated", "rollout.num_engines=4", "learner.num_ranks=4"]
+    where = placement.learner_placement(load_config(None, colocated), gpu=True)
+    assert where.colocated and where.share == placement.SHARE
+    group = where.group
+    ranks = [start(placement.in_bundle(group, i, where.share)) for i in range(4)]
     engines = [start(*placement.colocated_engine_options(group, e, 1)) for e in range(4)]
     out["ranks"] = ray.get([r.where.remote() for r in ranks])
     out["engines"] = ray.get([e.where.remote() for e in engines])
@@ -100,20 +104,28 @@ PROBE = textwrap.dedent(
     for actor in ranks + engines + tp2:
         ray.kill(actor)
     placement.remove(group)
-    again = placement.colocated_group(4, timeout_s=60)  # the GPUs came back
+    # split: 2 ranks reserve 2 whole GPUs together; 2 engines take the other 2
+    where = placement.learner_placement(load_config(None, ["learner.num_ranks=2"]), gpu=True)
+    assert not where.colocated and where.share == 1.0
+    ranks = [start(placement.in_bundle(where.group, i, where.share)) for i in range(2)]
+    engines = [start({"num_gpus": 1}) for _ in range(2)]
+    out["split_ranks"] = ray.get([r.where.remote() for r in ranks])
+    out["split_engines"] = ray.get([e.where.remote() for e in engines])
+    for actor in ranks + engines:
+        ray.kill(actor)
+    placement.remove(where.group)
     try:
-        placement.colocated_group(5, timeout_s=3)
+        placement.gpu_group(5, timeout_s=3, name="colocated placement group")
         out["too_many"] = None
     except ActorFailure as failure:
         out["too_many"] = str(failure)
-    placement.remove(again)
     print("RESULT " + json.dumps(out))
     """
 )
 
 
 @pytest.mark.slow
-def test_colocated_placement_puts_rank_i_and_engine_i_on_one_gpu(tmp_path: Path) -> None:
+def test_colocated_placement_shares_gpus_and_split_placement_separates_them(tmp_path: Path) -> None:
     script = tmp_path / "probe.py"
     script.write_text(PROBE)
     done = subprocess.run(
@@ -127,5 +139,7 @@ def test_colocated_placement_puts_rank_i_and_engine_i_on_one_gpu(tmp_path: Path)
     assert [e["gpus"] for e in out["engines"]] == rank_gpus  # engine i shares rank i's GPU
     assert [(e["bundles"], e["share"]) for e in out["tp2"]] == [("0,1", "0.5"), ("2,3", "0.5")]
     assert all(e["gpus"] == [] for e in out["tp2"])  # its vLLM workers hold the GPUs, not the actor
+    split = [r["gpus"][0] for r in out["split_ranks"]] + [e["gpus"][0] for e in out["split_engines"]]
+    assert sorted(split) == sorted(g[0] for g in rank_gpus)  # 4 different GPUs: the group was freed
     assert out["too_many"] is not None and "colocated placement group" in out["too_many"]
     assert "GPU reservation" in out["too_many"]

@@ -15,12 +15,12 @@ from typing import Any
 
 import ray
 
-from rlengine import placement
 from rlengine.actors import Actor, wait_all
 from rlengine.learner.batching import plan_updates, planning_lengths, prompt_groups, step_denominators
 from rlengine.learner.metrics import merge_rank_metrics
 from rlengine.learner.rank import LearnerRank
 from rlengine.learner.spec import LearnerSpec
+from rlengine.placement import in_bundle
 from rlengine.runtime import QUIET_ENV, available_cpus
 
 RankActor = ray.remote(num_cpus=0)(LearnerRank)
@@ -50,11 +50,12 @@ class LearnerGroup:
         *,
         num_ranks: int,
         actor_timeout_s: float = 1800.0,
-        colocated_group: Any = None,
+        placement: Any = None,
         rendezvous_dir: str | None = None,
         extra_env: dict[str, str] | None = None,
     ) -> None:
-        """``colocated_group``: rank i takes half of bundle i (``rollout.placement: colocated``).
+        """``placement`` (a :class:`rlengine.placement.LearnerPlacement`, GPU only): rank i goes to
+        bundle i of its group, with its share of the GPU (half when colocated with an engine).
         ``rendezvous_dir``: where the ranks meet (a file store; on a multi-node cluster a folder
         every node sees, such as the run directory); default a fresh local temporary folder."""
         port = free_port()
@@ -84,8 +85,8 @@ class LearnerGroup:
                     env.update(jemalloc_env())
             env.update(extra_env or {})
             options: dict[str, Any] = {"num_gpus": 1 if spec.gpu else 0}
-            if colocated_group is not None:
-                options = placement.in_bundle(colocated_group, rank, placement.SHARE)
+            if placement is not None:
+                options = in_bundle(placement.group, rank, placement.share)
             actor = RankActor.options(**options, runtime_env={"env_vars": env})
             self.ranks.append(Actor(actor.remote(self.spec), f"learner rank {rank}"))
         self.wait([r.handle.ready.remote() for r in self.ranks], "start-up")
