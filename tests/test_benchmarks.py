@@ -17,6 +17,7 @@ SCRIPTS = [
     "learner_throughput.py",
     "step_anatomy.py",
     "rollout_throughput.py",
+    "rollout_balance.py",
     "vs_trl.py",
     "pcl_selection.py",
 ]

@@ -100,7 +100,7 @@ def test_pcl_picks_prompts_nearer_tau_than_uniform(ray_session, tmp_path) -> Non
     common = [
         "rollout.n=4",
         "trainer.batch_size=8",
-        "trainer.max_steps=7",
+        "trainer.max_steps=6",  # 7 steps gave distances 0.219 vs 0.383 over steps 4-7, 0.198 vs 0.396 over 4-6
         "trainer.save_every=0",
         "learner.micro_batch_tokens=4096",  # faster than the config's 1024 (memory is not the point here)
         "logging.progress=false",
@@ -117,7 +117,7 @@ def test_pcl_picks_prompts_nearer_tau_than_uniform(ray_session, tmp_path) -> Non
         )
         train(cfg)
         runs[name] = read_metrics(out)
-    warm = slice(3, None)  # steps 4..7
+    warm = slice(3, None)  # steps 4..6
     distance = {
         name: statistics.fmean(m["pass_rate/distance_from_half"] for m in ms[warm])
         for name, ms in runs.items()
@@ -130,5 +130,5 @@ def test_pcl_picks_prompts_nearer_tau_than_uniform(ray_session, tmp_path) -> Non
         for name, ms in runs.items()
     }
     assert distance["pcl"] < distance["uniform"], (distance, summary)
-    # over the selected prompts of steps 4..7 (fit_history: 4), predictions made before their rollouts
+    # over the selected prompts of steps 3..6 (fit_history: 4), predictions made before their rollouts
     assert runs["pcl"][-1]["curriculum/explained_variance_window"] > 0, summary
