@@ -121,3 +121,13 @@ def wait_all(calls: list[tuple[Actor, ray.ObjectRef]], *, what: str, timeout_s: 
 def wait_one(actor: Actor, ref: ray.ObjectRef, *, what: str, timeout_s: float) -> Any:
     """:func:`wait_all` for a single call."""
     return wait_all([(actor, ref)], what=what, timeout_s=timeout_s)[0]
+
+
+def call_all(
+    actors: list[Actor], method: str, arguments: list[tuple] | None = None, *, what: str, timeout_s: float
+) -> list[Any]:
+    """Call ``method`` on every actor (with ``arguments[i]`` for actor i; default none) and
+    :func:`wait_all` for the results."""
+    arguments = arguments if arguments is not None else [()] * len(actors)
+    calls = [(actor, getattr(actor.handle, method).remote(*args)) for actor, args in zip(actors, arguments)]
+    return wait_all(calls, what=what, timeout_s=timeout_s)

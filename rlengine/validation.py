@@ -16,6 +16,7 @@ from reward.loader import RewardConfigError, RewardImportTimeout, load_reward_fu
 from rlengine.algorithms.losses import DEFAULT_CLIPS, clip_bounds
 from rlengine.data.sources import BENCHMARKS, SHIPPED
 from rlengine.errors import ConfigError, did_you_mean
+from rlengine.weight_sync import resolve_backend
 
 
 def _positive(value: float, path: str, allow_zero: bool = False) -> None:
@@ -317,16 +318,17 @@ def resources(cfg: Any) -> str:
             f"total on GPU machines: {engine_gpus + learner.num_ranks} GPU(s), engines and ranks on "
             "separate GPUs"
         )
-    sync = r.weight_sync if r.weight_sync != "auto" else ("ipc" if r.placement == "colocated" else "nccl")
     lines = [
         f"rollout: {r.num_engines} vLLM engine(s) x {r.tensor_parallel_size} GPU (tensor parallel) "
         f"= {engine_gpus} GPU(s)",
         f"learner: {learner.num_ranks} DeepSpeed rank(s) (ZeRO-{learner.zero_stage}) x 1 GPU "
         f"= {learner.num_ranks} GPU(s)",
         total,
-        f"weight sync on GPU: {sync}",
+        f"weight sync on GPU: {resolve_backend(r, gpu=True)}",
     ]
-    if r.placement == "colocated" or r.weight_sync not in ("auto", "file"):
+    try:
+        resolve_backend(r, gpu=False)
+    except ConfigError:
         lines.append("on CPU: not runnable (colocated placement and nccl / ipc sync need GPUs)")
     else:
         lines.append(

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from vllm.distributed.weight_transfer import ParamMeta, WeightSource, WeightTransferTrainerFactory
 
-from rlengine.actors import Actor, wait_all
+from rlengine.actors import Actor, call_all
 from rlengine.learner.export import full_shape, gathered_buckets, policy_tensors
 
 BACKENDS = ("nccl", "ipc")
@@ -66,12 +66,9 @@ class EngineClient:
         self.engines, self.tensor_parallel_size, self.timeout_s = engines, tensor_parallel_size, timeout_s
 
     def _all(self, method: str, arguments: list[tuple] | None = None) -> None:
-        arguments = arguments or [()] * len(self.engines)
-        calls = [
-            (engine, getattr(engine.handle, method).remote(*args))
-            for engine, args in zip(self.engines, arguments)
-        ]
-        wait_all(calls, what=f"the weight transfer ({method})", timeout_s=self.timeout_s)
+        call_all(
+            self.engines, method, arguments, what=f"the weight transfer ({method})", timeout_s=self.timeout_s
+        )
 
     def engine_init_info(self, init_info: dict[str, Any], engine: int) -> dict[str, Any]:
         """``init_info`` for engine ``engine``: its workers' NCCL ranks follow the engines before it."""

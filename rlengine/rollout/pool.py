@@ -13,7 +13,7 @@ from typing import Any
 import ray
 
 from rlengine import placement
-from rlengine.actors import Actor, wait_all, wait_one
+from rlengine.actors import Actor, call_all, wait_one
 from rlengine.errors import ActorFailure
 from rlengine.rollout import balance
 from rlengine.rollout.engine import RolloutEngine, cpu_engine_env, kv_cache_gib_for
@@ -182,9 +182,7 @@ class RolloutPool:
         return Actor(handle, f"rollout engine {index}")
 
     def _wait_ready(self, engines: list[Actor]) -> None:
-        wait_all(
-            [(e, e.handle.ready.remote()) for e in engines], what="start-up", timeout_s=self.actor_timeout_s
-        )
+        call_all(engines, "ready", what="start-up", timeout_s=self.actor_timeout_s)
         for engine in engines:
             engine.lookup_pid()
 
@@ -278,23 +276,28 @@ class RolloutPool:
         """Engines (default: all) reload weights from the safetensors file at ``path``; returns seconds."""
         start = time.perf_counter()
         chosen = [self.engines[i] for i in (range(self.num_engines) if engines is None else engines)]
-        calls = [(e, e.handle.reload_weights.remote(path)) for e in chosen]
-        wait_all(calls, what="the weight sync", timeout_s=self.actor_timeout_s)
+        call_all(
+            chosen,
+            "reload_weights",
+            [(path,)] * len(chosen),
+            what="the weight sync",
+            timeout_s=self.actor_timeout_s,
+        )
         return time.perf_counter() - start
 
     def sleep(self) -> None:
         """``placement: colocated``: every engine frees its GPU memory for the update (no-op otherwise)."""
         level = self.options["sleep_level"]
         if level:
-            calls = [(e, e.handle.sleep.remote(level)) for e in self.engines]
-            wait_all(calls, what="sleep", timeout_s=self.actor_timeout_s)
+            arguments = [(level,)] * self.num_engines
+            call_all(self.engines, "sleep", arguments, what="sleep", timeout_s=self.actor_timeout_s)
             self.asleep = True
 
     def wake_up(self, tags: list[str] | None = None) -> None:
         """Wake sleeping engines: ``["weights"]`` before a weight sync, ``["kv_cache"]`` after it."""
         if self.asleep:
-            calls = [(e, e.handle.wake_up.remote(tags)) for e in self.engines]
-            wait_all(calls, what="wake-up", timeout_s=self.actor_timeout_s)
+            arguments = [(tags,)] * self.num_engines
+            call_all(self.engines, "wake_up", arguments, what="wake-up", timeout_s=self.actor_timeout_s)
             self.asleep = tags is not None and "kv_cache" not in tags
 
     def prompt_logprobs(self, sequences: list[list[int]], engine_index: int = 0) -> list[list[float]]:
