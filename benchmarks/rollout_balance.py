@@ -71,7 +71,9 @@ def main() -> None:
         model_path = resolve_model(args.model)
     batch = skewed_prompts(model_path, args.long, args.short, args.long_words)
     init_ray(None)
-    pool = RolloutPool(model_path, num_engines=2, max_model_len=1024, seed=0, kv_cache_gib=1)
+    pool = RolloutPool(  # --smoke: engines in the actors' own processes start faster
+        model_path, num_engines=2, max_model_len=1024, seed=0, kv_cache_gib=1, in_process=args.smoke
+    )
     seconds: dict[str, list[float]] = {m: [] for m in MODES}
     imbalance: dict[str, list[float]] = {m: [] for m in MODES}
     try:

@@ -103,6 +103,7 @@ def test_pcl_picks_prompts_nearer_tau_than_uniform(ray_session, tmp_path) -> Non
         "trainer.max_steps=6",  # 7 steps gave distances 0.219 vs 0.383 over steps 4-7, 0.198 vs 0.396 over 4-6
         "trainer.save_every=0",
         "learner.micro_batch_tokens=4096",  # faster than the config's 1024 (memory is not the point here)
+        "rollout.engine_in_process=true",  # starts ~30 s sooner; the same samples
         "logging.progress=false",
         "evaluation.every_n_steps=0",
     ]
