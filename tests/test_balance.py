@@ -44,3 +44,11 @@ def test_costs_and_speed_average():
     assert balance.prompt_costs([10, 20], n=4, expected_response_tokens=5) == [60.0, 100.0]
     assert balance.updated_speed(None, 100, 2.0) == 50.0
     assert balance.updated_speed(50.0, 300, 2.0, momentum=0.5) == 100.0
+
+
+def test_the_longest_prompt_is_placed_first():
+    """Placing short prompts first would leave the long one to tip an engine over (6 vs 4)."""
+    costs = [1.0, 1.0, 1.0, 1.0, 4.0]
+    plan = balance.assign(costs, [1.0, 1.0])
+    assert plan == [[4], [0, 1, 2, 3]]
+    assert max(balance.finish_times(costs, [1.0, 1.0], plan)) == 4.0
