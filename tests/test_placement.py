@@ -67,6 +67,23 @@ def test_each_engine_gets_its_own_nccl_ranks_after_the_trainer() -> None:
     assert client.engine_init_info({"packed": True}, 2) == {"packed": True}  # ipc: no ranks
 
 
+def test_the_engine_actor_serves_every_call_the_transfer_client_makes() -> None:
+    """vLLM's trainer engines drive the engines through the client's protocol methods; each one,
+    and the shutdown used when a group is opened again, must exist on the engine actor."""
+    from vllm.distributed.weight_transfer import VLLMWeightSyncClient
+
+    from rlengine.learner.weight_transfer import EngineClient
+    from rlengine.rollout.engine import RolloutEngine
+
+    client = EngineClient(engines=[], tensor_parallel_size=1, timeout_s=1)
+    assert isinstance(client, VLLMWeightSyncClient)
+    protocol = [name for name in vars(VLLMWeightSyncClient) if not name.startswith("_")]
+    assert "update_weights" in protocol and len(protocol) == 4
+    engine_class = RolloutEngine.__ray_metadata__.modified_class
+    for name in [*protocol, "shutdown_weight_transfer_engine", "sleep", "wake_up"]:
+        assert callable(getattr(engine_class, name, None)), f"RolloutEngine has no {name}"
+
+
 PROBE = textwrap.dedent(
     """
     import json, os

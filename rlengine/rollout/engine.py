@@ -170,6 +170,11 @@ class RolloutEngine:
         self.llm.reset_prefix_cache()
         return True
 
+    def shutdown_weight_transfer_engine(self) -> bool:
+        """Leave the transfer group (before a new one is opened, e.g. after an engine restart)."""
+        self.llm.collective_rpc("shutdown_weight_transfer_engine")
+        return True
+
     def sleep(self, level: int) -> bool:
         """Free this engine's accelerator memory for the update (``placement: colocated``)."""
         self.llm.sleep(level=level)
