@@ -19,13 +19,12 @@ from typing import Any, Literal
 
 import yaml
 
-from rlengine.algorithms.losses import DEFAULT_CLIPS
 from rlengine.algorithms.presets import PRESETS, apply_preset
 from rlengine.data.templates import DEFAULT_MATH_TEMPLATE
 from rlengine.errors import ConfigError
 from rlengine.schema import from_dict, to_dict
 from rlengine.stages.registry import STAGE_KINDS, build_stage_config
-from rlengine.validation import validate
+from rlengine.validation import config_loss, validate
 
 __all__ = ["ConfigError", "RunConfig", "build_config", "dump_yaml", "from_dict", "load_config", "to_dict"]
 
@@ -175,17 +174,24 @@ class AlgorithmConfig:
     preset: str | None = None
     """One of grpo, dr_grpo, dapo, gspo, rloo, reinforce_pp, cispo: sets the keys below;
     keys given explicitly override it. See docs/algorithms.md."""
-    advantage: Literal["grpo", "dr_grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline"] = "grpo"
-    """Advantage estimator."""
-    loss: Literal["ppo", "gspo", "cispo", "bapo"] = "ppo"
-    """Policy loss."""
+    advantage: str = "grpo"
+    """Advantage estimator: ``grpo``, ``dr_grpo``, ``rloo``, ``reinforce_pp``,
+    ``reinforce_pp_baseline``, or a plug-in ``file.py:function`` / ``package.module:function``
+    (a relative file resolves against the YAML's directory) called as ``fn(rewards, group_index, *,
+    lengths, eps) -> [N]`` and checked by ``rlengine config check``. See docs/algorithms.md."""
+    loss: str = "ppo"
+    """Policy loss: ``ppo``, ``gspo``, ``cispo``, ``bapo``, or a plug-in ``file.py:function`` called as
+    ``fn(logprobs, old_logprobs, advantages, mask, *, lower, upper, dual_clip)`` returning the
+    per-token loss ``[B, T]`` (its ``default_clips`` attribute, else 0.2 / 0.2, fills the clips).
+    See docs/algorithms.md."""
     agg: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "seq_mean_token_sum_norm"] = (
         "token_mean"
     )
     """Loss aggregation over tokens and sequences."""
     clip_low: float | None = None
     """Lower clip (epsilon for ppo/gspo/cispo; the ratio bound itself for bapo). Null = the loss's
-    default: ppo 0.2, gspo 3e-4, cispo 1.0 (no lower bound), bapo 0.6."""
+    default: ppo 0.2, gspo 3e-4, cispo 1.0 (no lower bound), bapo 0.6, a plug-in its
+    ``default_clips``."""
     clip_high: float | None = None
     """Upper clip. Null = the loss's default: ppo 0.2 (DAPO clip-higher uses 0.28), gspo 4e-4,
     cispo 3.0 (IS weight capped at 4), bapo 1.2."""
@@ -454,7 +460,7 @@ def build_config(raw: dict, config_dir: str | None = None) -> RunConfig:
         cfg.config_dir = config_dir
     for kind in STAGE_KINDS:
         setattr(cfg, kind, build_stage_config(kind, stage_raw[kind], cfg.config_dir))
-    default_low, default_high = DEFAULT_CLIPS[cfg.algorithm.loss]
+    default_low, default_high = config_loss(cfg).default_clips  # the one place clip defaults are filled
     if cfg.algorithm.clip_low is None:
         cfg.algorithm.clip_low = default_low
     if cfg.algorithm.clip_high is None:

@@ -39,6 +39,22 @@ def is_plugin_spec(text: str) -> bool:
     return ":" in text
 
 
+def _names_a_file(target: str) -> bool:
+    return target.endswith(".py") or "/" in target or os.sep in target
+
+
+def absolute_spec(spec: str, base_dir: str | os.PathLike[str] | None = None) -> str:
+    """``spec`` with its file made absolute (``/abs/dir/file.py:Name``), so that it names the same
+    object from any directory and process; a ``package.module:Name`` spec comes back unchanged.
+    Raises :class:`PluginError` as :func:`resolve_file` does."""
+    target, _, attr = spec.strip().rpartition(":")
+    if not target or not attr:
+        raise PluginError(f"invalid spec {spec!r}: expected 'file.py:Name' or 'package.module:Name'")
+    if not _names_a_file(target):
+        return spec.strip()
+    return f"{resolve_file(target, base_dir)}:{attr}"
+
+
 def resolve_file(path_str: str, base_dir: str | os.PathLike[str] | None) -> Path:
     """The file ``path_str`` names: absolute, or relative to ``base_dir`` (the config's directory),
     then the current directory. Raises :class:`PluginError` listing every path looked at."""
@@ -98,7 +114,7 @@ def load_object(spec: str, base_dir: str | os.PathLike[str] | None = None, *, wh
     target, _, attr = spec.strip().rpartition(":")
     if not target or not attr:
         raise PluginError(f"invalid {what} {spec!r}: expected 'file.py:Name' or 'package.module:Name'")
-    if target.endswith(".py") or "/" in target or os.sep in target:
+    if _names_a_file(target):
         path = resolve_file(target, base_dir)
         module, where = import_file(path), str(path)
     else:

@@ -13,9 +13,17 @@ from typing import Any
 
 from reward.builtin import BUILTIN_KWARGS
 from reward.loader import RewardConfigError, RewardImportTimeout, load_reward_function, parse_reward_specs
-from rlengine.algorithms.losses import DEFAULT_CLIPS, clip_bounds
+from rlengine.algorithms.registry import (
+    ADVANTAGES,
+    POLICY_LOSSES,
+    AdvantageEstimator,
+    PolicyLoss,
+    advantage_estimator,
+    policy_loss,
+)
 from rlengine.data.sources import BENCHMARKS, SHIPPED
 from rlengine.errors import ConfigError, did_you_mean
+from rlengine.plugins import is_plugin_spec
 from rlengine.weight_sync import resolve_backend
 
 
@@ -109,23 +117,41 @@ def validate(cfg: Any) -> None:
     _check_benchmarks(cfg)
 
 
-GROUP_BASELINES = ("grpo", "dr_grpo", "rloo", "reinforce_pp_baseline")
-"""Advantage estimators that compare a response with the other responses to its prompt."""
+def config_estimator(cfg: Any) -> AdvantageEstimator:
+    """The estimator ``algorithm.advantage`` names (a built-in, or a plug-in loaded relative to the
+    YAML's directory and checked); a ConfigError naming the key when it cannot be used."""
+    return _algorithm_entry(cfg, "advantage", ADVANTAGES, advantage_estimator)
+
+
+def config_loss(cfg: Any) -> PolicyLoss:
+    """The policy loss ``algorithm.loss`` names, as :func:`config_estimator` does."""
+    return _algorithm_entry(cfg, "loss", POLICY_LOSSES, policy_loss)
+
+
+def _algorithm_entry(cfg: Any, key: str, builtins: dict, find: Any) -> Any:
+    value = getattr(cfg.algorithm, key)
+    if not is_plugin_spec(value) and value not in builtins:
+        raise ConfigError(
+            f"algorithm.{key}: invalid value {value!r}; allowed: {', '.join(map(repr, builtins))}, or a "
+            f"plug-in 'file.py:function'{did_you_mean(value, builtins)}"
+        )
+    try:
+        return find(value, cfg.config_dir)
+    except ValueError as e:
+        raise ConfigError(f"algorithm.{key}: {e}") from None
 
 
 def _check_algorithm(cfg: Any) -> None:
     algo = cfg.algorithm
-    if cfg.rollout.n < 2 and algo.advantage in GROUP_BASELINES:
+    estimator = config_estimator(cfg)
+    if cfg.rollout.n < 2 and estimator.group_baseline:
         raise ConfigError(
             f"rollout.n: {cfg.rollout.n} response per prompt with algorithm.advantage {algo.advantage}, which "
             "compares each response with the others of its prompt: every advantage would be 0 and nothing "
             "would be learnt; use rollout.n >= 2 (GRPO papers use 8-16), or algorithm.advantage: reinforce_pp"
         )
-    default_low, default_high = DEFAULT_CLIPS[algo.loss]
-    low = algo.clip_low if algo.clip_low is not None else default_low
-    high = algo.clip_high if algo.clip_high is not None else default_high
     try:
-        clip_bounds(algo.loss, low, high, algo.dual_clip)
+        config_loss(cfg).bounds(algo.clip_low, algo.clip_high, algo.dual_clip)
     except ValueError as e:
         keys = "algorithm.clip_low / clip_high" + (" / dual_clip" if algo.dual_clip is not None else "")
         raise ConfigError(f"{keys} (loss {algo.loss}, after its defaults): {e}") from None
@@ -171,9 +197,7 @@ def _check_evaluation(cfg: Any) -> None:
 
 
 def _check_bapo(algo: Any) -> None:
-    default_low, default_high = DEFAULT_CLIPS["bapo"]
-    low = algo.clip_low if algo.clip_low is not None else default_low
-    high = algo.clip_high if algo.clip_high is not None else default_high
+    low, high = algo.clip_low, algo.clip_high  # filled from the loss's defaults by build_config
     if not low <= algo.bapo_max_low <= 1:
         raise ConfigError(
             f"algorithm.bapo_max_low: expected a value in [clip_low = {low}, 1], got {algo.bapo_max_low}"

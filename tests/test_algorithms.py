@@ -12,7 +12,6 @@ import rlengine.algorithms as algorithms
 from rlengine.algorithms import (
     ADVANTAGES,
     AGGREGATIONS,
-    DEFAULT_CLIPS,
     KL_KINDS,
     KL_PLACEMENTS,
     POLICY_LOSSES,
@@ -34,7 +33,7 @@ from rlengine.algorithms import losses as losses_module
 from rlengine.config import AlgorithmConfig, ConfigError, load_config, to_dict
 from rlengine.errors import require_choice
 
-# The loss-specific defaults, written out by hand (DEFAULT_CLIPS is checked against this).
+# The loss-specific defaults, written out by hand (the registry's default_clips are checked against this).
 LOSS_BOUNDS = {"ppo": (0.2, 0.2), "gspo": (3e-4, 4e-4), "cispo": (1.0, 3.0), "bapo": (0.6, 1.2)}
 
 
@@ -835,7 +834,7 @@ def test_apply_preset_overrides():
 
 
 def test_default_clips_per_loss():
-    assert DEFAULT_CLIPS == LOSS_BOUNDS
+    assert {name: loss.default_clips for name, loss in POLICY_LOSSES.items()} == LOSS_BOUNDS
     assert AlgorithmConfig().clip_low is None and AlgorithmConfig().clip_high is None
     for loss, bounds in LOSS_BOUNDS.items():
         a = load_config(None, [f"algorithm.loss={loss}"]).algorithm

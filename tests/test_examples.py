@@ -13,9 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from reward.loader import load_reward_function, parse_reward_specs
+from rlengine.algorithms import advantage_estimator, compute_advantages, compute_policy_loss, policy_loss
 from rlengine.cli import main
 from rlengine.config import ConfigError, load_config
 from rlengine.data import make_arithmetic
@@ -43,8 +45,16 @@ def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_example_folders_and_commands() -> None:
     folders = sorted(p.name for p in EXAMPLES.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
-    assert folders == ["custom_reward", "custom_stage", "dapo_gsm8k", "eval_compare", "multi_objective"]
+    assert folders == [
+        "custom_algorithm",
+        "custom_reward",
+        "custom_stage",
+        "dapo_gsm8k",
+        "eval_compare",
+        "multi_objective",
+    ]
     assert [p.parent.name for p in CONFIGS] == [
+        "custom_algorithm",
         "custom_reward",
         "custom_stage",
         "dapo_gsm8k",
@@ -98,7 +108,13 @@ def test_plugins_resolve_next_to_the_yaml(path: Path, elsewhere: Path) -> None:
             assert Path(sys.modules[cls.__module__].__file__) == path.parent / name.rsplit(":", 1)[0]
             assert type(getattr(cfg, kind)) is config_cls
             found.append(name)
+    for spec, find in ((cfg.algorithm.advantage, advantage_estimator), (cfg.algorithm.loss, policy_loss)):
+        if ".py:" in spec:
+            fn = find(spec, cfg.config_dir).fn
+            assert Path(fn.__code__.co_filename) == path.parent / spec.rsplit(":", 1)[0]
+            found.append(spec)
     expected = {
+        "custom_algorithm": ["algos.py:opo_advantages", "algos.py:kl_cov_loss"],
         "custom_reward": ["rewards.py:shows_working"],
         "custom_stage": ["stages.py:EasyFirstCurriculum"],
         "dapo_gsm8k": [],
@@ -107,7 +123,7 @@ def test_plugins_resolve_next_to_the_yaml(path: Path, elsewhere: Path) -> None:
     assert found == expected[path.parent.name]
 
 
-@pytest.mark.parametrize("name", ["custom_reward", "custom_stage"])
+@pytest.mark.parametrize("name", ["custom_algorithm", "custom_reward", "custom_stage"])
 def test_yaml_without_its_plugin_file_is_rejected(
     name: str, tmp_path: Path, elsewhere: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -115,6 +131,88 @@ def test_yaml_without_its_plugin_file_is_rejected(
     shutil.copy(EXAMPLES / name / "config.yaml", copy)
     assert main(["config", "check", str(copy)]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- custom_algorithm
+
+ALGO_YAML = EXAMPLES / "custom_algorithm" / "config.yaml"
+
+
+def test_custom_algorithm_config() -> None:
+    cfg = load_config(ALGO_YAML)
+    a = cfg.algorithm
+    assert (a.advantage, a.loss, a.clip_low, a.clip_high) == (
+        "algos.py:opo_advantages",
+        "algos.py:kl_cov_loss",
+        0.2,
+        0.28,  # kl_cov_loss.default_clips
+    )
+    assert advantage_estimator(a.advantage, cfg.config_dir).group_baseline
+    with pytest.raises(
+        ConfigError, match=r"rollout.n: 1 response per prompt with algorithm.advantage algos.py"
+    ):
+        load_config(ALGO_YAML, ["rollout.n=1"])
+    responses = cfg.trainer.batch_size * cfg.rollout.n
+    assert responses // cfg.learner.mini_batch_size == 2  # a second, off-policy optimizer step
+
+
+def test_opo_advantages_by_hand() -> None:
+    cfg = load_config(ALGO_YAML)
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 3.0])
+    groups = torch.tensor([7, 7, 7, 2, 2, 5])
+    lengths = torch.tensor([10, 30, 0, 5, 9, 4])
+    adv = compute_advantages(
+        cfg.algorithm.advantage, rewards, groups, lengths=lengths, base_dir=cfg.config_dir
+    )
+    baseline = (10 * 1.0 + 30 * 0.0 + 1 * 0.0) / (10 + 30 + 1)  # an empty response weighs 1 token
+    expected = [1 - baseline, -baseline, -baseline, 0.0, 0.0, 0.0]  # all-equal group and singleton: 0
+    torch.testing.assert_close(adv, torch.tensor(expected))
+    # equal lengths: the plain group mean (dr_grpo)
+    same = compute_advantages(
+        cfg.algorithm.advantage, rewards, groups, lengths=[4] * 6, base_dir=cfg.config_dir
+    )
+    torch.testing.assert_close(same, compute_advantages("dr_grpo", rewards, groups))
+
+
+def test_kl_cov_loss_penalises_the_highest_covariance_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = load_config(ALGO_YAML)
+    a = cfg.algorithm
+    loss = policy_loss(a.loss, cfg.config_dir)
+    module = sys.modules[loss.fn.__module__]
+    monkeypatch.setattr(module, "KL_COV_FRACTION", 0.2)  # 1 of 6 loss tokens
+    old = torch.tensor([[-1.0, -2.0, -0.5, -3.0], [-1.5, -0.2, -2.5, -1.0]])
+    shift = torch.tensor([[0.1, -0.1, 0.05, 0.0], [0.2, -0.3, 0.1, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 0.0]])
+    adv = torch.tensor([1.0, -1.0])
+
+    def run(name: str, **kw: object) -> tuple[float, torch.Tensor, dict]:
+        lp = (old + shift).clone().requires_grad_(True)
+        value, metrics = compute_policy_loss(
+            name, lp, old, adv, mask, "token_mean", clip_low=a.clip_low, clip_high=a.clip_high,
+            base_dir=cfg.config_dir, **kw,
+        )  # fmt: skip
+        value.backward()
+        return value.item(), lp.grad, metrics
+
+    kl_cov, grad, metrics = run(a.loss)
+    ppo, ppo_grad, ppo_metrics = run("ppo")
+    # covariance over the 6 loss tokens: (lp - mean lp) * (A - mean A); the largest is row 1, token 2
+    lp = (old + shift)[mask > 0]
+    cov = (lp - lp.mean()) * (adv.repeat_interleave(3) - 0.0)
+    top = int(cov.argmax())
+    assert (top // 3, top % 3) == (1, 2)
+    assert kl_cov == pytest.approx(ppo + abs(0.1) / 6, rel=1e-5)  # beta |log r| on that token, / 6 tokens
+    extra = grad - ppo_grad
+    assert extra[1, 2].item() == pytest.approx(1.0 / 6, rel=1e-5)  # d |log r| / d lp = sign(0.1)
+    extra[1, 2] = 0.0
+    assert extra.abs().max().item() < 1e-7
+    assert metrics == ppo_metrics  # clipfrac, ratios: the surrogate's
+    # on-policy (r = 1) the penalty is 0 and adds no gradient
+    lp0 = old.clone().requires_grad_(True)
+    on, _ = compute_policy_loss(a.loss, lp0, old, adv, mask, "token_mean", clip_low=0.2, clip_high=0.28,
+                                base_dir=cfg.config_dir)  # fmt: skip
+    on.backward()
+    torch.testing.assert_close(lp0.grad, torch.tensor([[-1 / 6] * 3 + [0.0], [1 / 6] * 3 + [0.0]]))
 
 
 # --------------------------------------------------------------------------- custom_reward

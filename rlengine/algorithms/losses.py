@@ -1,5 +1,9 @@
 """Policy losses of the GRPO family, loss aggregation, TIS weights and BAPO bound adaptation.
 
+Each loss is a registered per-token function (:data:`POLICY_LOSSES`,
+``rlengine/algorithms/registry.py``) with its clip defaults declared in its decorator;
+:func:`compute_policy_loss` does the checks, token weights, aggregation and metrics around it.
+
 All functions are pure torch, compute in float32 (bf16 inputs are fine) and never produce
 NaN/inf from masked-out positions: a position whose mask is 0 may hold any value.
 """
@@ -7,14 +11,22 @@ NaN/inf from masked-out positions: a position whose mask is 0 may hold any value
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from rlengine.algorithms.registry import (
+    POLICY_LOSSES,
+    PolicyLossOutput,
+    as_output,
+    policy_loss,
+    register_policy_loss,
+)
 from rlengine.errors import require_choice
+from rlengine.plugins import is_plugin_spec
 
-POLICY_LOSSES: tuple[str, ...] = ("ppo", "gspo", "cispo", "bapo")
 AGGREGATIONS: tuple[str, ...] = (
     "token_mean",
     "seq_mean_token_mean",
@@ -24,22 +36,6 @@ AGGREGATIONS: tuple[str, ...] = (
 LOG_RATIO_CLAMP = 20.0  # PPO: |log r| is clamped to this before exp (r in [2e-9, 4.9e8]), as verl
 GSPO_LOG_RATIO_MAX = 10.0  # GSPO: the log sequence ratio is clamped at this, as verl
 BAPO_DUAL_CLIP = 3.0
-
-DEFAULT_CLIPS: dict[str, tuple[float, float]] = {
-    "ppo": (0.2, 0.2),
-    "gspo": (3e-4, 4e-4),
-    "cispo": (1.0, 3.0),
-    "bapo": (0.6, 1.2),
-}
-"""``(clip_low, clip_high)`` each loss uses when ``algorithm.clip_low`` / ``clip_high`` are not set.
-
-* ppo: epsilon 0.2 both ways (PPO, arXiv 1707.06347; GRPO).
-* gspo: the paper's 3e-4 / 4e-4 on the sequence ratio (arXiv 2507.18071).
-* cispo: no lower bound (clip_low = 1.0) and the IS weight capped at 4.0 (clip_high = 3.0): the
-  default of Thinking Machines' Tinker ``cispo`` loss (clip thresholds 0.0 and 4.0); MiniMax-M1
-  (arXiv 2506.13585) tunes epsilon_high without publishing a value.
-* bapo: the ratio bounds [0.6, 1.2] BAPO starts its search from (arXiv 2510.18927).
-"""
 
 
 def sequence_weights(token_counts: Tensor, agg: str) -> Tensor:
@@ -105,34 +101,134 @@ def aggregate_loss(
     return row_sum.sum() / denominator.clamp(min=1)
 
 
-def clip_bounds(name: str, clip_low: float, clip_high: float, dual_clip: float | None) -> tuple:
-    """``(lower, upper, dual_clip)`` ratio bounds of loss ``name`` from its clip settings; raises
-    ValueError naming the setting when they cannot work (also checked when the config is built)."""
-    for key, val in (("clip_low", clip_low), ("clip_high", clip_high)):
-        if not math.isfinite(val) or val < 0:
-            raise ValueError(f"{name}: {key} must be a finite number >= 0, got {val}")
-    if name != "bapo" and clip_low > 1:
-        raise ValueError(
-            f"{name}: clip_low is an epsilon below a ratio of 1 (the bound is 1 - clip_low), so it must be "
-            f"<= 1, got {clip_low}"
-        )
-    if name == "bapo":
-        if not 0 < clip_low <= 1 <= clip_high:
-            raise ValueError(
-                f"bapo: clip_low/clip_high are ratio bounds with 0 < clip_low <= 1 <= clip_high "
-                f"(e.g. 0.6 and 1.2), got {clip_low} and {clip_high}"
-            )
-        lower, upper = float(clip_low), float(clip_high)
-        dual_clip = BAPO_DUAL_CLIP if dual_clip is None else dual_clip
-    else:
-        lower, upper = 1.0 - float(clip_low), 1.0 + float(clip_high)
+# --------------------------------------------------------------------------- per-token losses
+#
+# Each gets float32 ``[B, T]`` tensors that are 0 wherever ``mask`` (float32 0/1) is 0:
+# ``logprobs`` (carries the gradient), ``old_logprobs`` (detached), ``advantages`` (broadcast over
+# the tokens), plus the ratio bounds ``lower``/``upper`` and ``dual_clip`` (None: off) that
+# :meth:`PolicyLoss.bounds` made from clip_low/clip_high. ``compute_policy_loss`` does the checks,
+# token weights, aggregation and metrics.
+
+
+def token_log_ratio(logprobs: Tensor, old_logprobs: Tensor) -> Tensor:
+    """``log r = logprobs - old_logprobs`` clamped to ``[-20, 20]`` (verl's guard), ``[B, T]``."""
+    return (logprobs - old_logprobs).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+
+
+def clipped_surrogate(
+    ratio: Tensor, advantages: Tensor, lower: float, upper: float, dual_clip: float | None = None
+) -> PolicyLossOutput:
+    """PPO's clipped surrogate on any ratio, per token (``[B, T]`` in and out).
+
+    ``-min(r*A, clip(r, lower, upper)*A)``; with ``dual_clip = c`` (dual-clip PPO, arXiv
+    1912.09729) tokens with ``A < 0`` use ``min(that, -c*A)``. ``clipped`` marks the tokens where
+    the clipped branch or the dual clip is the one used, ``dual_clipped`` the latter.
+    """
+    unclipped = -advantages * ratio
+    clipped_loss = -advantages * ratio.clamp(min=lower, max=upper)
+    per_token = torch.maximum(unclipped, clipped_loss)
+    clipped = clipped_loss > unclipped
+    dual_active = torch.zeros_like(clipped)
     if dual_clip is not None:
-        if name == "cispo":
-            raise ValueError("cispo: dual_clip does not apply (use it with ppo, gspo or bapo)")
-        if not math.isfinite(dual_clip) or dual_clip <= 1:
-            raise ValueError(f"{name}: dual_clip must be a finite number > 1 (e.g. 3.0), got {dual_clip}")
-        dual_clip = float(dual_clip)
-    return lower, upper, dual_clip
+        bound = -advantages * dual_clip
+        dual_active = (advantages < 0) & (per_token > bound)
+        per_token = torch.where(advantages < 0, torch.minimum(per_token, bound), per_token)
+        clipped = clipped | dual_active
+    return PolicyLossOutput(per_token, ratio, clipped, dual_active)
+
+
+@register_policy_loss("ppo", default_clips=(0.2, 0.2))
+def ppo(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    *,
+    lower: float,
+    upper: float,
+    dual_clip: float | None,
+) -> PolicyLossOutput:
+    """PPO clipped loss (PPO arXiv 1707.06347; GRPO 2402.03300; DAPO clip-higher 2503.14476).
+
+    Per token ``-min(r*A, clip(r, 1-clip_low, 1+clip_high)*A)`` with ``r = exp(logprobs -
+    old_logprobs)`` (log-ratio clamped to +-20); optional dual clip for ``A < 0`` (see
+    :func:`clipped_surrogate`). Default epsilons 0.2 / 0.2. All tensors ``[B, T]``.
+    """
+    return clipped_surrogate(
+        torch.exp(token_log_ratio(logprobs, old_logprobs)), advantages, lower, upper, dual_clip
+    )
+
+
+@register_policy_loss("gspo", default_clips=(3e-4, 4e-4))
+def gspo(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    *,
+    lower: float,
+    upper: float,
+    dual_clip: float | None,
+) -> PolicyLossOutput:
+    """GSPO (arXiv 2507.18071): the clipped loss on the sequence ratio.
+
+    ``s_i = exp(mean_t log r_it)`` over the masked tokens, in the GSPO-token form
+    ``s_it = sg(s_i) * pi(y_t) / sg(pi(y_t))`` (same value and, with per-sequence advantages and
+    ``seq_mean_token_mean``, the same gradient as sequence-level GSPO); the log sequence ratio is
+    clamped at 10 (verl). clip_low/clip_high are its own epsilons (paper: 3e-4 / 4e-4), so
+    clipping acts per sequence. All tensors ``[B, T]``; the returned ratio is ``s_it``.
+    """
+    count = mask.sum(dim=-1, keepdim=True).clamp(min=1)
+    seq_log_ratio = (logprobs - old_logprobs).sum(dim=-1, keepdim=True) / count
+    log_ratio = (seq_log_ratio.detach() + logprobs - logprobs.detach()).clamp(max=GSPO_LOG_RATIO_MAX)
+    return clipped_surrogate(torch.exp(log_ratio), advantages, lower, upper, dual_clip)
+
+
+@register_policy_loss("cispo", default_clips=(1.0, 3.0), dual_clip=False)
+def cispo(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    *,
+    lower: float,
+    upper: float,
+    dual_clip: float | None,
+) -> PolicyLossOutput:
+    """CISPO (MiniMax-M1, arXiv 2506.13585): ``-sg(clip(r, 1-clip_low, 1+clip_high)) * A * logprobs``.
+
+    Every token keeps a gradient ``-w*A``. ``clip_low >= 1`` means no lower bound. Defaults: no
+    lower bound (clip_low 1.0) and the IS weight capped at 4.0 (clip_high 3.0), the default of
+    Thinking Machines' Tinker ``cispo`` loss; the paper tunes epsilon_high without publishing a
+    value. No dual clip. All tensors ``[B, T]``; ``clipped`` marks tokens whose weight was clipped.
+    """
+    ratio = torch.exp(token_log_ratio(logprobs, old_logprobs)).detach()
+    weight = ratio.clamp(min=lower, max=upper)
+    return PolicyLossOutput(-weight * advantages * logprobs, ratio, (ratio < lower) | (ratio > upper))
+
+
+@register_policy_loss("bapo", default_clips=(0.6, 1.2), clip_mode="ratio", default_dual_clip=BAPO_DUAL_CLIP)
+def bapo(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    *,
+    lower: float,
+    upper: float,
+    dual_clip: float | None,
+) -> PolicyLossOutput:
+    """BAPO (arXiv 2510.18927): ``ppo`` whose clip_low/clip_high are the ratio bounds
+    ``c_low, c_high`` themselves (default 0.6 and 1.2, BAPO's starting bounds, adapted per batch
+    by :func:`bapo_adapt_bounds`), with dual clip ``c = 3`` for ``A < 0`` unless ``dual_clip`` is
+    given. All tensors ``[B, T]``.
+    """
+    return clipped_surrogate(
+        torch.exp(token_log_ratio(logprobs, old_logprobs)), advantages, lower, upper, dual_clip
+    )
+
+
+# --------------------------------------------------------------------------- entry point
 
 
 def compute_policy_loss(
@@ -148,27 +244,18 @@ def compute_policy_loss(
     dual_clip: float | None = None,
     max_response_length: int | None = None,
     token_weights: Tensor | None = None,
+    base_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Clipped policy-gradient loss (to minimise) and its metrics.
 
-    ``logprobs`` (current policy, carries the gradient), ``old_logprobs`` (behaviour policy) and
-    ``mask`` are ``[B, T]``; ``advantages`` is ``[B]`` (broadcast over tokens) or ``[B, T]``.
-    ``r = exp(logprobs - old_logprobs)`` with the log-ratio clamped to ``[-20, 20]`` (GSPO: the log
-    of the sequence ratio clamped at 10; both guards as in verl). Per token:
-
-    * ``ppo`` (PPO arXiv 1707.06347; GRPO 2402.03300; DAPO clip-higher 2503.14476):
-      ``-min(r*A, clip(r, 1-clip_low, 1+clip_high)*A)``. With ``dual_clip = c`` (> 1; dual-clip
-      PPO, arXiv 1912.09729) tokens with ``A < 0`` use ``min(that, -c*A)``.
-    * ``gspo`` (GSPO, arXiv 2507.18071): the same with the sequence ratio
-      ``s_i = exp(mean_t log r_it)`` over the masked tokens, in the GSPO-token form
-      ``s_it = sg(s_i) * pi(y_t) / sg(pi(y_t))`` (same value and, with per-sequence advantages
-      and ``seq_mean_token_mean``, the same gradient as sequence-level GSPO). clip_low/clip_high
-      are its own epsilons (paper: 3e-4 / 4e-4), so clipping acts per sequence.
-    * ``cispo`` (MiniMax-M1, arXiv 2506.13585): ``-sg(clip(r, 1-clip_low, 1+clip_high)) * A *
-      logprobs``; every token keeps a gradient ``-w*A``. ``clip_low >= 1`` means no lower bound.
-    * ``bapo`` (BAPO, arXiv 2510.18927): ``ppo`` whose clip_low/clip_high are the ratio bounds
-      ``c_low, c_high`` themselves (e.g. 0.6 and 1.2, see :func:`bapo_adapt_bounds`), with dual
-      clip ``c = 3`` for ``A < 0`` unless ``dual_clip`` is given.
+    ``name`` is a built-in loss (:data:`POLICY_LOSSES`: ``ppo``, ``gspo``, ``cispo``, ``bapo``;
+    each function's docstring gives its formula and paper) or a plug-in ``file.py:function``, a
+    relative file looked up in ``base_dir`` (the YAML's directory) first, then the current
+    directory. ``logprobs`` (current policy, carries the gradient), ``old_logprobs`` (behaviour
+    policy) and ``mask`` are ``[B, T]``; ``advantages`` is ``[B]`` (broadcast over tokens) or
+    ``[B, T]``. ``clip_low`` / ``clip_high`` are epsilons around 1 (ppo, gspo, cispo: bounds
+    ``1 - clip_low``, ``1 + clip_high``) or the ratio bounds themselves (bapo), as the loss's
+    ``clip_mode`` says (:meth:`PolicyLoss.bounds`); bapo's dual clip defaults to 3.
 
     ``token_weights`` (``[B, T]``, e.g. :func:`tis_weights`) multiply the per-token loss as
     constants. The result is reduced with :func:`aggregate_loss` (``agg``,
@@ -177,11 +264,14 @@ def compute_policy_loss(
     used, cispo where the IS weight was clipped), ``clipfrac/dual``, ``approx_kl``
     (mean of ``r - 1 - log r``, the k3 estimate of KL(old || new) from the token ratios),
     ``ratio/mean`` and ``ratio/max`` (of the ratio the loss uses; 1.0 when no token is masked in).
-    Raises ``ValueError`` for unknown names, bad bounds or mismatched shapes.
+    Raises ``ValueError`` for unknown names, bad bounds, mismatched shapes or a loss function
+    that returns a wrong shape.
     """
-    require_choice("policy loss", name, POLICY_LOSSES)
+    if not (isinstance(name, str) and is_plugin_spec(name)):
+        require_choice("policy loss", name, POLICY_LOSSES)
+    loss_fn = policy_loss(name, base_dir)
     require_choice("agg", agg, AGGREGATIONS)
-    lower, upper, dual = clip_bounds(name, clip_low, clip_high, dual_clip)
+    lower, upper, dual = loss_fn.bounds(clip_low, clip_high, dual_clip)
     if logprobs.dim() != 2 or old_logprobs.shape != logprobs.shape or mask.shape != logprobs.shape:
         raise ValueError(
             f"compute_policy_loss: logprobs {tuple(logprobs.shape)}, old_logprobs "
@@ -192,52 +282,42 @@ def compute_policy_loss(
             f"compute_policy_loss: advantages {tuple(advantages.shape)} must be [B] or [B, T] "
             f"with [B, T] = {list(logprobs.shape)}"
         )
+    if token_weights is not None and token_weights.shape != logprobs.shape:
+        raise ValueError(
+            f"compute_policy_loss: token_weights {tuple(token_weights.shape)} must be {tuple(logprobs.shape)}"
+        )
     valid = mask != 0
     zeros = torch.zeros(logprobs.shape, dtype=torch.float32, device=logprobs.device)
     lp = torch.where(valid, logprobs.to(torch.float32), zeros)
     old = torch.where(valid, old_logprobs.detach().to(torch.float32), zeros)
     adv = advantages.detach().to(torch.float32)
     adv = torch.where(valid, adv.unsqueeze(-1).expand_as(lp) if adv.dim() == 1 else adv, zeros)
-    token_log_ratio = (lp - old).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    log_ratio = token_log_ratio(lp, old)
 
-    if name == "gspo":
-        count = valid.sum(dim=-1, keepdim=True).clamp(min=1).to(torch.float32)
-        seq_log_ratio = (lp - old).sum(dim=-1, keepdim=True) / count
-        log_ratio = (seq_log_ratio.detach() + lp - lp.detach()).clamp(max=GSPO_LOG_RATIO_MAX)
-    else:
-        log_ratio = token_log_ratio
-    ratio = torch.exp(log_ratio)
-    dual_active = torch.zeros_like(valid)
-
-    if name == "cispo":
-        weight = ratio.detach().clamp(min=lower, max=upper)
-        per_token = -weight * adv * lp
-        clipped = (ratio.detach() < lower) | (ratio.detach() > upper)
-    else:
-        unclipped = -adv * ratio
-        clipped_loss = -adv * ratio.clamp(min=lower, max=upper)
-        per_token = torch.maximum(unclipped, clipped_loss)
-        clipped = clipped_loss > unclipped
-        if dual is not None:
-            bound = -adv * dual
-            dual_active = (adv < 0) & (per_token > bound)
-            per_token = torch.where(adv < 0, torch.minimum(per_token, bound), per_token)
-            clipped = clipped | dual_active
+    out = loss_fn.fn(lp, old, adv, valid.to(torch.float32), lower=lower, upper=upper, dual_clip=dual)
+    try:
+        parts = as_output(out)
+    except ValueError as e:
+        raise ValueError(f"policy loss {loss_fn.name}: {e}") from None
+    for key in ("loss", "ratio", "clipped", "dual_clipped"):
+        value = getattr(parts, key)
+        if value is not None and (not isinstance(value, Tensor) or value.shape != lp.shape):
+            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(f"policy loss {loss_fn.name}: returned {key} {shape}; expected {list(lp.shape)}")
+    per_token = parts.loss.to(torch.float32)
+    ratio = torch.exp(log_ratio) if parts.ratio is None else parts.ratio
+    clipped = torch.zeros_like(valid) if parts.clipped is None else parts.clipped.bool()
+    dual_active = torch.zeros_like(valid) if parts.dual_clipped is None else parts.dual_clipped.bool()
 
     if token_weights is not None:
-        if token_weights.shape != logprobs.shape:
-            raise ValueError(
-                f"compute_policy_loss: token_weights {tuple(token_weights.shape)} must be "
-                f"{tuple(logprobs.shape)}"
-            )
         per_token = per_token * torch.where(valid, token_weights.detach().to(torch.float32), zeros)
     loss = aggregate_loss(per_token, mask, agg, max_response_length)
 
     with torch.no_grad():  # one device-to-host copy for all metrics (a GPU sync costs per call)
         count = valid.sum()
         n = count.clamp(min=1).to(torch.float32)
-        approx_kl = torch.where(valid, torch.exp(token_log_ratio) - 1.0 - token_log_ratio, zeros)
-        ratio = ratio.detach()
+        approx_kl = torch.where(valid, torch.exp(log_ratio) - 1.0 - log_ratio, zeros)
+        ratio = ratio.detach().to(torch.float32)
         values = torch.stack(
             [
                 (clipped & valid).sum() / n,

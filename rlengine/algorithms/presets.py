@@ -5,7 +5,7 @@ defaults of ``AlgorithmConfig`` (``rlengine/config.py``, the one place defaults 
 the stage sections the recipe needs (DAPO's dynamic sampling is ``filter: nonzero_variance``).
 Anything the user writes explicitly, in ``algorithm`` or in a stage section, wins over the
 preset (see :func:`apply_preset`). Clip ranges not set by the preset or the user come from
-the loss (:data:`rlengine.algorithms.losses.DEFAULT_CLIPS`).
+the loss (its ``default_clips``, declared where it is registered, ``rlengine/algorithms/losses.py``).
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ from typing import Any
 import torch
 
 from rlengine.algorithms import (
-    DEFAULT_CLIPS,
     aggregate_loss,
     bapo_adapt_bounds,
     compute_policy_loss,
@@ -297,10 +296,7 @@ class LearnerRank:
         import torch.distributed as dist
 
         algo = self.algo
-        start_low, start_high = (
-            algo.clip_low if algo.clip_low is not None else DEFAULT_CLIPS["bapo"][0],
-            algo.clip_high if algo.clip_high is not None else DEFAULT_CLIPS["bapo"][1],
-        )
+        start_low, start_high = algo.clip_low, algo.clip_high  # build_config filled the loss's defaults
         stale = torch.tensor(
             [float(any(samples[i].get("old_logprobs") is not None for mb in micro_batches for i in mb))],
             device=self.device,

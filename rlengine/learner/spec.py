@@ -1,7 +1,10 @@
 """What a learner rank is built from: the config sections, plus a few facts about the run.
 
 ``LearnerSpec`` carries ``algorithm`` and ``learner`` as the config dataclasses themselves, so
-their fields and defaults are defined once, in ``rlengine/config.py``.
+their fields and defaults are defined once, in ``rlengine/config.py``. A plug-in
+``algorithm.loss`` / ``algorithm.advantage`` (``file.py:function``) is carried with its file made
+absolute, so a rank in any process and directory resolves ``compute_policy_loss(algo.loss, ...)``
+without a base directory (the function is loaded and checked once per process).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from rlengine.algorithms.registry import with_absolute_plugins
 from rlengine.config import AlgorithmConfig, LearnerConfig, RunConfig
 
 
@@ -37,6 +41,9 @@ class LearnerSpec:
     gpu: bool = False
     threads: int | None = None
     """Torch CPU threads of this rank (set by ``LearnerGroup`` from the cores it has)."""
+    config_dir: str | None = None
+    """Directory of the run's YAML file (``RunConfig.config_dir``), which relative plug-in paths
+    were resolved against."""
 
     @classmethod
     def from_config(cls, cfg: RunConfig, model_path: str, *, gpu: bool = False) -> LearnerSpec:
@@ -45,7 +52,7 @@ class LearnerSpec:
         per_epoch = -(-responses // mini) if mini else 1
         return cls(
             model_path=model_path,
-            algorithm=cfg.algorithm,
+            algorithm=with_absolute_plugins(cfg.algorithm, cfg.config_dir),
             learner=cfg.learner,
             dtype=cfg.model.dtype,
             trust_remote_code=cfg.model.trust_remote_code,
@@ -55,6 +62,7 @@ class LearnerSpec:
             total_steps=max(1, cfg.trainer.max_steps * cfg.learner.ppo_epochs * per_epoch),
             gpu=gpu,
             threads=cfg.learner.threads,
+            config_dir=cfg.config_dir,
         )
 
 
