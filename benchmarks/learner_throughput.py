@@ -39,6 +39,7 @@ from benchmarks.common import (  # noqa: E402
     update_benchmarks_md,
     worker_command,
 )
+from rlengine.samples import Sample  # noqa: E402
 
 QWEN = {  # Qwen2.5 shapes (config.json of the public checkpoints), random-initialised here
     "qwen2.5-0.5b": dict(
@@ -93,7 +94,7 @@ def make_model(name: str, directory: Path) -> str:
 
 def make_samples(
     count: int, prompt_tokens: int, response_tokens: int, vocab: int, seed: int = 0
-) -> list[dict]:
+) -> list[Sample]:
     """Responses of random tokens; lengths vary +-50 % around the given means (as RL batches do)."""
     rng = random.Random(seed)
     samples = []
@@ -101,17 +102,16 @@ def make_samples(
         p = max(2, int(prompt_tokens * rng.uniform(0.5, 1.5)))
         r = max(1, int(response_tokens * rng.uniform(0.5, 1.5)))
         samples.append(
-            {
-                "prompt_ids": [rng.randrange(10, vocab) for _ in range(p)],
-                "response_ids": [rng.randrange(10, vocab) for _ in range(r)],
-                "rollout_logprobs": [],
-                "advantage": 1.0 if i % 2 else -1.0,
-            }
+            Sample(
+                [rng.randrange(10, vocab) for _ in range(p)],
+                [rng.randrange(10, vocab) for _ in range(r)],
+                advantage=1.0 if i % 2 else -1.0,
+            )
         )
     return samples
 
 
-def model_flops_per_step(model_path: str, samples: list[dict]) -> float:
+def model_flops_per_step(model_path: str, samples: list[Sample]) -> float:
     """PaLM's model FLOPs (6N + 12·L·d·T per token) for one forward + backward over ``samples``."""
     from transformers import AutoConfig
 
@@ -122,7 +122,7 @@ def model_flops_per_step(model_path: str, samples: list[dict]) -> float:
     params = layers * per_layer + vocab * d  # + the LM head (the embedding lookup costs no FLOPs)
     total = 0.0
     for s in samples:
-        t = len(s["prompt_ids"]) + len(s["response_ids"])
+        t = len(s.prompt_ids) + len(s.response_ids)
         total += t * (6 * params + 12 * layers * d * t)
     return total
 
@@ -159,7 +159,7 @@ def peak_memory_gib(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
 
 
-def run_rlengine(args, samples: list[dict], plan) -> dict:
+def run_rlengine(args, samples: list[Sample], plan) -> dict:
     import torch
 
     from rlengine.config import load_config
@@ -214,7 +214,7 @@ def run_rlengine(args, samples: list[dict], plan) -> dict:
     return {"step_s": times, "logprob_s": logprob_times[-1:]}
 
 
-def run_plain(args, samples: list[dict], plan) -> dict:
+def run_plain(args, samples: list[Sample], plan) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -226,7 +226,7 @@ def run_plain(args, samples: list[dict], plan) -> dict:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6, fused=cuda or None)
-    denominator = sum(len(s["response_ids"]) for s in samples)
+    denominator = sum(len(s.response_ids) for s in samples)
     times = []
     for step in range(args.steps + 1):
         if cuda:
@@ -234,17 +234,17 @@ def run_plain(args, samples: list[dict], plan) -> dict:
         start = time.perf_counter()
         for micro in plan[0][0]:
             part = [samples[i] for i in micro]
-            width = max(len(s["prompt_ids"]) + len(s["response_ids"]) for s in part)
+            width = max(len(s.prompt_ids) + len(s.response_ids) for s in part)
             ids = torch.zeros((len(part), width), dtype=torch.long)
             attention = torch.zeros_like(ids)
             mask = torch.zeros((len(part), width - 1))
             for row, s in enumerate(part):
-                seq = s["prompt_ids"] + s["response_ids"]
+                seq = s.prompt_ids + s.response_ids
                 ids[row, : len(seq)] = torch.tensor(seq)
                 attention[row, : len(seq)] = 1
-                mask[row, len(s["prompt_ids"]) - 1 : len(seq) - 1] = 1
+                mask[row, len(s.prompt_ids) - 1 : len(seq) - 1] = 1
             ids, attention, mask = ids.to(device), attention.to(device), mask.to(device)
-            advantages = torch.tensor([s["advantage"] for s in part], device=device).unsqueeze(-1)
+            advantages = torch.tensor([s.advantage for s in part], device=device).unsqueeze(-1)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
                 logits = model(input_ids=ids, attention_mask=attention).logits
             logprobs = (
@@ -266,11 +266,11 @@ def run_plain(args, samples: list[dict], plan) -> dict:
 
 
 def worker(args) -> None:
-    from rlengine.learner.batching import plan_updates, sample_length
+    from rlengine.learner.batching import plan_updates
 
     samples = json.loads(Path(args.samples_file).read_text())
     plan = plan_updates(
-        [sample_length(s) for s in samples],
+        [s.length for s in samples],
         ranks=1,
         mini_batch_size=None,
         ppo_epochs=1,
@@ -362,7 +362,7 @@ def main() -> None:
     samples = make_samples(args.responses, args.prompt_tokens, args.response_tokens, vocab)
     samples_file = workdir / "samples.json"
     samples_file.write_text(json.dumps(samples))
-    tokens = sum(len(s["prompt_ids"]) + len(s["response_ids"]) for s in samples)
+    tokens = sum(len(s.prompt_ids) + len(s.response_ids) for s in samples)
     flops = model_flops_per_step(model_path, samples)
     peak = matmul_peak(args.device)
 

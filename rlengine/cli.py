@@ -20,7 +20,7 @@ from pathlib import Path
 
 from reward.loader import RewardConfigError
 from rlengine.config import dump_yaml, load_config
-from rlengine.errors import ActorFailure, ConfigError, DataError
+from rlengine.errors import ActorFailure, ConfigError, DataError, RunUnhealthy
 from rlengine.interrupts import RunStopped
 from rlengine.models import ModelError
 from rlengine.plugins import PluginError
@@ -198,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + signal.SIGTERM
     except ActorFailure as e:
         print(f"rlengine: stopping the run: {e}", file=sys.stderr)
+        return 1
+    except RunUnhealthy as e:  # the metrics of the step that stopped it are in metrics.jsonl
+        print(f"rlengine: stopping the run. {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C; the trainer already said what is kept
         return 128 + signal.SIGINT

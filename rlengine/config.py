@@ -282,10 +282,6 @@ class LearnerConfig:
     """Activation checkpointing in the policy."""
     threads: int | None = None
     """Torch CPU threads per rank (default: cores / ranks)."""
-    jemalloc: bool = False
-    """CPU only: run the learner ranks with Ray's bundled jemalloc (``LD_PRELOAD``) and a
-    ``MALLOC_CONF`` that keeps freed pages, instead of glibc malloc. Measured on the quickstart
-    (BENCHMARKS.md, "Step anatomy"): no faster and +7 GiB peak memory, hence off."""
 
 
 @dataclass

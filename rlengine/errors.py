@@ -33,6 +33,11 @@ class ActorFailure(RuntimeError):
         return failure
 
 
+class RunUnhealthy(RuntimeError):
+    """The run stopped itself: most reward calls failed in a step, or too many updates in a row
+    were skipped for a non-finite loss (the message says which, and what to try)."""
+
+
 class DataError(ValueError):
     """A prompt source cannot be loaded: missing file or field, empty source, bad option."""
 

@@ -33,12 +33,14 @@ class LearnerPlacement:
     colocated: bool
 
 
-def gpu_group(num_gpus: int, timeout_s: float, name: str) -> Any:
-    """A placement group of ``num_gpus`` one-GPU bundles, packed on as few nodes as possible, once
-    Ray has reserved it (an ActorFailure names it when the cluster lacks the GPUs)."""
+def gpu_group(num_gpus: int, timeout_s: float, name: str, *, one_node: bool = False, cpus: int = 0) -> Any:
+    """A placement group of ``num_gpus`` one-GPU bundles (each with ``cpus`` CPUs too), once Ray has
+    reserved it (an ActorFailure names it when the cluster lacks the GPUs). Packed on as few nodes
+    as possible, or with ``one_node`` all on one node (a tensor-parallel engine)."""
     from ray.util.placement_group import placement_group
 
-    group = placement_group([{"GPU": 1}] * num_gpus, strategy="PACK")
+    bundle = {"GPU": 1, **({"CPU": cpus} if cpus else {})}
+    group = placement_group([bundle] * num_gpus, strategy="STRICT_PACK" if one_node else "PACK")
     wait_one(Actor(group, name), group.ready(), what="GPU reservation", timeout_s=timeout_s)
     return group
 

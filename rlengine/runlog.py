@@ -21,6 +21,9 @@ REQUIRED_METRICS = (
     "time/rollout",
     "time/reward",
     "time/train",
+    "time/ref",
+    "time/old_logprobs",
+    "time/update",
     "time/sync",
     "time/stages",
     "time/reward_weighting",
@@ -164,10 +167,13 @@ def step_line(
     state: Any, batch: list[Any], objectives: list[str], step: int, extra: dict[str, Any]
 ) -> dict[str, Any]:
     """The metrics line of a finished step (keys in docs/architecture.md) from its
-    :class:`~rlengine.batch.StepState` and trained ``batch``; learner keys are NaN when the update
-    was skipped because the filter kept nothing. ``extra`` (learner and stage metrics) wins."""
-    trained = [r for g in batch for r in g.responses]
-    generated = [r for g in state.generated for r in g.responses]
+    :class:`~rlengine.producer.StepState` and trained ``batch``; learner keys are NaN when the
+    update was skipped because the filter kept nothing. ``extra`` (learner and stage metrics) wins.
+
+    The ``time/*`` phases are exclusive (none counts time inside another), so they add up to about
+    ``time/step``; ``time/train`` is the learner's share: ``time/ref + time/old_logprobs + time/update``."""
+    trained = [e for g in batch for e in g.episodes]
+    generated = [e for g in state.generated for e in g.episodes]
     tokens = sum(len(r.token_ids) for r in generated)
     metrics: dict[str, Any] = {
         "step": step,
@@ -185,8 +191,9 @@ def step_line(
         "response_length/truncated_fraction": statistics.fmean(r.truncated for r in generated),
         **{
             f"time/{k}": state.times[f"time/{k}"]
-            for k in ("rollout", "reward", "train", "sync", "stages", "reward_weighting")
+            for k in ("rollout", "reward", "ref", "old_logprobs", "update", "sync", "stages", "reward_weighting")
         },
+        "time/train": sum(state.times[f"time/{k}"] for k in ("ref", "old_logprobs", "update")),
         **{key: float("nan") for key in LEARNER_METRICS},
         **{key: float(value) for key, value in state.reward_faults.items()},
         "reward/failure_fraction": sum(state.reward_faults.values()) / max(1, state.reward_calls),

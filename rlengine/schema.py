@@ -9,16 +9,72 @@ from __future__ import annotations
 
 import dataclasses
 import keyword
+import math
 import types
 import typing
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from rlengine.errors import ConfigError, did_you_mean
 
 
+class RangeError(ConfigError):
+    """A number outside its field's :class:`Range` (or NaN / inf)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The interval a numeric config field must lie in, declared on the field itself::
+
+        lr: Annotated[float, Range(0)] = 1e-6               # lr >= 0
+        top_p: Annotated[float, Range(0, 1, low_open=True)]  # 0 < top_p <= 1
+
+    Checked by :func:`from_dict` whenever a config is built. NaN and inf never pass.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    """Exclude ``low`` itself."""
+    high_open: bool = False
+    """Exclude ``high`` itself."""
+
+    def describe(self) -> str:
+        """``>= 1``, ``> 0``, ``in (0, 1]`` ..."""
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        if self.high is not None:
+            return f"{'<' if self.high_open else '<='} {self.high:g}"
+        return "finite"
+
+    def contains(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return self.high is None or not (value > self.high or (self.high_open and value == self.high))
+
+
+Positive = Annotated[float, Range(0, low_open=True)]
+"""A finite float > 0."""
+NonNegative = Annotated[float, Range(0)]
+"""A finite float >= 0."""
+Fraction = Annotated[float, Range(0, 1)]
+"""A finite float in [0, 1]."""
+Count = Annotated[int, Range(1)]
+"""An int >= 1."""
+NonNegativeInt = Annotated[int, Range(0)]
+"""An int >= 0."""
+
+
 def type_name(tp: Any) -> str:
-    """Readable name of a type annotation (``'ppo' | 'gspo'``, ``float or null``)."""
+    """Readable name of a type annotation (``'ppo' | 'gspo'``, ``float or null``, ``int >= 1``)."""
     origin = typing.get_origin(tp)
+    if origin is Annotated:
+        base, *extras = typing.get_args(tp)
+        ranges = [e.describe() for e in extras if isinstance(e, Range)]
+        return f"{type_name(base)} {' '.join(ranges)}".strip()
     if origin is Literal:
         return " | ".join(repr(v) for v in typing.get_args(tp))
     if origin in (Union, types.UnionType):
@@ -44,10 +100,19 @@ def coerce(value: Any, tp: Any, path: str) -> Any:
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
+    if origin is Annotated:
+        base, *extras = typing.get_args(tp)
+        value = coerce(value, base, path)
+        for bound in extras:
+            if isinstance(bound, Range) and not bound.contains(value):
+                raise RangeError(f"{path}: expected {type_name(base)} {bound.describe()}, got {value!r}")
+        return value
     if origin in (Union, types.UnionType):
         for arg in typing.get_args(tp):
             try:
                 return coerce(value, arg, path)
+            except RangeError:
+                raise  # the right type, out of range: that is the message
             except ConfigError:
                 pass
         non_null = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -80,6 +145,8 @@ def coerce(value: Any, tp: Any, path: str) -> Any:
         return dict(value)
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise RangeError(f"{path}: expected a finite number, got {value!r}")
             return float(value)
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -108,7 +175,7 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path or 'config'}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {yaml_key(f.name): f.name for f in dataclasses.fields(cls) if f.init}
     names = list(fields)
     kwargs = {}

@@ -1,405 +1,187 @@
 """The step loop. Read :meth:`Trainer.step` top to bottom: it is the pseudo-code of docs/architecture.md.
 
 k        = replay.reserve(batch_size)          # past groups the buffer supplies (0 without replay)
-prompts  = curriculum.select(batch_size - k)
-groups   = rollout_pool.generate(prompts, n=G); scores = rewards.score(groups)
+state    = producer.take(step, batch_size - k)  # curriculum.select + rollout + rewards (or the prefetched batch)
 groups   = filter.keep(groups, refill=...)
 batch    = replay.mix(groups)                  # + k past groups
 scalars  = reward_weighting.combine(scores)    # fresh, and past groups re-scalarised
-adv      = advantages(batch)
-replay.before_update(...); reward_weighting.before_update(...)   # optional hooks
-metrics  = learner.update(batch, adv)
-rollout_pool.sync_weights(learner)
+samples  = build_samples(batch) with advantages
+replay.before_update(...); reward_weighting.before_update(...)   # may return new advantages
+producer.run_ahead(step)                       # one_step_off_policy: the next batch generates now
+metrics  = learner.update(samples)             # (colocated: the engines sleep meanwhile)
+producer.settle(); sync_weights()
 curriculum.observe(...); reward_weighting.observe(...); replay.observe(...)
 log(metrics); maybe eval; maybe checkpoint
+
+A :class:`Trainer` is built from its parts (rollouts, learner, stages, logger, weight sync);
+:meth:`Trainer.from_config` builds those parts from a config, as a torchtune recipe's ``setup``.
 """
 
 from __future__ import annotations
 
-import random
+import functools
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
-from reward import RewardItem, RewardPool, parse_reward_specs
-from rlengine import placement
-from rlengine.algorithms import compute_advantages, kl_penalty, overlong_reward_penalty
-from rlengine.batch import Group, Response, RolloutView, StepState, pack_state, rollout_sampling, unpack_state
-from rlengine.checkpoint import load_trainer_state, save_checkpoint
-from rlengine.config import RunConfig, dump_yaml, to_dict
-from rlengine.data.prompts import load_prompt_rows, split_validation
-from rlengine.errors import ActorFailure
+from rlengine import placement as placements
+from rlengine.algorithms.registry import with_absolute_plugins
+from rlengine.checkpoint import save_checkpoint
+from rlengine.config import RunConfig
+from rlengine.episode import Group
+from rlengine.errors import ActorFailure, RunUnhealthy
 from rlengine.eval.runner import evaluate_during_training
 from rlengine.interrupts import RunStopped, StopOnSignal, interrupted_message, sigint_ignored
-from rlengine.resume import checkpoint_to_resume
-from rlengine.runlog import MetricsLogger, health_problem, step_line
-from rlengine.runtime import TRANSFER_ENV, init_ray, use_gpu
-from rlengine.stages import STAGE_KINDS, StageContext, build_stage
-from rlengine.weight_sync import WeightSync, resolve_backend
+from rlengine.producer import Producer, Rollouts, StepState
+from rlengine.runlog import health_problem, step_line
+from rlengine.samples import (
+    Sample,
+    advantages,
+    build_samples,
+    episode_rewards,
+    kl_in_reward,
+    set_scalar_rewards,
+    with_advantages,
+    with_old_logprobs,
+)
+from rlengine.weight_sync import WeightSync
 
 
 class Trainer:
-    """Owns the Ray actors (rollout pool, learner group, reward pool) and the four stages."""
+    """The step loop over its parts. ``stages`` maps each of :data:`STAGE_KINDS` to its stage;
+    ``placement`` (GPU runs) is the learner's placement group, removed on :meth:`close`."""
 
-    def __init__(self, cfg: RunConfig) -> None:
-        from transformers import AutoTokenizer
-
-        from rlengine.learner.group import LearnerGroup, LearnerView
-        from rlengine.learner.spec import LearnerSpec
-        from rlengine.models import resolve_model
-        from rlengine.rollout import RolloutPool
-
-        self.cfg = cfg
-        self.run_dir = cfg.run_dir
-        checkpoint = checkpoint_to_resume(cfg)  # creates run_dir; checks it before anything starts
-        random.seed(cfg.trainer.seed)
-        np.random.seed(cfg.trainer.seed)
-        torch.manual_seed(cfg.trainer.seed)
-        self.model_path = resolve_model(
-            cfg.model.name, cache_dir=cfg.model.cache_dir, trust_remote_code=cfg.model.trust_remote_code
-        )
-        self.tokenizer = AutoTokenizer.from_pretrained(
-            self.model_path, trust_remote_code=cfg.model.trust_remote_code
-        )
-        rows, validation_rows = split_validation(
-            load_prompt_rows(cfg, self.tokenizer), cfg.data.validation_size
-        )
-        self.reward_specs = parse_reward_specs(cfg.reward.functions)
-        self.objectives = [spec.name for spec in self.reward_specs]
-
-        init_ray(cfg.trainer.ray_address)
-        gpu = use_gpu()
-        self.rewards = RewardPool(
-            self.reward_specs,
-            num_workers=cfg.reward.num_workers,
-            timeout_s=cfg.reward.timeout_s,
-            import_timeout_s=cfg.reward.import_timeout_s,
-            base_dir=cfg.config_dir,
-        )
-        backend = resolve_backend(cfg.rollout, gpu)  # rollout.weight_sync for this machine
-        self.placement = placement.learner_placement(cfg, gpu)  # GPU only: the ranks' placement group
-        spec = LearnerSpec.from_config(cfg, self.model_path, gpu=gpu)
-        self.learner = LearnerGroup(
-            spec,
-            num_ranks=cfg.learner.num_ranks,
-            actor_timeout_s=cfg.trainer.actor_timeout_s,
-            placement=self.placement,
-            # a multi-node cluster: the run directory, which every node sees (checkpoints need it too)
-            rendezvous_dir=str(self.run_dir.resolve()) if cfg.trainer.ray_address else None,
-            extra_env=TRANSFER_ENV if backend != "file" else None,
+    def __init__(
+        self,
+        cfg: RunConfig,
+        *,
+        rollouts: Rollouts,
+        learner: Any,
+        stages: dict[str, Any],
+        logger: Any,
+        sync_weights: WeightSync,
+        tokenizer: Any = None,
+        placement: Any = None,
+    ) -> None:
+        self.cfg, self.run_dir = cfg, cfg.run_dir
+        self.rollouts, self.pool, self.objectives = rollouts, rollouts.pool, rollouts.objectives
+        self.learner, self.stages, self.logger, self.tokenizer = learner, stages, logger, tokenizer
+        self.sync_weights = sync_weights
+        """``sync_weights()``: the learner's weights into every engine; ``sync_weights([i])``: engine i."""
+        self.placement = placement
+        self.algorithm = with_absolute_plugins(cfg.algorithm, cfg.config_dir)
+        """``algorithm`` with any plug-in estimator or loss named by absolute path."""
+        self.curriculum, self.filter = stages["curriculum"], stages["filter"]
+        self.reward_weighting, self.replay = stages["reward_weighting"], stages["replay"]
+        self.producer = Producer(
+            rollouts,
+            self.curriculum.select,
+            depth=1 if cfg.rollout.mode == "one_step_off_policy" else 0,
+            batch_size=cfg.trainer.batch_size,
+            max_steps=cfg.trainer.max_steps,
         )
         self.step_index = 0
-        self.prefetched: StepState | None = None
-        """``one_step_off_policy``: the next step's groups, generated during this step's update."""
-        self.reward_messages: list[str] = []
-        """The first reward errors of the latest step (for the diagnosis when most rewards fail)."""
-        self.mean_correct_length: float | None = None
-        """Running mean token length of correct responses (``reward.length_momentum``), for rewards."""
-        engine_weights = self.model_path
-        if checkpoint is not None:
-            self.learner.load_checkpoint(str(checkpoint / "deepspeed"))
-            engine_weights = str(checkpoint / "model")
-        colocated = self.placement.group if self.placement and self.placement.colocated else None
-        self.pool = RolloutPool.from_config(cfg, engine_weights, self.model_path, gpu, colocated, backend)
-        self.sync_weights = WeightSync(backend, self.learner, self.pool, cfg.rollout.tensor_parallel_size)
-        """``sync_weights()``: the learner's weights into every engine (``sync_weights([i])``: a
-        restarted engine i)."""
-        self.pool.on_restart = lambda engine: self.sync_weights([engine])
-        context = StageContext(
-            rows=rows,
-            seed=cfg.trainer.seed,
-            objectives=self.objectives,
-            reward_weights=[spec.weight for spec in self.reward_specs],
-            validation_rows=validation_rows,
-            algorithm=cfg.algorithm,
-            objective_weights=self.objective_weights,
-            rollout=RolloutView(lambda prompts, n: self.rollout(prompts, StepState(self.step_index), n=n)),
-            learner=LearnerView(self.learner),
-            policy_path=self.model_path,
-            model=cfg.model,
-            gpu=gpu,
-        )
-        self.stages = {
-            kind: build_stage(kind, getattr(cfg, kind), context, cfg.config_dir) for kind in STAGE_KINDS
-        }
-        self.curriculum, self.filter = self.stages["curriculum"], self.stages["filter"]
-        self.reward_weighting, self.replay = self.stages["reward_weighting"], self.stages["replay"]
-        if checkpoint is not None:
-            state = load_trainer_state(checkpoint)
-            self.step_index = state["step"]
-            self.mean_correct_length = state.get("mean_correct_length")
-            self.prefetched = unpack_state(state["prefetched"]) if state.get("prefetched") else None
-            for kind, stage in self.stages.items():
-                stage.load_state_dict(state["stages"][kind])
-        (self.run_dir / "config.yaml").write_text(dump_yaml(cfg))  # only now: the run has started
-        self.logger = MetricsLogger(
-            self.run_dir,
-            tensorboard=cfg.logging.tensorboard,
-            wandb=cfg.logging.wandb,
-            wandb_project=cfg.logging.wandb_project,
-            run_name=cfg.trainer.run_name,
-            config=to_dict(cfg),
-            resume_step=self.step_index,
-        )
+        """Steps done; also the policy version the engines hold."""
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> Trainer:
+        """Build every part of a run from ``cfg`` (rlengine/build.py) and resume its newest
+        checkpoint when ``resume`` is set."""
+        from rlengine.build import build_trainer
+
+        return build_trainer(cfg, cls)
 
     # ------------------------------------------------------------------ the step
 
     def step(self) -> dict[str, Any]:
         """One step: the pseudo-code of docs/architecture.md, line for line."""
-        cfg, state, self.prefetched = self.cfg, self.prefetched, None
-        if state is None:  # sync mode (and the first step of one_step_off_policy)
-            state = StepState(self.step_index)
-            with state.timer("time/stages"):
-                reserve = getattr(self.replay, "reserve", None)
-                fresh = cfg.trainer.batch_size - (
-                    reserve(cfg.trainer.batch_size, self.step_index) if reserve else 0
-                )
-                prompts = self.curriculum.select(fresh)
-            groups = self.rollout(prompts, state)
-        else:  # one_step_off_policy: generated by the previous policy during the previous update
-            state.start, groups, fresh = time.perf_counter(), list(state.generated), len(state.generated)
+        step, size = self.step_index, self.cfg.trainer.batch_size
+        fresh = size - self.replay.reserve(size, step)
+        state = self.producer.take(step, fresh)
         with state.timer("time/stages"):
-            refill = lambda count: self.rollout(self.curriculum.select(count), state)  # noqa: E731
-            groups, filter_metrics = self.filter.keep(groups, fresh, refill)
-            batch = self.replay.mix(groups, self.step_index)
+            refill = functools.partial(self.producer.refill, state)
+            groups, filter_metrics = self.filter.keep(list(state.generated), fresh, refill)
+            batch = self.replay.mix(groups, step)
             # fresh groups, and carried or replayed ones re-scalarised with the current weights
-            self.set_scalar_rewards(
-                state.generated + [g for g in batch if g.policy_version < self.step_index]
-            )
-        with state.timer("time/train"):
-            samples, adv_metrics = self.build_samples(batch)
+            stale = [g for g in batch if g.policy_version < step]
+            combine = self.reward_weighting.combine
+            set_scalar_rewards(state.generated + stale, combine, self.objectives, self.algorithm, self.cfg.rollout.max_tokens)
+        samples, sample_metrics = self.prepare_samples(batch, state)
         with state.timer("time/reward_weighting"):
-            weighting_metrics = self.before_update(batch, samples)
-        with state.timer("time/train"):
-            ahead = self.submit_next_rollout()  # one_step_off_policy: overlaps the update
-            self.pool.sleep()  # placement: colocated: the engines free the GPUs for the update
-            train_metrics = (
-                self.learner.train(samples, seed=cfg.trainer.seed + self.step_index) if samples else {}
-            )
-        if ahead is not None:
-            self.prefetched = ahead[0]
-            self.scored_groups(ahead[1], self.pool.collect(ahead[2]), ahead[0])
-        staleness = [self.step_index - g.policy_version for g in batch for _ in g.responses] or [0]
+            samples, hook_metrics = self.before_update(batch, samples)
+        self.producer.run_ahead(step)  # one_step_off_policy: the next batch generates during the update
+        with state.timer("time/update"), self.pool.asleep():  # colocated: the engines free the GPUs
+            train_metrics = self.learner.train(samples, seed=self.cfg.trainer.seed + step) if samples else {}
+        self.producer.settle()
         with state.timer("time/sync"):
             self.sync_weights()
-        self.step_index += 1
+        self.step_index = self.rollouts.version = step + 1
         with state.timer("time/stages"):
             stage_metrics = self.observe(state.generated, batch)
-        return self.step_metrics(
-            state,
-            batch,
-            {
-                **train_metrics,
-                **adv_metrics,
-                **filter_metrics,
-                **weighting_metrics,
-                **stage_metrics,
-                "rollout/staleness_mean": statistics.fmean(staleness),
-                "rollout/staleness_min": float(min(staleness)),
-                "rollout/staleness_max": float(max(staleness)),
-            },
-        )
+        extra = {**train_metrics, **sample_metrics, **filter_metrics, **hook_metrics, **stage_metrics}
+        return self.step_metrics(state, batch, extra)
 
-    # ------------------------------------------------------------------ rollout + reward
+    # ------------------------------------------------------------------ rewards -> samples
 
-    def rollout(self, prompts: list[dict], state: StepState, n: int | None = None) -> list[Group]:
-        """Generate ``n`` (default ``rollout.n``) responses per prompt, score them, record them in ``state``."""
-        if not prompts:
-            return []
-        with state.timer("time/rollout"):
-            sampling = rollout_sampling(
-                self.cfg, state.step, state.rounds, len(prompts), n or self.cfg.rollout.n
-            )
-            outputs = self.pool.generate([p["prompt_ids"] for p in prompts], sampling)
-        return self.scored_groups(prompts, outputs, state)
-
-    def submit_next_rollout(self) -> tuple[StepState, list[dict], list[Any]] | None:
-        """``rollout.mode: one_step_off_policy``: choose the next step's prompts and start generating
-        them with the weights the engines hold now (no wait). None in sync mode and at the last step."""
-        if (
-            self.cfg.rollout.mode != "one_step_off_policy"
-            or self.step_index + 1 >= self.cfg.trainer.max_steps
-        ):
-            return None
-        state = StepState(self.step_index + 1)
-        with state.timer("time/stages"):
-            prompts = self.curriculum.select(self.cfg.trainer.batch_size)
-        sampling = rollout_sampling(self.cfg, state.step, 0, len(prompts), self.cfg.rollout.n)
-        return state, prompts, self.pool.submit([p["prompt_ids"] for p in prompts], sampling)
-
-    def scored_groups(self, prompts: list[dict], outputs: list[list[dict]], state: StepState) -> list[Group]:
-        """Groups from the engines' ``outputs`` (sampled by the current policy version), scored and
-        recorded in ``state``."""
-        groups = [
-            Group(
-                prompt=p,
-                prompt_ids=p["prompt_ids"],
-                responses=[
-                    Response(o["text"], o["token_ids"], o["logprobs"], o["finish_reason"]) for o in outs
-                ],
-                policy_version=self.step_index,
-            )
-            for p, outs in zip(prompts, outputs)
-        ]
-        with state.timer("time/reward"):
-            self.score(groups, state)
-        state.rounds += 1
-        state.generated += groups
-        return groups
-
-    def score(self, groups: list[Group], state: StepState) -> None:
-        """Fill ``Response.scores`` and ``Response.correct`` through the reward process pool."""
-        items = [self.reward_item(g.prompt, r.text, len(r.token_ids)) for g in groups for r in g.responses]
-        result = self.rewards.score(items)
-        flat = [r for g in groups for r in g.responses]
-        first = self.objectives[0]
-        for i, response in enumerate(flat):
-            response.scores = {name: values[i] for name, values in result.scores.items()}
-            response.correct = response.scores[first] >= self.cfg.reward.correct_threshold
-        state.reward_faults.update({"reward/errors": result.errors, "reward/timeouts": result.timeouts})
-        state.reward_calls += len(items) * len(self.objectives)
-        state.reward_messages += result.error_messages[: max(0, 5 - len(state.reward_messages))]
-        self.reward_messages = state.reward_messages
-
-    def reward_item(self, row: dict, text: str, num_tokens: int) -> RewardItem:
-        """What a reward function sees: the prompt row's fields as metadata, plus the response's
-        length in tokens and the running mean length of correct responses."""
-        metadata = {k: v for k, v in row.items() if k != "prompt_ids"}
-        metadata.update(response_tokens=num_tokens, mean_correct_length=self.mean_correct_length)
-        return RewardItem(row["prompt"], text, str(row["answer"]), metadata)
-
-    def eval_objectives(self, rows: list[dict], records: list[Any]) -> dict[str, float]:
-        """Mean of every reward objective over one benchmark's evaluation completions."""
-        items = [
-            self.reward_item(row, c["text"], c.get("num_tokens") or 0)
-            for row, record in zip(rows, records)
-            for c in record.completions
-        ]
-        scores = self.rewards.score(items).scores if items else {}
-        return {k: statistics.fmean(scores[k]) for k in self.objectives if scores.get(k)}
-
-    # ------------------------------------------------------------------ rewards -> advantages
-
-    def set_scalar_rewards(self, groups: list[Group]) -> None:
-        """Weighted objectives, plus DAPO overlong shaping when configured."""
-        algo, flat = self.cfg.algorithm, [r for g in groups for r in g.responses]
-        if not flat:
-            return
-        scalars = self.reward_weighting.combine({k: [r.scores[k] for r in flat] for k in self.objectives})
-        if algo.overlong_shaping:
-            lengths = torch.tensor([len(r.token_ids) for r in flat], dtype=torch.float32)
-            penalty = overlong_reward_penalty(lengths, self.cfg.rollout.max_tokens, algo.overlong_cache)
-            scalars = [s + float(p) for s, p in zip(scalars, penalty)]
-        for response, value in zip(flat, scalars):
-            response.reward = value
-
-    def build_samples(self, groups: list[Group]) -> tuple[list[dict], dict[str, float]]:
-        """One learner sample per response, with its advantage (KL-in-reward applied first).
-
-        Groups sampled by an older policy (carried over by the filter, or replayed) bring their
-        behaviour logprobs as ``old_logprobs``; with ``ppo_epochs > 1`` or mini-batches the fresh
-        ones get the learner's own logprobs before the update.
-        """
-        algo = self.cfg.algorithm
-        flat = [(gi, r) for gi, g in enumerate(groups) for r in g.responses]
-        samples = [
-            {
-                "prompt_ids": groups[gi].prompt_ids,
-                "response_ids": r.token_ids,
-                "rollout_logprobs": r.logprobs,
-                "loss_masked": algo.mask_truncated and r.truncated,
-                "old_logprobs": r.logprobs if groups[gi].policy_version < self.step_index else None,
-            }
-            for gi, r in flat
-        ]
+    def prepare_samples(self, batch: list[Group], state: StepState) -> tuple[list[Sample], dict[str, float]]:
+        """The learner samples of ``batch`` with their advantages (rlengine/samples.py). The learner
+        is asked for reference logprobs (``kl_placement: reward``, timed ``time/ref``) and for the
+        on-policy samples' old logprobs (``ppo_epochs > 1`` or mini-batches, ``time/old_logprobs``)."""
+        algo = self.algorithm
+        samples = build_samples(batch, self.step_index, algo.mask_truncated)
         if not samples:
             return [], {"train/skipped": 1.0}
-        rewards = torch.tensor([r.reward for _, r in flat], dtype=torch.float32)
-        metrics: dict[str, float] = {"train/skipped": 0.0}
+        rewards, metrics = episode_rewards(batch), {"train/skipped": 0.0}
         if algo.kl_coef == 0:
             metrics["kl/mean"] = 0.0  # no KL term and no reference model
         elif algo.kl_placement == "reward":
-            ref = self.learner.compute_logprobs(samples, "ref")
-            kl = [
-                float(kl_penalty(torch.tensor(s["rollout_logprobs"]), torch.tensor(lp), algo.kl_kind).sum())
-                for s, lp in zip(samples, ref)
-            ]
-            rewards = rewards - algo.kl_coef * torch.tensor(kl)
-            metrics["kl/mean"] = statistics.fmean(
-                k / max(1, len(s["response_ids"])) for k, s in zip(kl, samples)
-            )
-        advantages = compute_advantages(
-            algo.advantage,
-            rewards,
-            torch.tensor([gi for gi, _ in flat]),
-            eps=algo.eps,
-            lengths=torch.tensor([len(s["response_ids"]) * (not s["loss_masked"]) for s in samples]),
-        )
-        for sample, adv in zip(samples, advantages.tolist()):
-            sample["advantage"] = adv
+            with state.timer("time/ref"):
+                kl = kl_in_reward(samples, self.learner.compute_logprobs(samples, "ref"), algo.kl_kind)
+            rewards = rewards - algo.kl_coef * kl
+            metrics["kl/mean"] = statistics.fmean(k / max(1, len(s.response_ids)) for k, s in zip(kl.tolist(), samples))
+        values = advantages(algo, rewards, batch, samples)
+        samples = with_advantages(samples, values)
         if self.cfg.learner.ppo_epochs > 1 or self.cfg.learner.mini_batch_size:
-            fresh = [s for s in samples if s["old_logprobs"] is None]
-            for sample, lp in zip(fresh, self.learner.compute_logprobs(fresh, "policy") if fresh else []):
-                sample["old_logprobs"] = lp
-        metrics["advantage/mean_abs"] = float(advantages.abs().mean())
-        metrics["train/stale_fraction"] = statistics.fmean(s["old_logprobs"] is not None for s in samples)
+            fresh = [s for s in samples if s.old_logprobs is None]
+            with state.timer("time/old_logprobs"):
+                samples = with_old_logprobs(samples, self.learner.compute_logprobs(fresh, "policy") if fresh else [])
+        metrics["advantage/mean_abs"] = float(values.abs().mean())
+        metrics["train/stale_fraction"] = statistics.fmean(s.old_logprobs is not None for s in samples)
         return samples, metrics
 
-    def before_update(self, groups: list[Group], samples: list[dict]) -> dict[str, float]:
-        """The replay and reward-weighting stages' optional hooks between the samples and the update
-        (RECAP sets per-objective advantages; hypervolume rescales them; gradient weighting
-        measures per-objective gradients on the learner)."""
+    def before_update(self, groups: list[Group], samples: list[Sample]) -> tuple[list[Sample], dict[str, float]]:
+        """The replay and reward-weighting stages' hooks between the samples and the update, in that
+        order; each may return new advantages (RECAP's per-objective terms, hypervolume's multiplier)."""
         metrics: dict[str, float] = {}
         for stage in (self.replay, self.reward_weighting):
-            hook = getattr(stage, "before_update", None)
-            if hook is not None and samples:
-                metrics.update(hook(groups, samples))
-        return metrics
-
-    def objective_weights(self) -> dict[str, float]:
-        """w_k of every objective under the current reward weighting: the scalar of a response that
-        scores 1 on objective k and 0 on the others."""
-        unit = {
-            k: [float(j == i) for j in range(len(self.objectives))] for i, k in enumerate(self.objectives)
-        }
-        return dict(zip(self.objectives, self.reward_weighting.combine(unit)))
+            if samples:
+                values, stage_metrics = stage.before_update(groups, samples)
+                samples = with_advantages(samples, values)
+                metrics.update(stage_metrics)
+        return samples, metrics
 
     # ------------------------------------------------------------------ after the update
 
     def observe(self, generated: list[Group], batch: list[Group]) -> dict[str, float]:
         """Feedback to the stages: every rolled-out prompt's pass rate, the trained scores and groups."""
-        metrics = dict(
-            self.curriculum.observe([g.prompt for g in generated], [g.pass_rate for g in generated])
-        )
-        scores = {k: [r.scores[k] for g in batch for r in g.responses] for k in self.objectives}
+        metrics = dict(self.curriculum.observe([g.prompt for g in generated], [g.pass_rate for g in generated]))
+        scores = {k: [e.scores[k] for g in batch for e in g.episodes] for k in self.objectives}
         metrics.update(self.reward_weighting.observe(scores))
         metrics.update(self.replay.observe(batch, self.step_index))
-        metrics.update(self.update_correct_length(generated))
+        metrics.update(self.rollouts.observe(generated))
         return metrics
-
-    def update_correct_length(self, groups: list[Group]) -> dict[str, float]:
-        """Fold this step's mean length of correct responses into the running mean the rewards see."""
-        lengths = [len(r.token_ids) for g in groups for r in g.responses if r.correct]
-        if lengths:
-            mean, momentum = statistics.fmean(lengths), self.cfg.reward.length_momentum
-            previous = self.mean_correct_length
-            self.mean_correct_length = (
-                mean if previous is None else momentum * previous + (1 - momentum) * mean
-            )
-        if self.mean_correct_length is None:
-            return {}
-        return {"reward/mean_correct_length": self.mean_correct_length}
 
     def step_metrics(self, state: StepState, batch: list[Group], extra: dict[str, Any]) -> dict[str, Any]:
         """The metrics line of a step (rlengine/runlog.py: step_line), plus pass-rate histograms."""
+        staleness = [state.step - g.policy_version for g in batch for _ in g.episodes] or [0]
         engines = {
             "rollout/engine_restarts": float(sum(self.pool.restarts)),
             "rollout/engine_imbalance": self.pool.imbalance(),
+            "rollout/staleness_mean": statistics.fmean(staleness),
+            "rollout/staleness_min": float(min(staleness)),
+            "rollout/staleness_max": float(max(staleness)),
             "sync/bytes": float(self.sync_weights.bytes),
         }
         metrics = step_line(state, batch, self.objectives, self.step_index, {**engines, **extra})
@@ -407,22 +189,35 @@ class Trainer:
         self.logger.histogram("pass_rate/kept", [g.pass_rate for g in batch], self.step_index)
         return metrics
 
-    # ------------------------------------------------------------------ outer loop
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything of the driver a resume needs (the learner saves its own state)."""
+        return {
+            "stages": {kind: stage.state_dict() for kind, stage in self.stages.items()},
+            "mean_correct_length": self.rollouts.mean_correct_length,
+            "producer": self.producer.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step_index = self.rollouts.version = state["step"]
+        self.rollouts.mean_correct_length = state.get("mean_correct_length")
+        self.producer.load_state_dict(state["producer"])
+        for kind, stage in self.stages.items():
+            stage.load_state_dict(state["stages"][kind])
 
     def checkpoint(self) -> Path:
-        state = {
-            "stages": {kind: stage.state_dict() for kind, stage in self.stages.items()},
-            "mean_correct_length": self.mean_correct_length,
-            "prefetched": None if self.prefetched is None else pack_state(self.prefetched, self.objectives),
-        }
+        state = self.state_dict()
         return save_checkpoint(
             self.run_dir, self.step_index, self.learner, self.tokenizer, state, self.cfg.trainer.keep_last
         )
 
     def evaluate(self) -> dict[str, Any]:
         return evaluate_during_training(
-            self.cfg, self.pool, self.tokenizer, self.run_dir, self.step_index, self.eval_objectives
+            self.cfg, self.pool, self.tokenizer, self.run_dir, self.step_index, self.rollouts.eval_objectives
         )
+
+    # ------------------------------------------------------------------ outer loop
 
     def fit(self) -> list[dict[str, Any]]:
         """Run until ``trainer.max_steps``, ``trainer.max_minutes``, SIGTERM (checkpoint, then
@@ -476,8 +271,8 @@ class Trainer:
         return history
 
     def checked_step(self, history: list[dict[str, Any]]) -> dict[str, Any]:
-        """:meth:`step`, then stop the run if it is unhealthy (rlengine/runlog.py: health_problem);
-        a failed actor's error gets the step number."""
+        """:meth:`step`, then stop the run with :class:`RunUnhealthy` if it is unhealthy
+        (rlengine/runlog.py: health_problem); a failed actor's error gets the step number."""
         try:
             metrics = self.step()
         except ActorFailure as failure:
@@ -487,20 +282,20 @@ class Trainer:
             history,
             max_skipped_steps=self.cfg.trainer.max_skipped_steps,
             max_failure_fraction=self.cfg.reward.max_failure_fraction,
-            reward_messages=self.reward_messages,
+            reward_messages=self.rollouts.reward_messages,
         )
         if problem is not None:
             self.logger.log(metrics, self.step_index)
-            raise RuntimeError(f"rlengine: stopping the run. {problem}")
+            raise RunUnhealthy(problem)
         return metrics
 
     def close(self, quick: bool = False) -> None:
         """Stop every stage, pool and actor; each part is stopped even if another fails. ``quick``
         (after Ctrl-C or a failure) gives the rollout engines seconds, not a minute, to stop."""
-        parts = [stage.close for stage in self.stages.values() if callable(getattr(stage, "close", None))]
-        parts += [self.logger.close, self.rewards.close, lambda: self.pool.shutdown(10 if quick else 60)]
+        parts = [stage.close for stage in self.stages.values()]
+        parts += [self.logger.close, self.rollouts.rewards.close, lambda: self.pool.shutdown(10 if quick else 60)]
         parts += [self.learner.shutdown, self.sync_weights.close]
-        parts += [lambda: placement.remove(self.placement and self.placement.group)]
+        parts += [lambda: placements.remove(self.placement and self.placement.group)]
         with sigint_ignored():
             for part in parts:
                 try:
@@ -511,7 +306,7 @@ class Trainer:
 
 def train(cfg: RunConfig) -> list[dict[str, Any]]:
     """Build everything from ``cfg``, run the loop, tear down. Returns per-step metrics."""
-    trainer = Trainer(cfg)
+    trainer = Trainer.from_config(cfg)
     finished = False
     try:
         history = trainer.fit()
@@ -519,3 +314,4 @@ def train(cfg: RunConfig) -> list[dict[str, Any]]:
         return history
     finally:
         trainer.close(quick=not finished)
+

@@ -114,6 +114,7 @@ def validate(cfg: Any) -> None:
     _positive(cfg.reward.num_workers, "reward.num_workers", allow_zero=True)
     _check_data(cfg)
     _check_rewards(cfg)
+    _check_reward_weighting(cfg)
     _check_benchmarks(cfg)
 
 
@@ -276,6 +277,34 @@ def _check_rewards(cfg: Any) -> None:
             ) from None
         except ValueError:
             pass  # no signature to check (a builtin or C function)
+
+
+def _check_reward_weighting(cfg: Any) -> None:
+    """``reward_weighting.weights`` against the objectives of ``reward.functions``."""
+    section = cfg.reward_weighting
+    names = getattr(section, "weights", None)
+    if names is None:  # a plug-in stage without a weights option
+        return
+    specs = parse_reward_specs(cfg.reward.functions)
+    objectives = [spec.name for spec in specs]
+    unknown = [k for k in names if k not in objectives]
+    if unknown:
+        raise ConfigError(
+            f"reward_weighting.weights: unknown objective {unknown[0]!r}{did_you_mean(unknown[0], objectives)}; "
+            f"the objectives of reward.functions are {objectives}"
+        )
+    if section.name == "gradient":
+        weights = {**{spec.name: spec.weight for spec in specs}, **names}
+        if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+            raise ConfigError(
+                f"reward_weighting: gradient weighting starts from weights on the simplex, so they must be "
+                f">= 0 with a positive sum; got {weights}"
+            )
+        if section.min_weight >= 1 / len(objectives):
+            raise ConfigError(
+                f"reward_weighting.min_weight: expected a value in [0, 1/{len(objectives)}) for "
+                f"{len(objectives)} objectives, got {section.min_weight}"
+            )
 
 
 def _check_benchmarks(cfg: Any) -> None:

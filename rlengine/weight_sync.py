@@ -4,9 +4,10 @@
 safetensors file in shared memory (rlengine/learner/export.py), every engine reloads it
 (rlengine/rollout/worker_ext.py), and the file is deleted. ``nccl`` / ``ipc`` (GPU): vLLM's
 weight-transfer API from the learner ranks straight into the engines' workers
-(rlengine/learner/weight_transfer.py). Sleeping engines (``placement: colocated``) wake their
-weights before and their KV cache after. Generation is never running during a sync: a step's
-rollout has finished, and under ``one_step_off_policy`` the prefetch was collected first.
+(rlengine/learner/weight_transfer.py). The engines are awake (``placement: colocated`` wakes them
+at the end of the update, ``RolloutPool.asleep``), and generation is never running during a
+sync: a step's rollout has finished, and under ``one_step_off_policy`` the prefetch was collected
+first (``Producer.settle``).
 """
 
 from __future__ import annotations
@@ -54,7 +55,6 @@ class WeightSync:
     def __call__(self, engines: list[int] | None = None) -> None:
         """Sync every engine, or only ``engines`` (a restarted one) on the file path; the transfer
         path opens its group again when the engines changed, then sends to all."""
-        self.pool.wake_up(["weights"])
         if self.backend == "file":
             weights = self.weights_dir / "policy.safetensors"  # a full copy of the weights in RAM
             self.learner.export_weights(str(weights))
@@ -67,7 +67,6 @@ class WeightSync:
                 self.learner.open_weight_transfer(self.backend, engines_now, self.tensor_parallel_size)
                 self.transfer_engines = engines_now
             self.bytes = int(self.learner.push_weights()["bytes"])
-        self.pool.wake_up(["kv_cache"])
 
     def close(self) -> None:
         shutil.rmtree(self.weights_dir, ignore_errors=True)

@@ -240,8 +240,8 @@ def nothing_starts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     learner ranks are Ray actors, so nothing else can start either."""
     import ray
 
+    import rlengine.build
     import rlengine.runtime
-    import rlengine.trainer
 
     started: list[str] = []
 
@@ -251,7 +251,7 @@ def nothing_starts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(ray, "init", refuse)
     monkeypatch.setattr(rlengine.runtime, "init_ray", refuse)
-    monkeypatch.setattr(rlengine.trainer, "init_ray", refuse)
+    monkeypatch.setattr(rlengine.build, "init_ray", refuse)
     return started
 
 
@@ -557,9 +557,9 @@ def test_bad_command_line_gets_a_message_not_a_traceback(
 
 def test_failing_rewards_and_skipped_updates_stop_the_run_with_a_diagnosis(tmp_path: Path) -> None:
     from rlengine.runlog import health_problem
-    from tests.test_filter import stub_trainer
+    from tests.test_filter import filter_trainer
 
-    t = stub_trainer(tmp_path, lambda pid: 2)  # the stub rewards report 1 error and 2 timeouts per round
+    t = filter_trainer(tmp_path, lambda pid: 2)  # the stub rewards report 1 error and 2 timeouts per round
     metrics = t.step()
     assert metrics["reward/failure_fraction"] == pytest.approx(
         3 / 16

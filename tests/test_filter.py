@@ -11,21 +11,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlengine.batch import Group, Response
 from rlengine.config import ConfigError, load_config
-from rlengine.stages import REGISTRY, STAGE_KINDS, StageContext, build_stage, build_stage_config
+from rlengine.episode import Episode, Group, unpack_groups
+from rlengine.stages import REGISTRY, StageContext, build_stage, build_stage_config
 from rlengine.stages.filter import BalancedFilter, NonzeroVarianceFilter, refill_size
-from rlengine.weight_sync import WeightSync
+from tests.stubs import stub_trainer
 
 
 def make_group(pass_rate: float, n: int = 4, tag: str = "g") -> Group:
     passes = round(pass_rate * n)
-    responses = [
-        Response(
-            text=f"{tag}-{i}",
-            token_ids=[i, i + 1],
-            logprobs=[-0.5, -0.25],
-            finish_reason="stop",
+    episodes = [
+        Episode.single(
+            f"{tag}-{i}",
+            [i, i + 1],
+            [-0.5, -0.25],
+            "stop",
+            version=3,
             scores={"acc": float(i < passes)},
             reward=float(i < passes),
             correct=i < passes,
@@ -33,10 +34,9 @@ def make_group(pass_rate: float, n: int = 4, tag: str = "g") -> Group:
         for i in range(n)
     ]
     return Group(
-        prompt={"id": tag, "prompt": f"p {tag}", "answer": "1", "operands": [1, 2]},
+        prompt={"id": tag, "prompt": f"p {tag}", "answer": "1", "operands": [1, 2], "prompt_ids": [7, 8, 9]},
         prompt_ids=[7, 8, 9],
-        responses=responses,
-        policy_version=3,
+        episodes=episodes,
     )
 
 
@@ -170,14 +170,14 @@ def test_carry_over_survives_checkpoint_and_is_used_first(tmp_path: Path) -> Non
     assert (
         ids(batch) == ["a0", "a1", "a2"] and ids(f.buffer) == ["a3", "a4"] and m["filter/carry_buffer"] == 2
     )
-    saved = [Group(**{**vars(g)}) for g in f.buffer]
+    saved = list(f.buffer)
 
     torch.save({"filter": f.state_dict()}, tmp_path / "state.pt")
-    state = torch.load(tmp_path / "state.pt", weights_only=True)  # plain data only
+    state = torch.load(tmp_path / "state.pt", weights_only=False)  # as rlengine/checkpoint.py loads it
     resumed = stage("balanced", "carry_over=true")
     resumed.load_state_dict(state["filter"])
     assert resumed.buffer == saved and resumed.buffer[0].pass_rate == 0.25
-    assert resumed.buffer[0].responses[0].logprobs == [-0.5, -0.25] and resumed.buffer[0].policy_version == 3
+    assert resumed.buffer[0].episodes[0].logprobs == [-0.5, -0.25] and resumed.buffer[0].policy_version == 3
 
     source = ScriptedRefill()
     batch, m = resumed.keep(groups([0.0, 0.5, 1.0], "b"), 3, source)
@@ -189,7 +189,7 @@ def test_carry_over_survives_checkpoint_and_is_used_first(tmp_path: Path) -> Non
 def test_carry_off_and_cap() -> None:
     f = stage("balanced", "carry_over=false")
     _, m = f.keep(groups([0.5] * 5, "a"), 2, ScriptedRefill())
-    assert f.buffer == [] and f.state_dict() == {"buffer": []} and m["filter/dropped"] == 3
+    assert f.buffer == [] and unpack_groups(f.state_dict()["buffer"]) == [] and m["filter/dropped"] == 3
     f = stage("balanced", "carry_over=true", "max_carry=2")
     _, m = f.keep(groups([0.5] * 5, "a"), 1, ScriptedRefill())
     assert ids(f.buffer) == ["a3", "a4"] and m["filter/dropped"] == 2  # oldest surplus dropped first
@@ -202,11 +202,12 @@ def test_carry_off_and_cap() -> None:
     "overrides, message",
     [
         (["filter.low=0.9", "filter.high=0.2"], r"filter.low \(0.9\) must be <= filter.high \(0.2\)"),
-        (["filter.low=-0.1"], r"filter.low: expected a pass rate in \[0, 1\], got -0.1"),
-        (["filter.high=1.5"], r"filter.high: expected a pass rate in \[0, 1\], got 1.5"),
-        (["filter.max_rounds=0"], r"filter.max_rounds: expected an integer >= 1"),
-        (["filter.max_carry=-1"], r"filter.max_carry: expected null or an integer >= 0"),
-        (["filter.max_oversample=0.5"], r"filter.max_oversample: expected a number >= 1"),
+        (["filter.low=-0.1"], r"filter.low: expected float in \[0, 1\], got -0.1"),
+        (["filter.high=1.5"], r"filter.high: expected float in \[0, 1\], got 1.5"),
+        (["filter.max_rounds=0"], r"filter.max_rounds: expected int >= 1, got 0"),
+        (["filter.max_carry=-1"], r"filter.max_carry: expected int >= 0, got -1"),
+        (["filter.max_oversample=0.5"], r"filter.max_oversample: expected float >= 1, got 0.5"),
+        (["filter.max_oversample=.nan"], r"filter.max_oversample: expected a finite number, got nan"),
         (["filter.low=high"], r"filter.low: expected float"),
     ],
 )
@@ -223,96 +224,19 @@ def test_nonzero_variance_has_no_band_keys() -> None:
 # --------------------------------------------------------------------------- trainer step (stub actors)
 
 
-class StubPool:
-    def __init__(self) -> None:
-        self.calls: list[int] = []
-        self.restarts = [0]
-
-    def generate(self, prompt_token_ids, sampling):
-        self.calls.append(len(prompt_token_ids))
-        return [
-            [
-                {"text": str(k), "token_ids": [1, 2, 3], "logprobs": [-1.0] * 3, "finish_reason": "stop"}
-                for k in range(sampling["n"])
-            ]
-            for _ in prompt_token_ids
-        ]
-
-    def sync_weights(self, path, engines=None):
-        return 0.0
-
-    def sleep(self) -> None:
-        pass
-
-    def wake_up(self, tags=None) -> None:
-        pass
-
-    def imbalance(self) -> float:
-        return 1.0
-
-
-class StubRewards:
-    """Response k of a prompt passes when k < passes(prompt id)."""
-
-    def __init__(self, passes) -> None:
-        self.passes = passes
-        self.prompt_ids: list[str] = []  # one per response scored, in order
-
-    def score(self, items):
-        from types import SimpleNamespace
-
-        self.prompt_ids += [it.metadata["id"] for it in items]
-        values = [float(int(it.completion) < self.passes(it.metadata["id"])) for it in items]
-        return SimpleNamespace(
-            scores={"acc": values}, errors=1, timeouts=2, error_messages=["boom"]
-        )  # per round
-
-
-class StubLearner:
-    def __init__(self) -> None:
-        self.trained: list[int] = []
-
-    def train(self, samples, seed):
-        self.trained.append(len(samples))
-        return {"loss/policy": 0.1, "grad_norm": 1.0}
-
-    def export_weights(self, path):
-        Path(path).write_bytes(b"w" * 8)
-
-
-class StubLogger:
-    def __init__(self) -> None:
-        self.histograms: dict[str, list[float]] = {}
-
-    def histogram(self, tag, values, step):
-        self.histograms[tag] = list(values)
-
-
-def stub_trainer(tmp_path: Path, passes, *overrides: str):
+def filter_trainer(tmp_path: Path, passes, *overrides: str):
     from rlengine.data import make_arithmetic
-    from rlengine.trainer import Trainer
 
     cfg = load_config(
         None, ["trainer.batch_size=4", "rollout.n=4", "reward.functions=[math_verify]", *overrides]
     )
     rows = [{**r, "prompt": r["problem"], "prompt_ids": [5, 6]} for r in make_arithmetic(40, seed=0)]
-    context = StageContext(rows=rows, seed=0, objectives=["acc"], reward_weights=[1.0])
-    t = Trainer.__new__(Trainer)
-    t.cfg, t.objectives, t.step_index = cfg, ["acc"], 0
-    t.mean_correct_length, t.prefetched = None, None
-    t.stages = {kind: build_stage(kind, getattr(cfg, kind), context) for kind in STAGE_KINDS}
-    t.curriculum, t.filter = t.stages["curriculum"], t.stages["filter"]
-    t.reward_weighting, t.replay = t.stages["reward_weighting"], t.stages["replay"]
-    t.pool, t.rewards, t.learner, t.logger = StubPool(), StubRewards(passes), StubLearner(), StubLogger()
-    t.sync_weights = WeightSync("file", t.learner, t.pool, tensor_parallel_size=1)
-    shutil.rmtree(t.sync_weights.weights_dir)
-    t.sync_weights.weights_dir = tmp_path
-    return t
+    return stub_trainer(cfg, rows, tmp_path, passes=passes)
 
 
 def test_trainer_counts_refill_rounds(tmp_path: Path) -> None:
     # prompt i of the synthetic set: i % 3 == 0 -> 2 of 4 pass, else none pass
-    t = stub_trainer(
+    t = filter_trainer(
         tmp_path,
         lambda pid: 2 if int(pid.split("/")[-1]) % 3 == 0 else 0,
         "filter.name=balanced",
@@ -322,15 +246,15 @@ def test_trainer_counts_refill_rounds(tmp_path: Path) -> None:
     assert len(t.pool.calls) == m["filter/rounds"] >= 2 and t.pool.calls[0] == 4
     assert m["rollouts/generated"] == 4 * sum(t.pool.calls) == 16 + m["filter/extra_rollouts"]
     # an independent count: every prompt scored, with the pass rate the stub reward gives it
-    scored = t.rewards.prompt_ids[::4]  # 4 responses per prompt, scored together
-    expected = [t.rewards.passes(pid) / 4 for pid in scored]
+    scored = t.rollouts.rewards.prompt_ids[::4]  # 4 responses per prompt, scored together
+    expected = [t.rollouts.rewards.passes(pid) / 4 for pid in scored]
     assert len(scored) == sum(t.pool.calls) and m["pass_rate/mean"] == pytest.approx(
         sum(expected) / len(expected)
     )
     assert sorted(t.logger.histograms["pass_rate/generated"]) == sorted(expected)
     assert t.logger.histograms["pass_rate/kept"] == [0.5] * len(t.logger.histograms["pass_rate/kept"])
     assert m["effective_ratio"] == 1.0 and m["rollouts/kept"] == 4 * (4 - m["filter/shortfall"])
-    assert t.learner.trained == [m["rollouts/kept"]]
+    assert [len(samples) for samples in t.learner.trained] == [m["rollouts/kept"]]
     # reward faults of every round are counted, not only the first round's
     assert m["rollouts/rounds"] == m["filter/rounds"]
     assert (m["reward/errors"], m["reward/timeouts"]) == (m["filter/rounds"], 2 * m["filter/rounds"])
@@ -340,7 +264,7 @@ def test_trainer_step_survives_empty_batch(tmp_path: Path) -> None:
     from rlengine.runlog import LEARNER_METRICS
     from rlengine.runlog import _clean as clean
 
-    t = stub_trainer(tmp_path, lambda pid: 0, "filter.name=nonzero_variance", "filter.max_rounds=2")
+    t = filter_trainer(tmp_path, lambda pid: 0, "filter.name=nonzero_variance", "filter.max_rounds=2")
     m = t.step()
     assert t.learner.trained == [] and m["train/skipped"] == 1.0 and m["filter/shortfall"] == 4
     assert m["rollouts/kept"] == 0 and m["effective_ratio"] == 0.0 and m["rollouts/generated"] == 4 * (4 + 16)
@@ -359,7 +283,6 @@ def test_balanced_filter_real_stack_and_resume_from_run_dir(tiny_model_dir, ray_
     """Balanced filter with carry-over on the real stack; ``keep_last`` prunes checkpoints; resuming
     a copy of the run with ``rlengine train RUN_DIR`` from step 2 reproduces step 3 exactly,
     carried groups (filter state) included."""
-    import shutil
 
     from rlengine.cli import main
     from rlengine.trainer import train
@@ -392,7 +315,7 @@ def test_balanced_filter_real_stack_and_resume_from_run_dir(tiny_model_dir, ray_
     assert sum(m["filter/extra_rollouts"] for m in metrics) > 0  # n=2 keeps ~half: refill must have run
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_2", "step_3"]  # keep_last=2
     state = torch.load(run / "checkpoints/step_3/trainer_state.pt", weights_only=False)
-    assert len(state["stages"]["filter"]["buffer"]) == metrics[-1]["filter/carry_buffer"]
+    assert len(unpack_groups(state["stages"]["filter"]["buffer"])) == metrics[-1]["filter/carry_buffer"]
 
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)

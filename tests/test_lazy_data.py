@@ -107,8 +107,8 @@ def test_pcl_reads_only_its_candidates() -> None:
 def test_trainer_prepares_lazy_rows_like_eager_ones(tmp_path) -> None:
     from transformers import AutoTokenizer
 
+    from rlengine.data.prompts import load_prompt_rows
     from rlengine.models import make_tiny_model
-    from rlengine.trainer import load_prompt_rows
 
     tokenizer = AutoTokenizer.from_pretrained(make_tiny_model(tmp_path / "tiny", num_heads=2, seed=0))
     path = write_jsonl(tmp_path / "p.jsonl", 20)

@@ -10,6 +10,7 @@ import torch
 
 from rlengine.algorithms import compute_advantages
 from rlengine.learner.batching import pack_micro_batches, plan_updates, split_over_ranks
+from rlengine.samples import Sample
 from tests.conftest import learner_group
 
 TARGET = 1234  # the token the reward asks for
@@ -40,7 +41,7 @@ def test_plan_gives_every_rank_the_same_number_of_micro_batches() -> None:
 
 def reward_batch(
     seed: int, groups: int = 4, size: int = 4, length: int = 6
-) -> tuple[list[dict], torch.Tensor]:
+) -> tuple[list[Sample], torch.Tensor]:
     """Random responses; some contain the target token. Reward = 1 if it appears."""
     rng = random.Random(seed)
     samples, rewards, index = [], [], []
@@ -49,31 +50,23 @@ def reward_batch(
             response = [rng.randint(3000, 9000) for _ in range(length)]
             if i % 2 == 0:
                 response[rng.randrange(length)] = TARGET
-            samples.append({"prompt_ids": PROMPT, "response_ids": response, "rollout_logprobs": []})
+            samples.append(Sample(PROMPT, response))
             rewards.append(1.0 if TARGET in response else 0.0)
             index.append(g)
     return samples, compute_advantages("grpo", torch.tensor(rewards), torch.tensor(index))
 
 
-def uneven_batch() -> list[dict]:
+def uneven_batch() -> list[Sample]:
     """8 responses of unequal length (so the aggregation weights matter) with fixed advantages."""
     rng = random.Random(3)
     return [
-        {
-            "prompt_ids": PROMPT,
-            "response_ids": [rng.randint(3000, 9000) for _ in range(rng.randint(2, 12))],
-            "rollout_logprobs": [],
-            "advantage": 1.0 if i % 2 else -0.5,
-        }
+        Sample(PROMPT, [rng.randint(3000, 9000) for _ in range(rng.randint(2, 12))], advantage=1.0 if i % 2 else -0.5)
         for i in range(8)
     ]
 
 
 def target_logprob(learner) -> float:
-    probe = [
-        {"prompt_ids": PROMPT + [5000] * k, "response_ids": [TARGET], "rollout_logprobs": []}
-        for k in range(3)
-    ]
+    probe = [Sample(PROMPT + [5000] * k, [TARGET]) for k in range(3)]
     return sum(lp[0] for lp in learner.compute_logprobs(probe)) / 3
 
 
@@ -92,7 +85,7 @@ def test_grpo_steps_move_probability_the_way_the_reward_says(
         for step in range(4):
             samples, advantages = reward_batch(seed=step)
             for sample, adv in zip(samples, advantages.tolist()):
-                sample["advantage"] = sign * adv
+                sample.advantage = sign * adv
             metrics = learner.train(samples, seed=step)
             assert metrics["grad_norm"] > 0 and metrics["learner/skipped_steps"] == 0
         after = target_logprob(learner)
@@ -111,14 +104,14 @@ def test_weight_sync_engine_matches_learner(tiny_model_dir, rollout_pool, tmp_pa
     learner = learner_group(tiny_model_dir, "learner.lr=5.0e-2")
     try:
         sequence = PROMPT + [TARGET, 777, 4242, TARGET, 31]
-        probe = [{"prompt_ids": sequence[:1], "response_ids": sequence[1:], "rollout_logprobs": []}]
+        probe = [Sample(sequence[:1], sequence[1:])]
         engine_before = torch.tensor(rollout_pool.prompt_logprobs([sequence])[0])
         learner_before = torch.tensor(learner.compute_logprobs(probe)[0])
         assert torch.allclose(engine_before, learner_before, atol=1e-3)
         for step in range(2):
             samples, advantages = reward_batch(seed=10 + step)
             for sample, adv in zip(samples, advantages.tolist()):
-                sample["advantage"] = adv
+                sample.advantage = adv
             learner.train(samples, seed=step)
         learner_after = torch.tensor(learner.compute_logprobs(probe)[0])
         assert (learner_after - learner_before).abs().max() > 0.1  # the update really changed the policy
@@ -141,11 +134,11 @@ def test_non_finite_step_is_skipped_and_logged(tiny_model_dir, ray_session) -> N
         before = target_logprob(learner)
         samples, advantages = reward_batch(seed=0)
         for sample, adv in zip(samples, advantages.tolist()):
-            sample["advantage"] = float("nan") if sample is samples[0] else adv
+            sample.advantage = float("nan") if sample is samples[0] else adv
         metrics = learner.train(samples, seed=0)
         assert metrics["learner/skipped_steps"] == 1.0
         assert target_logprob(learner) == before  # weights untouched
-        samples[0]["advantage"] = 1.0
+        samples[0].advantage = 1.0
         metrics = learner.train(samples, seed=1)
         assert metrics["learner/skipped_steps"] == 0.0 and target_logprob(learner) != before
     finally:

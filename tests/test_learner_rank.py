@@ -3,6 +3,7 @@ full-logits implementation, and a LearnerRank driven in this process (a DeepSpee
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
@@ -12,42 +13,43 @@ import torch
 from rlengine.algorithms import entropy_from_logits
 from rlengine.learner.batching import make_micro_batch, pack_micro_batches
 from rlengine.learner.logprobs import PolicyModel
+from rlengine.samples import Sample
 
 
-def random_samples(seed: int, count: int = 6) -> list[dict]:
+def random_samples(seed: int, count: int = 6) -> list[Sample]:
     """Groups of 3, 2, 1 ... responses sharing a prompt (sample 2 has an empty response)."""
     rng = random.Random(seed)
     prompts = [[rng.randint(5, 40000) for _ in range(rng.randint(1, 9))] for _ in range(count)]
     group_of = [0, 0, 0, 1, 1, 2] + list(range(3, count))
     return [
-        {
-            "prompt_ids": prompts[group_of[i]],
-            "response_ids": [] if i == 2 else [rng.randint(5, 40000) for _ in range(rng.randint(1, 14))],
-            "advantage": rng.uniform(-1, 1),
-        }
+        Sample(
+            prompt_ids=prompts[group_of[i]],
+            response_ids=[] if i == 2 else [rng.randint(5, 40000) for _ in range(rng.randint(1, 14))],
+            advantage=rng.uniform(-1, 1),
+        )
         for i in range(count)
     ]
 
 
 def full_logits_reference(
-    model, samples: list[dict], temperature: float
+    model, samples: list[Sample], temperature: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The plain implementation: pad with an attention mask, run the LM head over every position,
     gather the response positions, log-softmax and entropy over the full vocabulary."""
-    width = max(len(s["prompt_ids"]) + len(s["response_ids"]) for s in samples)
+    width = max(len(s.prompt_ids) + len(s.response_ids) for s in samples)
     ids = torch.zeros((len(samples), width), dtype=torch.long)
     attention = torch.zeros_like(ids)
     for i, s in enumerate(samples):
-        seq = s["prompt_ids"] + s["response_ids"]
+        seq = s.prompt_ids + s.response_ids
         ids[i, : len(seq)] = torch.tensor(seq)
         attention[i, : len(seq)] = 1
     logits = model(input_ids=ids, attention_mask=attention).logits.float() / temperature
     lps, ents = [], []
     for i, s in enumerate(samples):
-        start, n = len(s["prompt_ids"]) - 1, len(s["response_ids"])
+        start, n = len(s.prompt_ids) - 1, len(s.response_ids)
         z = logits[i, start : start + n]
         lps.append(
-            torch.log_softmax(z, -1).gather(-1, torch.tensor(s["response_ids"]).unsqueeze(-1)).squeeze(-1)
+            torch.log_softmax(z, -1).gather(-1, torch.tensor(s.response_ids).unsqueeze(-1)).squeeze(-1)
         )
         ents.append(entropy_from_logits(z))
     return torch.cat(lps), torch.cat(ents)
@@ -65,7 +67,7 @@ def test_chunked_logprobs_equal_full_logits_in_fp32(tiny_model_dir, layout: str,
     policy = PolicyModel(model, temperature=0.7)
     policy.chunk_tokens, policy.fused_head = 3, fused_head
     weights = torch.randn(
-        sum(len(s["response_ids"]) for s in samples), generator=torch.Generator().manual_seed(1)
+        sum(len(s.response_ids) for s in samples), generator=torch.Generator().manual_seed(1)
     )
 
     ref_lp, ref_ent = full_logits_reference(model, samples, 0.7)
@@ -127,11 +129,7 @@ def test_shared_prefix_plan_keeps_groups_together_within_the_budget() -> None:
     for _ in range(8):
         prompt = [rng.randrange(10, 1000) for _ in range(rng.randrange(20, 60))]
         samples += [
-            {
-                "prompt_ids": prompt,
-                "response_ids": [rng.randrange(10, 1000) for _ in range(rng.randrange(5, 64))],
-            }
-            for _ in range(8)
+            Sample(prompt, [rng.randrange(10, 1000) for _ in range(rng.randrange(5, 64))]) for _ in range(8)
         ]
     groups = prompt_groups(samples)
     assert groups == [i // 8 for i in range(64)]
@@ -166,10 +164,10 @@ def test_learner_rank_without_ray(tiny_model_dir, in_process_rank_spec) -> None:
     rows or shared-prefix rows give the same loss and gradient as padded rows."""
     from transformers import AutoModelForCausalLM
 
-    from rlengine.learner.batching import plan_updates, sample_length, step_denominators
+    from rlengine.learner.batching import plan_updates, step_denominators
     from rlengine.learner.rank import LearnerRank
 
-    samples = [s for s in random_samples(1) if s["response_ids"]]
+    samples = [s for s in random_samples(1) if s.response_ids]
     reference, _ = full_logits_reference(AutoModelForCausalLM.from_pretrained(tiny_model_dir), samples, 1.0)
     results = {}
     for layout in ("padded", "packed", "shared_prefix"):
@@ -181,7 +179,7 @@ def test_learner_rank_without_ray(tiny_model_dir, in_process_rank_spec) -> None:
         )
         rank = LearnerRank(spec)
         plan = plan_updates(
-            [sample_length(s) for s in samples],
+            [s.length for s in samples],
             ranks=1,
             mini_batch_size=None,
             ppo_epochs=1,
@@ -203,12 +201,12 @@ def test_learner_rank_without_ray(tiny_model_dir, in_process_rank_spec) -> None:
 @pytest.mark.slow
 def test_compiled_layers_give_the_same_logprobs(tiny_model_dir, in_process_rank_spec) -> None:
     """learner.compile: torch.compile'd decoder layers compute the same logprobs and gradients."""
-    from rlengine.learner.batching import plan_updates, sample_length, step_denominators
+    from rlengine.learner.batching import plan_updates, step_denominators
     from rlengine.learner.rank import LearnerRank
 
-    samples = [s for s in random_samples(2) if s["response_ids"]]
+    samples = [s for s in random_samples(2) if s.response_ids]
     plan = plan_updates(
-        [sample_length(s) for s in samples],
+        [s.length for s in samples],
         ranks=1,
         mini_batch_size=None,
         ppo_epochs=1,
@@ -236,7 +234,7 @@ def test_dummy_micro_batch_changes_nothing(tiny_model_dir, in_process_rank_spec)
     from rlengine.learner.batching import step_denominators
     from rlengine.learner.rank import LearnerRank
 
-    samples = [s for s in random_samples(3) if s["response_ids"]]
+    samples = [s for s in random_samples(3) if s.response_ids]
     plain = [[[0, 1, 2], [3, 4]]]
     padded = [[[0, 1, 2], [], [3, 4]]]
     results = []
@@ -286,23 +284,23 @@ def test_bapo_bounds_are_searched_per_step_and_logged(tiny_model_dir, in_process
     from rlengine.learner.batching import step_denominators
     from rlengine.learner.rank import LearnerRank
 
-    samples = [s for s in random_samples(4) if s["response_ids"]]
+    samples = [s for s in random_samples(4) if s.response_ids]
     for i, sample in enumerate(samples):
-        sample["advantage"] = 1.0 if i % 3 == 0 else -1.0  # negative-dominated: the search must move
+        sample.advantage = 1.0 if i % 3 == 0 else -1.0  # negative-dominated: the search must move
     plan = [[[0, 1, 2], [3, 4]]]
     rank = LearnerRank(in_process_rank_spec("algorithm.loss=bapo"))
     current = rank.compute_logprobs(samples, plan[0], "policy")
     shift = [0.5 if i % 2 else -0.3 for i in range(len(samples))]  # log(pi / pi_old) per sample
     for i, sample in enumerate(samples):
-        sample["old_logprobs"] = [lp - shift[i] for lp in current[i]]
+        sample.old_logprobs = [lp - shift[i] for lp in current[i]]
     ratios = torch.tensor([[math.exp(shift[i]) for i in range(len(samples)) for _ in current[i]]])
-    adv = torch.tensor([[samples[i]["advantage"] for i in range(len(samples)) for _ in current[i]]])
+    adv = torch.tensor([[samples[i].advantage for i in range(len(samples)) for _ in current[i]]])
     expected = bapo_adapt_bounds(ratios, adv, torch.ones_like(ratios), c_low_max=0.9, c_high_max=3.0)
     assert expected != (0.6, 1.2)
     metrics = rank.train(samples, plan, step_denominators(samples, [plan], "token_mean"))
     assert (metrics["actor/bapo_low"], metrics["actor/bapo_high"]) == pytest.approx(expected, abs=1e-6)
 
-    fresh = [{k: v for k, v in s.items() if k != "old_logprobs"} for s in samples]
+    fresh = [dataclasses.replace(s, old_logprobs=None) for s in samples]
     metrics = LearnerRank(in_process_rank_spec("algorithm.loss=bapo")).train(
         fresh, plan, step_denominators(fresh, [plan], "token_mean")
     )
@@ -340,3 +338,34 @@ def test_the_weight_source_for_vllm_transfer_streams_what_the_file_sync_writes(
     # vLLM's own per-layer grouping of the stream checks the order against the metadata
     grouped = [name for names, _ in source.iter_groups() for name in names]
     assert grouped == [m.name for m in meta]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "overrides",
+    [["algorithm.tis_cap=1.5"], ["algorithm.loss=bapo"]],
+    ids=["tis", "bapo-adaptive"],
+)
+def test_objective_gradient_is_the_gradient_of_the_update(in_process_rank_spec, overrides) -> None:
+    """With one objective whose advantages are the samples' own, the per-objective gradient's
+    squared norm (gradient weighting's Gram matrix) equals the squared norm DeepSpeed measures for
+    the update itself: the same TIS weights and BAPO's adapted bounds, on stale samples whose
+    old logprobs differ from vLLM's and from the current policy's."""
+    from rlengine.learner.batching import step_denominators
+    from rlengine.learner.rank import LearnerRank
+
+    samples = [s for s in random_samples(5) if s.response_ids]
+    plan = [[[0, 1, 2], [3, 4]]]
+    rank = LearnerRank(in_process_rank_spec(*overrides))
+    current = rank.compute_logprobs(samples, plan[0], "policy")
+    for i, sample in enumerate(samples):
+        sample.advantage = 1.0 if i % 3 == 0 else -1.0  # negative-dominated: BAPO's search moves
+        sample.old_logprobs = [lp - (0.4 if i % 2 else -0.3) for lp in current[i]]
+        sample.rollout_logprobs = [lp + 0.6 for lp in sample.old_logprobs]  # TIS weights capped or not
+    denominators = step_denominators(samples, [plan], "token_mean")
+    micro = [i for step in plan for i in step]
+    gram = rank.objective_gradients(samples, micro, denominators[0], [[s.advantage for s in samples]], 0)["gram"]
+    metrics = rank.train(samples, plan, denominators)
+    assert gram[0][0] == pytest.approx(metrics["grad_norm"] ** 2, rel=1e-4) and gram[0][0] > 0
+    if "algorithm.loss=bapo" in overrides:
+        assert (metrics["actor/bapo_low"], metrics["actor/bapo_high"]) != (0.6, 1.2)  # the bounds moved

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 def run_preset(
     tiny_model_dir: str, *overrides: str, steps: int = 3, rollout_shift: float = 0.0
-) -> tuple[float, float, list[dict]]:
+) -> tuple[float, float, list[dict[str, float]]]:
     """Train a few steps on the target-token reward; return (before, after, metrics).
 
     Rollout (behaviour) logprobs are the learner's own before each update, shifted by
@@ -41,16 +41,16 @@ def run_preset(
         before = target_logprob(learner)
         for step in range(steps):
             samples, _ = reward_batch(seed=step)
-            rewards = torch.tensor([1.0 if 1234 in s["response_ids"] else 0.0 for s in samples])
+            rewards = torch.tensor([1.0 if 1234 in s.response_ids else 0.0 for s in samples])
             index = torch.arange(len(samples)) // 4
             advantages = compute_advantages(cfg.algorithm.advantage, rewards, index)
             current = learner.compute_logprobs(samples)
             for sample, adv, lp in zip(samples, advantages.tolist(), current):
-                sample["advantage"] = adv
-                sample["rollout_logprobs"] = [x + rollout_shift for x in lp]
+                sample.advantage = adv
+                sample.rollout_logprobs = [x + rollout_shift for x in lp]
             if cfg.learner.ppo_epochs > 1 or cfg.learner.mini_batch_size:
                 for sample, lp in zip(samples, learner.compute_logprobs(samples)):
-                    sample["old_logprobs"] = lp
+                    sample.old_logprobs = lp
             history.append(learner.train(samples, seed=step))
         after = target_logprob(learner)
     finally:
@@ -109,7 +109,7 @@ def test_reference_logprobs_equal_initial_policy(tiny_model_dir, ray_session) ->
         policy = learner.compute_logprobs(samples, "policy")
         assert all(torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-5) for a, b in zip(ref, policy))
         for sample, adv in zip(samples, advantages.tolist()):
-            sample["advantage"] = adv
+            sample.advantage = adv
         learner.train(samples, seed=0)
         moved = learner.compute_logprobs(samples, "policy")
         assert learner.compute_logprobs(samples, "ref") == ref  # the reference stays frozen
@@ -143,7 +143,7 @@ def test_entropy_bonus_raises_entropy(tiny_model_dir, ray_session) -> None:
         try:
             samples, _ = reward_batch(seed=0)
             for sample in samples:
-                sample["advantage"] = 0.0
+                sample.advantage = 0.0
             history = [learner.train(samples, seed=step) for step in range(3)]
         finally:
             learner.shutdown()
@@ -168,7 +168,7 @@ def test_lr_schedule_warmup_then_cosine(tiny_model_dir, ray_session) -> None:
     try:
         samples, advantages = reward_batch(seed=0)
         for sample, adv in zip(samples, advantages.tolist()):
-            sample["advantage"] = adv
+            sample.advantage = adv
         lrs = [learner.train(samples, seed=step)["lr"] for step in range(6)]
     finally:
         learner.shutdown()
@@ -183,37 +183,35 @@ def test_lr_schedule_warmup_then_cosine(tiny_model_dir, ray_session) -> None:
     assert lrs == pytest.approx(expected, rel=1e-6)
 
 
-def test_kl_in_reward_uses_reference_logprobs(tiny_model_dir, ray_session) -> None:
+def test_kl_in_reward_uses_reference_logprobs(tiny_model_dir, ray_session, tmp_path) -> None:
     """kl_placement=reward: each response's reward drops by beta * sum_t k3(rollout vs reference)."""
-    from rlengine.batch import Group, Response
-    from tests.test_trainer_logic import bare_trainer
+    from rlengine.episode import Episode, Group
+    from rlengine.producer import StepState
+    from rlengine.samples import set_scalar_rewards
+    from tests.stubs import stub_trainer
 
-    trainer = bare_trainer(
-        "algorithm.kl_coef=0.5", "algorithm.kl_placement=reward", "algorithm.advantage=dr_grpo"
+    kl = ["algorithm.kl_coef=0.5", "algorithm.kl_placement=reward"]
+    cfg = load_config(None, ["reward.functions=[math_verify,format]", "algorithm.advantage=dr_grpo", *kl])
+    rows = [{"id": "p", "prompt": "x", "answer": "1", "prompt_ids": [1]}]
+    trainer = stub_trainer(
+        cfg, rows, tmp_path, learner=learner_group(tiny_model_dir, *kl), objectives=("math_verify", "format")
     )
-    trainer.learner = learner_group(tiny_model_dir, "algorithm.kl_coef=0.5", "algorithm.kl_placement=reward")
     try:
         samples, _ = reward_batch(seed=0, groups=1, size=2)
         ref = trainer.learner.compute_logprobs(samples, "ref")
         shifts = [0.0, 0.2]  # response 1's behaviour logprobs sit 0.2 above the reference
-        responses = [
-            Response(
-                "x",
-                s["response_ids"],
-                [x + d for x in lp],
-                "stop",
-                scores={"math_verify": 1.0, "format": 0.0},
-            )
+        episodes = [
+            Episode.single("x", s.response_ids, [x + d for x in lp], "stop", scores={"math_verify": 1.0, "format": 0.0})
             for s, lp, d in zip(samples, ref, shifts)
         ]
-        groups = [Group(prompt={"id": "p"}, prompt_ids=samples[0]["prompt_ids"], responses=responses)]
-        trainer.set_scalar_rewards(groups)
-        built, metrics = trainer.build_samples(groups)
+        groups = [Group(prompt={"id": "p"}, prompt_ids=samples[0].prompt_ids, episodes=episodes)]
+        set_scalar_rewards(groups, trainer.reward_weighting.combine, trainer.objectives, cfg.algorithm, 16)
+        built, metrics = trainer.prepare_samples(groups, StepState(0))
     finally:
         trainer.learner.shutdown()
     k3 = math.exp(-0.2) + 0.2 - 1  # d = log pi_ref - log pi_behaviour = -0.2 on every token
-    length = len(samples[1]["response_ids"])
+    length = len(samples[1].response_ids)
     assert metrics["kl/mean"] == pytest.approx(k3 / 2, rel=1e-4)  # mean over the two responses
     # dr_grpo: R - mean R with R = 1 - beta * KL_sum
     penalty = 0.5 * k3 * length
-    assert [s["advantage"] for s in built] == pytest.approx([penalty / 2, -penalty / 2], rel=1e-4)
+    assert [s.advantage for s in built] == pytest.approx([penalty / 2, -penalty / 2], rel=1e-4)

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlengine.batch import Group, Response
 from rlengine.config import AlgorithmConfig, load_config
+from rlengine.episode import Episode, Group
 from rlengine.errors import ConfigError
+from rlengine.samples import Sample
 from rlengine.stages import StageContext, build_stage, build_stage_config
 from rlengine.stages.replay import ReplayBuffer, pack_groups, unpack_groups
 
@@ -21,20 +22,21 @@ OBJECTIVES = ["acc", "short"]
 
 
 def group(tag: str, version: int, scores: list[tuple[float, float]]) -> Group:
-    responses = [
-        Response(
+    episodes = [
+        Episode.single(
             f"{tag}{i}",
             [7, i, 9],
             [-0.5, -1.25, -0.125],
             "stop",
+            version,
             scores=dict(zip(OBJECTIVES, s)),
             correct=s[0] > 0.5,
         )
         for i, s in enumerate(scores)
     ]
-    for r in responses:
-        r.reward = sum(r.scores.values())
-    return Group({"id": tag, "prompt": tag, "answer": "1", "prompt_ids": [1, 2]}, [1, 2], responses, version)
+    for e in episodes:
+        e.reward = sum(e.scores.values())
+    return Group({"id": tag, "prompt": tag, "answer": "1", "prompt_ids": [1, 2]}, [1, 2], episodes)
 
 
 MIXED = [(1.0, 0.0), (0.0, 0.0)]  # informative: the rewards differ
@@ -81,7 +83,7 @@ def test_uniform_reserve_mix_observe_and_store_rule() -> None:
     everything = replay({"name": "uniform", "store": "all"})
     everything.observe([group("f", 0, FLAT)], step=1)
     assert len(everything.buffer) == 1
-    with pytest.raises(ConfigError, match="ratio in \\[0, 1\\)"):
+    with pytest.raises(ConfigError, match=r"^replay.ratio: expected float in \[0, 1\), got 1.0$"):
         replay({"name": "uniform", "ratio": 1.0})
 
 
@@ -99,15 +101,7 @@ def test_state_is_compact_arrays_and_round_trips_exactly() -> None:
     restored.load_state_dict(state)
     for a, b in zip(stage.buffer.groups, restored.buffer.groups):
         assert (a.prompt, a.prompt_ids, a.policy_version) == (b.prompt, b.prompt_ids, b.policy_version)
-        for x, y in zip(a.responses, b.responses):
-            assert (x.text, x.token_ids, x.logprobs, x.finish_reason, x.scores, x.correct) == (
-                y.text,
-                y.token_ids,
-                y.logprobs,
-                y.finish_reason,
-                y.scores,
-                y.correct,
-            )
+        assert a.episodes == b.episodes  # segments (tokens, logprobs, versions), scores, reward, correct
     assert {k: list(v) for k, v in restored.losses.items()} == {k: list(v) for k, v in stage.losses.items()}
     assert unpack_groups(pack_groups([], OBJECTIVES)) == []
 
@@ -132,19 +126,16 @@ def test_recap_sets_weighted_per_objective_advantages() -> None:
     stage.observe([group("y", 0, [(0.6, 0.8)])], step=2)  # losses: acc 0.4, short 0.2
     lambdas = recap_weights([[0.8, 0.4], [0.1, 0.2]], window=1)
     assert lambdas[1] > lambdas[0]  # short's loss doubled: it gets the weight
-    samples = [
-        {"response_ids": r.token_ids, "loss_masked": False, "advantage": 9.0}
-        for g in batch
-        for r in g.responses
-    ]
-    metrics = stage.before_update(batch, samples)
+    samples = [Sample([1, 2], e.token_ids, advantage=9.0) for g in batch for e in g.episodes]
+    values, metrics = stage.before_update(batch, samples)
     index = torch.tensor([0, 0, 0, 1, 1, 1])
     per = [
-        compute_advantages("grpo", torch.tensor([r.scores[k] for g in batch for r in g.responses]), index)
+        compute_advantages("grpo", torch.tensor([e.scores[k] for g in batch for e in g.episodes]), index)
         for k in OBJECTIVES
     ]
     expected = lambdas[0] * 1.0 * per[0] + lambdas[1] * 0.5 * per[1]
-    assert [s["advantage"] for s in samples] == pytest.approx(expected.tolist())
+    assert values == pytest.approx(expected.tolist())
+    assert [s.advantage for s in samples] == [9.0] * 6  # the hook returns advantages; samples stay as they were
     assert metrics == pytest.approx({"replay/weight/acc": lambdas[0], "replay/weight/short": lambdas[1]})
 
 
@@ -156,9 +147,9 @@ def test_recap_rejects_reward_terms_outside_the_objectives() -> None:
 
 
 def test_trainer_rolls_out_fewer_prompts_and_rescalarises_replayed_groups(tmp_path: Path) -> None:
-    from tests.test_filter import stub_trainer
+    from tests.test_filter import filter_trainer
 
-    t = stub_trainer(
+    t = filter_trainer(
         tmp_path,
         lambda pid: 1 + int(pid.split("/")[-1]) % 3,
         "replay.name=uniform",
@@ -180,11 +171,13 @@ def test_trainer_rolls_out_fewer_prompts_and_rescalarises_replayed_groups(tmp_pa
     second = t.step()
     assert t.pool.calls == [4, 2]  # half of the batch of 4 comes from the buffer
     assert second["replay/used"] == 2.0 and second["rollouts/generated"] == 2 * 4
-    assert t.learner.trained[-1] == 4 * 4  # still a full batch of groups
+    assert len(t.learner.trained[-1]) == 4 * 4  # still a full batch of groups
     assert len(replayed) == 2 and all(g.policy_version == 0 for g in replayed)
-    assert any(r.scores["acc"] > 0 for g in replayed for r in g.responses)
+    assert any(e.scores["acc"] > 0 for g in replayed for e in g.episodes)
     for g in replayed:  # re-scalarised with the current weight
-        assert [r.reward for r in g.responses] == [3.0 * r.scores["acc"] for r in g.responses]
+        assert [e.reward for e in g.episodes] == [3.0 * e.scores["acc"] for e in g.episodes]
+    replayed_samples = t.learner.trained[-1][-2 * 4 :]  # stale: trained against their behaviour logprobs
+    assert all(s.old_logprobs == [-1.0] * 3 for s in replayed_samples) and second["train/stale_fraction"] == 0.5
 
 
 # ---------------------------------------------------------------- real stack

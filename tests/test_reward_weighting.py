@@ -11,11 +11,11 @@ import torch
 
 from reward import BUILTIN_REWARDS
 from rlengine.algorithms import compute_advantages
-from rlengine.batch import Group, Response
 from rlengine.config import AlgorithmConfig, load_config
+from rlengine.episode import Episode, Group
 from rlengine.errors import ConfigError
+from rlengine.samples import Sample, objective_advantages
 from rlengine.stages import StageContext, build_stage, build_stage_config
-from rlengine.stages.reward_weighting import objective_advantages
 
 OBJECTIVES = ["token_a", "short"]
 TARGET = 1234
@@ -35,8 +35,12 @@ def stage(raw: dict, ctx: StageContext):
 
 def group(scores: list[dict[str, float]], tokens: list[list[int]] | None = None) -> Group:
     tokens = tokens or [[5, 6]] * len(scores)
-    responses = [Response("x", t, [0.0] * len(t), "stop", scores=s) for t, s in zip(tokens, scores)]
-    return Group(prompt={"prompt_ids": PROMPT}, prompt_ids=PROMPT, responses=responses, policy_version=0)
+    episodes = [Episode.single("x", t, [0.0] * len(t), "stop", scores=s) for t, s in zip(tokens, scores)]
+    return Group(prompt={"prompt_ids": PROMPT}, prompt_ids=PROMPT, episodes=episodes)
+
+
+def per_objective(groups: list[Group], samples: list[Sample]) -> list[list[float]]:
+    return [a.tolist() for a in objective_advantages(AlgorithmConfig(), groups, samples, OBJECTIVES)]
 
 
 # ---------------------------------------------------------------- objectives
@@ -63,20 +67,23 @@ def test_conciseness_compares_with_the_running_mean_of_correct_lengths() -> None
 
 
 def test_running_correct_length_is_a_momentum_mean_and_checkpointed() -> None:
-    from tests.test_trainer_logic import bare_trainer
+    from rlengine.producer import Rollouts
+    from tests.stubs import StubPool, StubRewards
 
-    trainer = bare_trainer("reward.length_momentum=0.5")
-    trainer.mean_correct_length = None
-    correct = [Response("x", [1] * n, [], "stop", correct=True) for n in (4, 8)]
-    wrong = Response("x", [1] * 100, [], "stop", correct=False)
-    assert trainer.update_correct_length([Group({}, PROMPT, [wrong], 0)]) == {}  # nothing correct yet
-    assert trainer.mean_correct_length is None
-    trainer.update_correct_length([Group({}, PROMPT, [*correct, wrong], 0)])
-    assert trainer.mean_correct_length == 6.0  # the first step sets it; wrong answers do not count
-    tens = [Response("x", [1] * 10, [], "stop", correct=True)] * 2
-    metrics = trainer.update_correct_length([Group({}, PROMPT, tens, 0)])
-    assert trainer.mean_correct_length == 0.5 * 6.0 + 0.5 * 10.0
+    cfg = load_config(None, ["reward.length_momentum=0.5"])
+    rollouts = Rollouts(cfg, StubPool(), StubRewards(lambda pid: 0), ["math_verify"])
+    correct = [Episode.single("x", [1] * n, [], "stop", correct=True) for n in (4, 8)]
+    wrong = Episode.single("x", [1] * 100, [], "stop", correct=False)
+    assert rollouts.observe([Group({}, PROMPT, [wrong])]) == {}  # nothing correct yet
+    assert rollouts.mean_correct_length is None
+    rollouts.observe([Group({}, PROMPT, [*correct, wrong])])
+    assert rollouts.mean_correct_length == 6.0  # the first step sets it; wrong answers do not count
+    tens = [Episode.single("x", [1] * 10, [], "stop", correct=True)] * 2
+    metrics = rollouts.observe([Group({}, PROMPT, tens)])
+    assert rollouts.mean_correct_length == 0.5 * 6.0 + 0.5 * 10.0
     assert metrics == {"reward/mean_correct_length": 8.0}
+    item = rollouts.reward_item({"prompt": "p", "answer": 3, "prompt_ids": [1], "id": "a"}, "t", 5)
+    assert item.metadata == {"prompt": "p", "answer": 3, "id": "a", "response_tokens": 5, "mean_correct_length": 8.0}
 
 
 # ---------------------------------------------------------------- static and hypervolume
@@ -86,8 +93,8 @@ def test_static_weights_and_metrics() -> None:
     weighting = stage({"name": "static", "weights": {"short": 0.25}}, context())
     assert weighting.combine({"token_a": [1.0, 0.0], "short": [1.0, 1.0]}) == [1.25, 0.25]
     assert weighting.observe({}) == {"weights/token_a": 1.0, "weights/short": 0.25}
-    with pytest.raises(ConfigError, match=r"unknown objective\(s\) \['shrt'\]"):
-        stage({"name": "static", "weights": {"shrt": 1.0}}, context())
+    with pytest.raises(ConfigError, match=r"reward_weighting.weights: unknown objective 'shrt'.*\['math_verify'\]"):
+        load_config(None, ["reward_weighting.weights={shrt: 1.0}"])
 
 
 class ScriptedRollout:
@@ -106,18 +113,16 @@ def test_hypervolume_multiplier_scales_advantages_and_state_round_trips() -> Non
     rollout = ScriptedRollout([(0.2, 0.2), (0.5, 0.4), (0.4, 0.3), (0.6, 0.6)])
     ctx = context(rollout=rollout, validation_rows=[{"prompt_ids": PROMPT}] * 3)
     weighting = stage({"name": "hypervolume", "every_n_steps": 2, "responses": 2}, ctx)
-    samples = lambda: [{"advantage": 1.0}, {"advantage": -2.0}]  # noqa: E731
+    samples = lambda: [Sample([1], [2], advantage=1.0), Sample([1], [2], advantage=-2.0)]  # noqa: E731
 
-    first = samples()
-    metrics = weighting.before_update([], first)  # step 0: the reference point, m = 1
-    assert first == samples() and metrics["reward_weighting/multiplier"] == 1.0
+    first, metrics = weighting.before_update([], samples())  # step 0: the reference point, m = 1
+    assert first == [1.0, -2.0] and metrics["reward_weighting/multiplier"] == 1.0
     assert metrics["reward_weighting/hypervolume"] == 0.0
     weighting.before_update([], samples())  # step 1: no measurement
-    second = samples()
-    metrics = weighting.before_update([], second)  # step 2: (0.5, 0.4) adds 0.3 * 0.2 = 0.06
+    second, metrics = weighting.before_update([], samples())  # step 2: (0.5, 0.4) adds 0.3 * 0.2 = 0.06
     m = 0.5 + 1.5 * math.tanh(0.06)
     assert metrics["reward_weighting/contribution"] == pytest.approx(0.06)
-    assert [s["advantage"] for s in second] == pytest.approx([m, -2 * m])
+    assert second == pytest.approx([m, -2 * m])
     assert metrics["reward_weighting/hypervolume"] == pytest.approx(0.06)
     assert metrics["reward_weighting/validation/token_a"] == pytest.approx(0.5)
 
@@ -127,10 +132,11 @@ def test_hypervolume_multiplier_scales_advantages_and_state_round_trips() -> Non
     for w in (weighting, resumed):
         w.before_update([], samples())  # step 3: holds m
     rollout.calls = 2
-    dominated = weighting.before_update([], samples())  # step 4: (0.4, 0.3) is dominated: m = 0.5
+    values, dominated = weighting.before_update([], samples())  # step 4: (0.4, 0.3) is dominated: m = 0.5
     assert dominated["reward_weighting/multiplier"] == 0.5 and dominated["reward_weighting/pareto_size"] == 1
+    assert values == [0.5, -1.0]
     rollout.calls = 2
-    assert resumed.before_update([], samples()) == dominated
+    assert resumed.before_update([], samples()) == (values, dominated)
     assert rollout.calls == 3
 
 
@@ -166,8 +172,14 @@ def test_gradient_weighting_mirror_descent_on_the_simplex() -> None:
     resumed = stage({"name": "gradient"}, context())
     resumed.load_state_dict(state)
     assert resumed.weights == weighting.weights and resumed.steps == weighting.steps
-    with pytest.raises(ConfigError, match="lambda must be > 0"):
+    with pytest.raises(ConfigError, match=r"reward_weighting.lambda: expected float > 0, got 0.0"):
         stage({"name": "gradient", "lambda": 0.0}, context())
+    two = "reward.functions=[math_verify,format]"
+    with pytest.raises(ConfigError, match=r"reward_weighting.min_weight: expected a value in \[0, 1/2\) for 2 objectives"):
+        load_config(None, [two, "reward_weighting.name=gradient", "reward_weighting.min_weight=0.5"])
+    assert load_config(None, [two, "reward_weighting.name=gradient", "reward_weighting.min_weight=0.49"])
+    with pytest.raises(ConfigError, match=r"weights on the simplex, so they must be >= 0"):
+        load_config(None, ["reward_weighting.name=gradient", "reward_weighting.weights={math_verify: -1.0}"])
     with pytest.raises(ConfigError, match="unknown key 'reward_weighting.lamda'.*did you mean 'lambda'"):
         stage({"name": "gradient", "lamda": 1e-4}, context())
 
@@ -177,16 +189,16 @@ def test_objective_advantages_use_each_objective_alone() -> None:
         group([{"token_a": 1.0, "short": 1.0}, {"token_a": 0.0, "short": 1.0}]),
         group([{"token_a": 0.0, "short": 0.0}, {"token_a": 0.0, "short": 1.0}]),
     ]
-    samples = [{"response_ids": r.token_ids, "loss_masked": False} for g in groups for r in g.responses]
-    per_objective = objective_advantages(groups, samples, OBJECTIVES, AlgorithmConfig())
+    samples = [Sample(PROMPT, e.token_ids) for g in groups for e in g.episodes]
+    advantages = per_objective(groups, samples)
     index = torch.tensor([0, 0, 1, 1])
     for k, name in enumerate(OBJECTIVES):
-        rewards = torch.tensor([r.scores[name] for g in groups for r in g.responses])
-        assert per_objective[k] == pytest.approx(compute_advantages("grpo", rewards, index).tolist())
-    assert per_objective[0][2:] == [0.0, 0.0] and per_objective[1][:2] == [0.0, 0.0]
+        rewards = torch.tensor([e.scores[name] for g in groups for e in g.episodes])
+        assert advantages[k] == pytest.approx(compute_advantages("grpo", rewards, index).tolist())
+    assert advantages[0][2:] == [0.0, 0.0] and advantages[1][:2] == [0.0, 0.0]
 
 
-def conflicting_batch(seed: int, groups: int = 6, size: int = 4) -> tuple[list[Group], list[dict]]:
+def conflicting_batch(seed: int, groups: int = 6, size: int = 4) -> tuple[list[Group], list[Sample]]:
     """Objective ``token_a`` (emit the target token) is behind: half of every group has it.
     Objective ``short`` (at most 4 tokens) is ahead: it is met by every response but one per group,
     and the long responses are the ones with the target token."""
@@ -203,18 +215,7 @@ def conflicting_batch(seed: int, groups: int = 6, size: int = 4) -> tuple[list[G
             tokens.append(response)
             scores.append({"token_a": float(TARGET in response), "short": float(len(response) <= 4)})
         out.append(group(scores, tokens))
-    for g in out:
-        for r in g.responses:
-            samples.append(
-                {
-                    "prompt_ids": PROMPT,
-                    "response_ids": r.token_ids,
-                    "rollout_logprobs": [],
-                    "loss_masked": False,
-                    "old_logprobs": None,
-                    "advantage": 0.0,
-                }
-            )
+    samples = [Sample(PROMPT, e.token_ids) for g in out for e in g.episodes]
     return out, samples
 
 
@@ -226,11 +227,11 @@ class InProcessLearner:
     def __init__(self, rank) -> None:
         self.rank = rank
 
-    def objective_gradients(self, samples: list[dict], advantages: list[list[float]], layers: int) -> dict:
-        from rlengine.learner.batching import plan_updates, sample_length, step_denominators
+    def objective_gradients(self, samples: list[Sample], advantages: list[list[float]], layers: int) -> dict:
+        from rlengine.learner.batching import plan_updates, step_denominators
 
         plan = plan_updates(
-            [sample_length(s) for s in samples],
+            [s.length for s in samples],
             ranks=1,
             mini_batch_size=None,
             ppo_epochs=1,
@@ -258,13 +259,13 @@ def test_learner_objective_gradients_equal_plain_autograd(tiny_model_dir, in_pro
     from tests.test_learner_rank import full_logits_reference
 
     groups, samples = conflicting_batch(0)
-    advantages = objective_advantages(groups, samples, OBJECTIVES, AlgorithmConfig())
+    advantages = per_objective(groups, samples)
     result = InProcessLearner(in_process_rank).objective_gradients(samples, advantages, layers=1)
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     params = [p for n, p in model.named_parameters() if ".layers.1." in n]
     logprobs, _ = full_logits_reference(model, samples, in_process_rank.spec.temperature)
-    tokens = torch.tensor([len(s["response_ids"]) for s in samples])
+    tokens = torch.tensor([len(s.response_ids) for s in samples])
     flat = []
     for per_sample in advantages:
         per_token = torch.repeat_interleave(torch.tensor(per_sample), tokens)
@@ -289,7 +290,8 @@ def test_gradient_weighting_moves_weight_toward_the_lagging_objective(in_process
     history = [weighting.weights["token_a"]]
     for seed in range(3):
         groups, samples = conflicting_batch(seed)
-        metrics = weighting.before_update(groups, samples)
+        values, metrics = weighting.before_update(groups, samples)
+        assert values == [s.advantage for s in samples]  # gradient weighting leaves the advantages
         history.append(weighting.weights["token_a"])
         assert metrics["reward_weighting/influence/token_a"] > metrics["reward_weighting/influence/short"]
     assert history == sorted(history) and history[-1] > history[0] + 0.05, history
@@ -306,7 +308,7 @@ def test_objective_gradients_are_the_same_over_two_ranks(
     from tests.conftest import learner_group
 
     groups, samples = conflicting_batch(1)
-    advantages = objective_advantages(groups, samples, OBJECTIVES, AlgorithmConfig())
+    advantages = per_objective(groups, samples)
     single = InProcessLearner(in_process_rank).objective_gradients(samples, advantages, layers=1)
     learner = learner_group(tiny_model_dir, "learner.zero_stage=3", num_ranks=2)
     try:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from rlengine.config import ConfigError, dump_yaml, load_config
-from rlengine.stages import INTERFACES, REGISTRY, Curriculum, Filter, StageContext, build_stage
+from rlengine.stages import BASES, REGISTRY, Curriculum, Filter, Replay, StageContext, build_stage
 
 PLUGIN = '''
 from dataclasses import dataclass
@@ -54,9 +54,44 @@ class HalfConfig:
 
 
 class Half:
+    """Only the required method: the base class supplies the rest."""
+
     config_class = HalfConfig
 
-    def select(self, n): ...
+    def __init__(self, config, context):
+        self.rows = context.rows
+
+    def select(self, n):
+        return self.rows[:n]
+
+
+class NoSelect:
+    config_class = HalfConfig
+
+    def observe(self, prompts, pass_rates):
+        return {}
+
+
+class BadObserve:
+    config_class = HalfConfig
+
+    def select(self, n):
+        return []
+
+    def observe(self, prompts):
+        return {}
+
+
+class LateReserve:
+    """A replay whose reserve takes an extra required argument the step does not pass."""
+
+    config_class = HalfConfig
+
+    def mix(self, groups, step):
+        return groups
+
+    def reserve(self, batch_size, step, margin):
+        return 0
 '''
 
 
@@ -88,8 +123,23 @@ def test_builtin_stages_satisfy_their_protocol(tiny_model_dir) -> None:
     for kind, stages in REGISTRY.items():
         for name in stages:
             config = load_config(None, [f"{kind}.name={name}", *extra.get(name, [])]).__getattribute__(kind)
-            assert isinstance(build_stage(kind, config, context), INTERFACES[kind]), (kind, name)
+            stage = build_stage(kind, config, context)
+            assert isinstance(stage, BASES[kind]) and type(stage) is stages[name][0], (kind, name)
+            assert issubclass(stages[name][0], BASES[kind])  # built-ins derive from their base
     assert not isinstance(build_stage("filter", cfg.filter, context), Curriculum)
+
+
+def test_plugin_without_the_base_class_gets_its_no_op_hooks(plugin_yaml) -> None:
+    """A plug-in with only ``select`` works: observe, state_dict, load_state_dict and close come
+    from the Curriculum base, and the step can call each of them directly."""
+    cfg = load_config(plugin_yaml("  name: my_stages.py:Half\n"))
+    rows = [{"id": str(i)} for i in range(3)]
+    stage = build_stage("curriculum", cfg.curriculum, StageContext(rows, 0, ["acc"], [1.0]), cfg.config_dir)
+    assert isinstance(stage, Curriculum) and type(stage).__name__ == "Half"
+    assert stage.select(2) == rows[:2] and stage.observe(rows, [0.5] * 3) == {}
+    assert stage.state_dict() == {} and stage.load_state_dict({}) is None and stage.close() is None
+    replay = build_stage("replay", load_config(None).replay, StageContext(rows, 0, ["acc"], [1.0]))
+    assert isinstance(replay, Replay) and replay.reserve(8, 0) == 0
 
 
 def test_plugin_stage_from_a_file_relative_to_the_yaml(plugin_yaml) -> None:
@@ -121,9 +171,10 @@ def test_plugin_stage_from_a_file_relative_to_the_yaml(plugin_yaml) -> None:
         ),
         ("  name: nope.py:X\n", r"curriculum.name: file not found: 'nope.py'"),
         ("  name: my_stages.py:NoConfig\n", r"needs a class attribute config_class"),
+        ("  name: my_stages.py:NoSelect\n", r"'my_stages.py:NoSelect' lacks select\(\) \(a curriculum implements select,"),
         (
-            "  name: my_stages.py:Half\n",
-            r"lacks observe, state_dict, load_state_dict; a curriculum implements select, observe",
+            "  name: my_stages.py:BadObserve\n",
+            r"defines observe with a signature the step cannot call as observe\(self, prompts, pass_rates\)",
         ),
         (
             "  name: unifrom\n",
@@ -134,3 +185,11 @@ def test_plugin_stage_from_a_file_relative_to_the_yaml(plugin_yaml) -> None:
 def test_plugin_errors_name_the_key(plugin_yaml, section: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(plugin_yaml(section))
+
+
+def test_plugin_hook_signature_is_checked_for_optional_hooks_too(tmp_path: Path) -> None:
+    (tmp_path / "my_stages.py").write_text(PLUGIN)
+    path = tmp_path / "run.yaml"
+    path.write_text("replay:\n  name: my_stages.py:LateReserve\n")
+    with pytest.raises(ConfigError, match=r"replay.name: .*defines reserve with a signature.*reserve\(self, batch_size, step\)"):
+        load_config(path)

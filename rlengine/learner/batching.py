@@ -22,30 +22,27 @@ import torch
 from torch import Tensor
 
 from rlengine.algorithms.losses import sequence_weights
+from rlengine.samples import Sample
 
 Plan = list[list[list[list[int]]]]
 """``plan[rank][optimizer_step]`` = that rank's micro-batches (lists of sample indices; [] = padding)."""
 
 
-def sample_length(sample: dict) -> int:
-    return len(sample["prompt_ids"]) + len(sample["response_ids"])
-
-
-def prompt_groups(samples: list[dict]) -> list[int]:
+def prompt_groups(samples: list[Sample]) -> list[int]:
     """A group id per sample, numbered in order of first appearance: samples with the same prompt
     share one."""
     ids: dict[tuple[int, ...], int] = {}
-    return [ids.setdefault(tuple(s["prompt_ids"]), len(ids)) for s in samples]
+    return [ids.setdefault(tuple(s.prompt_ids), len(ids)) for s in samples]
 
 
-def planning_lengths(samples: list[dict], groups: list[int] | None = None) -> list[int]:
+def planning_lengths(samples: list[Sample], groups: list[int] | None = None) -> list[int]:
     """Tokens each sample costs the learner: prompt + response, or with ``groups`` (the
     shared-prefix layout, :func:`prompt_groups`) its response plus its share of the prompt (the
     prompt is computed once for all its responses)."""
     if groups is None:
-        return [sample_length(s) for s in samples]
+        return [s.length for s in samples]
     counts = Counter(groups)
-    return [len(s["response_ids"]) + -(-len(s["prompt_ids"]) // counts[g]) for s, g in zip(samples, groups)]
+    return [len(s.response_ids) + -(-len(s.prompt_ids) // counts[g]) for s, g in zip(samples, groups)]
 
 
 def pack_micro_batches(
@@ -150,18 +147,13 @@ def plan_updates(
     return plan
 
 
-def loss_tokens(sample: dict) -> int:
-    """Response tokens that enter the loss (0 for a masked-out sample)."""
-    return 0 if sample.get("loss_masked") else len(sample["response_ids"])
-
-
-def step_denominators(samples: list[dict], plan: Plan, agg: str) -> list[float]:
+def step_denominators(samples: list[Sample], plan: Plan, agg: str) -> list[float]:
     """The aggregation denominator of every optimizer step, summed over all ranks' micro-batches
     (see :func:`rlengine.algorithms.sequence_weights`)."""
     result = []
     for step in range(len(plan[0])):
         indices = [i for rank_plan in plan for micro in rank_plan[step] for i in micro]
-        counts = torch.tensor([loss_tokens(samples[i]) for i in indices], dtype=torch.float32)
+        counts = torch.tensor([samples[i].loss_tokens for i in indices], dtype=torch.float32)
         result.append(float(sequence_weights(counts, agg).sum()))
     return result
 
@@ -221,32 +213,32 @@ class MicroBatch:
         return out.index_put((self.rows, self.cols), flat)
 
 
-def _padded_layout(samples: list[dict], pad_id: int) -> tuple:
+def _padded_layout(samples: list[Sample], pad_id: int) -> tuple:
     """One right-padded row per sample."""
-    seqs = [s["prompt_ids"] + s["response_ids"] for s in samples]
+    seqs = [s.prompt_ids + s.response_ids for s in samples]
     width = max(len(q) for q in seqs)
     input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     for i, q in enumerate(seqs):
         input_ids[i, : len(q)] = torch.tensor(q, dtype=torch.long)
     predict = [
-        _predicting(i * width, len(s["prompt_ids"]), len(s["response_ids"])) for i, s in enumerate(samples)
+        _predicting(i * width, len(s.prompt_ids), len(s.response_ids)) for i, s in enumerate(samples)
     ]
     return input_ids, None, None, predict
 
 
-def _packed_layout(samples: list[dict]) -> tuple:
+def _packed_layout(samples: list[Sample]) -> tuple:
     """All sequences in one row; position ids restart at 0 for each (varlen attention)."""
-    seqs = [s["prompt_ids"] + s["response_ids"] for s in samples]
+    seqs = [s.prompt_ids + s.response_ids for s in samples]
     input_ids = torch.tensor([[t for q in seqs for t in q]], dtype=torch.long)
     position_ids = torch.cat([torch.arange(len(q)) for q in seqs]).unsqueeze(0)
     starts = [0] + torch.tensor([len(q) for q in seqs[:-1]], dtype=torch.long).cumsum(0).tolist()
     predict = [
-        _predicting(start, len(s["prompt_ids"]), len(s["response_ids"])) for start, s in zip(starts, samples)
+        _predicting(start, len(s.prompt_ids), len(s.response_ids)) for start, s in zip(starts, samples)
     ]
     return input_ids, position_ids, None, predict
 
 
-def _shared_prefix_layout(samples: list[dict], pad_id: int) -> tuple:
+def _shared_prefix_layout(samples: list[Sample], pad_id: int) -> tuple:
     """One row per distinct prompt: the prompt once, then each of its responses. A tree attention
     mask lets every response see the prompt and itself only, and position ids restart after the
     prompt for every response, so each response is computed exactly as if it were alone. A group's
@@ -257,10 +249,10 @@ def _shared_prefix_layout(samples: list[dict], pad_id: int) -> tuple:
         groups.setdefault(row, []).append(i)
     rows, predict = [], [torch.zeros(0, dtype=torch.long)] * len(samples)
     for members in groups.values():
-        prompt = samples[members[0]]["prompt_ids"]
+        prompt = samples[members[0]].prompt_ids
         tokens, positions, segments = list(prompt), list(range(len(prompt))), [0] * len(prompt)
         for k, i in enumerate(members, start=1):
-            response = samples[i]["response_ids"]
+            response = samples[i].response_ids
             start = len(tokens)
             tokens += response
             positions += range(len(prompt), len(prompt) + len(response))
@@ -292,10 +284,9 @@ def _predicting(start: int, n_prompt: int, n_response: int) -> Tensor:
 
 
 def make_micro_batch(
-    samples: list[dict], pad_id: int, *, packed: bool = False, shared_prefix: bool = False
+    samples: list[Sample], pad_id: int, *, packed: bool = False, shared_prefix: bool = False
 ) -> MicroBatch:
-    """Tensors for ``samples`` (each has ``prompt_ids``, ``response_ids`` and optionally
-    ``rollout_logprobs``, ``old_logprobs``, ``advantage``, ``loss_masked``).
+    """Tensors for ``samples`` (rlengine/samples.py: ``Sample``).
 
     Layout: right-padded rows (default), one packed row (``packed``), or one row per prompt with
     its responses behind it (``shared_prefix``)."""
@@ -305,7 +296,7 @@ def make_micro_batch(
         input_ids, position_ids, attention_mask, predict = _packed_layout(samples)
     else:
         input_ids, position_ids, attention_mask, predict = _padded_layout(samples, pad_id)
-    lengths = [len(s["response_ids"]) for s in samples]
+    lengths = [len(s.response_ids) for s in samples]
     count, resp_width = len(samples), max(1, max(lengths))
     targets, rows, cols = [], [], []
     mask = torch.zeros((count, resp_width))
@@ -317,15 +308,15 @@ def make_micro_batch(
         n_resp = lengths[i]
         if not n_resp:
             continue
-        targets.append(torch.tensor(s["response_ids"], dtype=torch.long))
+        targets.append(torch.tensor(s.response_ids, dtype=torch.long))
         rows.append(torch.full((n_resp,), i, dtype=torch.long))
         cols.append(torch.arange(n_resp))
-        mask[i, :n_resp] = 0.0 if s.get("loss_masked") else 1.0
-        if s.get("rollout_logprobs"):
-            rollout_lp[i, :n_resp] = torch.tensor(s["rollout_logprobs"], dtype=torch.float32)
+        mask[i, :n_resp] = 1.0 if s.loss_mask is None else torch.tensor(s.loss_mask, dtype=torch.float32)
+        if s.rollout_logprobs:
+            rollout_lp[i, :n_resp] = torch.tensor(s.rollout_logprobs, dtype=torch.float32)
             has_rollout[i] = True
-        if s.get("old_logprobs") is not None:
-            old_lp[i, :n_resp] = torch.tensor(s["old_logprobs"], dtype=torch.float32)
+        if s.old_logprobs is not None:
+            old_lp[i, :n_resp] = torch.tensor(s.old_logprobs, dtype=torch.float32)
             has_old[i] = True
     empty = torch.zeros(0, dtype=torch.long)
     return MicroBatch(
@@ -341,8 +332,8 @@ def make_micro_batch(
         old_logprobs=old_lp,
         has_old=has_old,
         has_rollout=has_rollout,
-        advantages=torch.tensor([float(s.get("advantage", 0.0)) for s in samples], dtype=torch.float32),
+        advantages=torch.tensor([s.advantage for s in samples], dtype=torch.float32),
         lengths=lengths,
-        loss_counts=[loss_tokens(s) for s in samples],
-        rollout_tokens=sum(loss_tokens(s) for s in samples if s.get("rollout_logprobs")),
+        loss_counts=[s.loss_tokens for s in samples],
+        rollout_tokens=sum(s.loss_tokens for s in samples if s.rollout_logprobs),
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import time
 from typing import Any
 
@@ -33,15 +32,18 @@ from rlengine.learner.export import (
     policy_tensors,
     write_safetensors_streamed,
 )
+from rlengine.learner.guests import GuestHost
 from rlengine.learner.logprobs import PolicyModel
 from rlengine.learner.metrics import Metrics
 from rlengine.learner.spec import LearnerSpec, lr_lambda, single_process_env
+from rlengine.samples import Sample
 
 __all__ = ["LearnerRank", "single_process_env"]
 
 
-class LearnerRank:
-    """A DeepSpeed engine over the policy (and, when KL is on, a frozen reference model)."""
+class LearnerRank(GuestHost):
+    """A DeepSpeed engine over the policy (and, when KL is on, a frozen reference model); it can
+    also host a stage's model in its process (rlengine/learner/guests.py)."""
 
     def __init__(self, spec: LearnerSpec) -> None:
         if spec.threads:
@@ -52,16 +54,18 @@ class LearnerRank:
         transformers.utils.logging.disable_progress_bar()
         self.spec = spec
         self.algo, self.opts = spec.algorithm, spec.learner
-        self.guests: dict[str, object] = {}
+        self.guests = {}
         self.transfer: Any = None  # rollout.weight_sync: nccl | ipc (rlengine/learner/weight_transfer.py)
         self.rank = int(os.environ["RANK"])
         self.world_size = int(os.environ["WORLD_SIZE"])
         self.device = torch.device("cuda", torch.cuda.current_device()) if spec.gpu else torch.device("cpu")
-        # LearnerGroup hands the ranks a file rendezvous on one machine: torch's TCP store would
-        # listen on every network interface (env:// with MASTER_ADDR/PORT otherwise)
+        # LearnerGroup hands the ranks a file rendezvous: torch's TCP store would listen on every
+        # network interface. Without one (a launcher such as torchrun), DeepSpeed's env:// or MPI
+        # discovery with MASTER_ADDR / MASTER_PORT.
         init_method = os.environ.get("RLENGINE_INIT_METHOD")
         deepspeed.init_distributed(
             dist_backend="nccl" if spec.gpu else "gloo",
+            auto_mpi_discovery=init_method is None,
             init_method=init_method,
             rank=self.rank if init_method else -1,
             world_size=self.world_size if init_method else -1,
@@ -128,22 +132,9 @@ class LearnerRank:
     def ready(self) -> int:
         return self.rank
 
-    # ------------------------------------------------------------------ guests
-
-    def host(self, name: str, cls: type, *args: object) -> str:
-        """Build ``cls(*args)`` in this process (e.g. PCL's value model, sharing this rank's GPU)."""
-        self.guests[name] = cls(*args)
-        return name
-
-    def call_hosted(self, name: str, method: str, *args: object) -> object:
-        return getattr(self.guests[name], method)(*args)
-
-    def unhost(self, name: str) -> None:
-        self.guests.pop(name, None)
-
     # ------------------------------------------------------------------ forward
 
-    def _batch(self, samples: list[dict], indices: list[int]) -> MicroBatch:
+    def micro_batch(self, samples: list[Sample], indices: list[int]) -> MicroBatch:
         """Tensors of one micro-batch on the device; an empty one is a dummy with a zero mask."""
         batch = make_micro_batch(
             [samples[i] for i in indices] or samples[:1],
@@ -156,7 +147,7 @@ class LearnerRank:
             batch.loss_counts, batch.rollout_tokens = [0] * len(batch.loss_counts), 0
         return batch.to(self.device)
 
-    def _logprobs(
+    def response_logprobs(
         self, model: torch.nn.Module, batch: MicroBatch, with_entropy: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``[B, T]`` logprobs of the response tokens (and entropies) at the rollout temperature."""
@@ -173,7 +164,7 @@ class LearnerRank:
 
     @torch.no_grad()
     def compute_logprobs(
-        self, samples: list[dict], micro_batches: list[list[int]], which: str
+        self, samples: list[Sample], micro_batches: list[list[int]], which: str
     ) -> dict[int, list]:
         """Response-token logprobs under ``which`` (``policy`` or ``ref``), by sample index."""
         model = self.engine if which == "policy" else self.ref
@@ -185,8 +176,8 @@ class LearnerRank:
         model.eval()
         result: dict[int, list] = {}
         for indices in micro_batches:
-            batch = self._batch(samples, indices)
-            logprobs = self._logprobs(model, batch, with_entropy=False)[0].cpu()
+            batch = self.micro_batch(samples, indices)
+            logprobs = self.response_logprobs(model, batch, with_entropy=False)[0].cpu()
             for row, i in enumerate(indices):
                 result[i] = logprobs[row, : batch.lengths[row]].tolist()
         model.train(was_training)
@@ -195,7 +186,7 @@ class LearnerRank:
     # ------------------------------------------------------------------ update
 
     def train(
-        self, samples: list[dict], plan: list[list[list[int]]], denominators: list[float]
+        self, samples: list[Sample], plan: list[list[list[int]]], denominators: list[float]
     ) -> dict[str, float]:
         """Run every optimizer step of ``plan`` (this rank's micro-batches) and return metrics."""
         self.engine.train()
@@ -205,13 +196,12 @@ class LearnerRank:
             denominator = max(denominators[step_index], 1e-8)
             step_loss = torch.zeros((), device=self.device)
             finite = torch.ones((), dtype=torch.bool, device=self.device)
-            clip = (self.algo.clip_low, self.algo.clip_high)
+            clip = self.step_clip(samples, micro_batches)
             if self.algo.loss == "bapo" and self.algo.bapo_adaptive:
-                clip = self._bapo_bounds(samples, micro_batches)
                 metrics.add("actor/bapo_low", clip[0])
                 metrics.add("actor/bapo_high", clip[1])
             for m, indices in enumerate(micro_batches):
-                batch = self._batch(samples, indices)
+                batch = self.micro_batch(samples, indices)
                 total, policy_loss, share = self._micro_batch_loss(batch, denominator, metrics, clip)
                 finite &= torch.isfinite(total.detach())
                 total = torch.nan_to_num(total, nan=0.0, posinf=0.0, neginf=0.0)
@@ -239,28 +229,13 @@ class LearnerRank:
         and its share of the optimizer step's aggregation denominator. ``clip``: (low, high)."""
         algo, L = self.algo, self.spec.max_response_length
         mask = batch.mask
-        logprobs, entropy = self._logprobs(self.engine, batch, with_entropy=True)
-        # stale samples (carried or replayed groups) bring old logprobs; fresh ones are on-policy
-        old = torch.where(batch.has_old.unsqueeze(-1), batch.old_logprobs, logprobs.detach())
-        token_weights = tis_weights(old, batch.rollout_logprobs, algo.tis_cap) if algo.tis_cap else None
-        loss, loss_metrics = compute_policy_loss(
-            algo.loss,
-            logprobs,
-            old,
-            batch.advantages,
-            mask,
-            algo.agg,
-            clip_low=clip[0],
-            clip_high=clip[1],
-            dual_clip=algo.dual_clip,
-            max_response_length=L,
-            token_weights=token_weights,
-        )
+        logprobs, entropy = self.response_logprobs(self.engine, batch, with_entropy=True)
+        loss, loss_metrics = self.policy_loss(batch, logprobs, batch.advantages, clip)
         weight = float(sequence_weights(torch.tensor(batch.loss_counts), algo.agg).sum())
         total = loss
         if self.ref is not None and algo.kl_placement == "loss":
             with torch.no_grad():
-                ref_logprobs, _ = self._logprobs(self.ref, batch, with_entropy=False)
+                ref_logprobs, _ = self.response_logprobs(self.ref, batch, with_entropy=False)
             kl = aggregate_loss(kl_penalty(logprobs, ref_logprobs, algo.kl_kind), mask, algo.agg, L)
             total = total + algo.kl_coef * kl
             metrics.add("kl/mean", kl.detach(), weight)
@@ -286,8 +261,39 @@ class LearnerRank:
             metrics.max("rollout/logprob_diff_max", gap.max())
         return total, loss.detach(), weight / denominator
 
+    def policy_loss(
+        self, batch: MicroBatch, logprobs: torch.Tensor, advantages: torch.Tensor, clip: tuple[float, float]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The update's policy loss on one micro-batch, ``advantages`` ``[B]``: the ratio against the
+        samples' old logprobs (stale samples bring theirs; on-policy ones use the current, detached),
+        TIS weights against vLLM's logprobs (``algorithm.tis_cap``) and the step's ratio bounds
+        ``clip`` (BAPO's adapted ones). The update and the per-objective gradients both use it."""
+        algo = self.algo
+        old = torch.where(batch.has_old.unsqueeze(-1), batch.old_logprobs, logprobs.detach())
+        token_weights = tis_weights(old, batch.rollout_logprobs, algo.tis_cap) if algo.tis_cap else None
+        return compute_policy_loss(
+            algo.loss,
+            logprobs,
+            old,
+            advantages,
+            batch.mask,
+            algo.agg,
+            clip_low=clip[0],
+            clip_high=clip[1],
+            dual_clip=algo.dual_clip,
+            max_response_length=self.spec.max_response_length,
+            token_weights=token_weights,
+        )
+
+    def step_clip(self, samples: list[Sample], micro_batches: list[list[int]]) -> tuple[float, float]:
+        """The ratio bounds of one optimizer step: BAPO's search over the step's tokens
+        (``loss: bapo`` with ``bapo_adaptive``; every rank takes part), else the configured ones."""
+        if self.algo.loss == "bapo" and self.algo.bapo_adaptive:
+            return self._bapo_bounds(samples, micro_batches)
+        return self.algo.clip_low, self.algo.clip_high
+
     @torch.no_grad()
-    def _bapo_bounds(self, samples: list[dict], micro_batches: list[list[int]]) -> tuple[float, float]:
+    def _bapo_bounds(self, samples: list[Sample], micro_batches: list[list[int]]) -> tuple[float, float]:
         """BAPO's ratio bounds for one optimizer step, searched over the step's tokens on every rank
         (:func:`rlengine.algorithms.bapo_adapt_bounds` with the sums all-reduced, so all ranks agree).
 
@@ -298,17 +304,17 @@ class LearnerRank:
         algo = self.algo
         start_low, start_high = algo.clip_low, algo.clip_high  # build_config filled the loss's defaults
         stale = torch.tensor(
-            [float(any(samples[i].get("old_logprobs") is not None for mb in micro_batches for i in mb))],
+            [float(any(samples[i].old_logprobs is not None for mb in micro_batches for i in mb))],
             device=self.device,
         )
         dist.all_reduce(stale, op=dist.ReduceOp.MAX)
         ratios, advantages = [], []
         for indices in micro_batches:
-            batch = self._batch(samples, indices)
+            batch = self.micro_batch(samples, indices)
             valid = batch.mask > 0
             ratio = torch.ones_like(batch.mask)
             if stale.item() > 0:
-                logprobs, _ = self._logprobs(self.engine, batch, with_entropy=False)
+                logprobs, _ = self.response_logprobs(self.engine, batch, with_entropy=False)
                 log_ratio = torch.where(batch.has_old.unsqueeze(-1), logprobs - batch.old_logprobs, 0.0)
                 ratio = torch.exp(log_ratio.clamp(-20.0, 20.0))
             ratios.append(ratio[valid])
@@ -349,105 +355,18 @@ class LearnerRank:
 
     # ------------------------------------------------------------------ per-objective gradients
 
-    def _last_blocks(self, layers: int) -> list[torch.nn.Parameter]:
-        """Trainable parameters of the last ``layers`` transformer blocks (0 = all of them)."""
-        named = [(n, p) for n, p in self.engine.module.model.named_parameters() if p.requires_grad]
-        if layers == 0:
-            return [p for _, p in named]
-        index = {n: int(m.group(1)) for n, _ in named if (m := re.search(r"\.layers\.(\d+)\.", n))}
-        if not index:
-            raise ValueError("reward_weighting.layers: the model has no '.layers.N.' parameters; use 0 (all)")
-        first = max(index.values()) + 1 - layers
-        return [p for n, p in named if index.get(n, -1) >= first]
-
     def objective_gradients(
         self,
-        samples: list[dict],
+        samples: list[Sample],
         micro_batches: list[list[int]],
         denominator: float,
         advantages: list[list[float]],
         layers: int,
     ) -> dict:
-        """Gram matrix of the per-objective policy gradients g_k (the policy loss of the update with
-        ``advantages[k]``), on the last ``layers`` blocks, summed over ranks. Taken with
-        ``torch.autograd.grad`` through the bare module: nothing reaches ``.grad`` or DeepSpeed's
-        gradient buffers, and the backward pass stops at the first chosen block."""
-        import torch.distributed as dist
+        """Gram matrix of the per-objective policy gradients (rlengine/learner/gradients.py)."""
+        from rlengine.learner.gradients import objective_gradients
 
-        start = time.perf_counter()
-        params = self._last_blocks(layers)
-        size = sum(int(getattr(p, "ds_numel", p.numel())) for p in params)
-        flat = torch.zeros(len(advantages), size, device=self.device, dtype=torch.float32)
-        self.engine.train()
-        # ZeRO-3 gathers and releases each block's parameters in module hooks that only a backward
-        # pass reaching the first block completes, so there the gradient is taken for every parameter
-        # and the chosen ones are kept
-        wrt = self._last_blocks(0) if self.opts.zero_stage == 3 else params
-        for indices in micro_batches:
-            self._objective_gradients(samples, indices, denominator, advantages, wrt, params, flat)
-        dist.all_reduce(flat)  # each rank's loss is its share of the global one: the sum is the gradient
-        gram = flat @ flat.T
-        return {
-            "gram": gram.tolist(),
-            "lr": float(self.scheduler.get_last_lr()[0]),
-            "seconds": time.perf_counter() - start,
-        }
-
-    def _objective_gradients(
-        self,
-        samples: list[dict],
-        indices: list[int],
-        denominator: float,
-        advantages: list[list[float]],
-        wrt: list[torch.nn.Parameter],
-        params: list[torch.nn.Parameter],
-        flat: torch.Tensor,
-    ) -> None:
-        """Add one micro-batch's per-objective gradients (taken for ``wrt``, kept for ``params``) to
-        the rows of ``flat``."""
-        algo, zero3 = self.algo, self.opts.zero_stage == 3
-        batch = self._batch(samples, indices)
-        share = float(sequence_weights(torch.tensor(batch.loss_counts), algo.agg).sum()) / max(
-            denominator, 1e-8
-        )
-        logprobs = None
-        for k, per_sample in enumerate(advantages):
-            if logprobs is None or zero3:  # ZeRO-3's backward hooks hold for one backward pass per forward
-                # the module itself, not the engine: the engine's forward hooks start ZeRO's gradient reduction
-                logprobs, _ = self._logprobs(self.engine.module, batch, with_entropy=False)
-            old = torch.where(batch.has_old.unsqueeze(-1), batch.old_logprobs, logprobs.detach())
-            adv = torch.tensor([per_sample[i] for i in indices] or [0.0], device=self.device)
-            loss, _ = compute_policy_loss(
-                algo.loss,
-                logprobs,
-                old,
-                adv,
-                batch.mask,
-                algo.agg,
-                clip_low=algo.clip_low,
-                clip_high=algo.clip_high,
-                dual_clip=algo.dual_clip,
-                max_response_length=self.spec.max_response_length,
-            )
-            last = k == len(advantages) - 1
-            grads = torch.autograd.grad(
-                loss * share, wrt, retain_graph=not (last or zero3), allow_unused=True
-            )
-            kept = {id(p): g for p, g in zip(wrt, grads)}
-            flat[k] += torch.cat(
-                [
-                    (
-                        kept[id(p)]
-                        if kept[id(p)] is not None
-                        else torch.zeros(
-                            p.ds_shape if hasattr(p, "ds_shape") else p.shape, device=self.device
-                        )
-                    )
-                    .reshape(-1)
-                    .float()
-                    for p in params
-                ]
-            )
+        return objective_gradients(self, samples, micro_batches, denominator, advantages, layers)
 
     # ------------------------------------------------------------------ weights
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,14 +67,10 @@ class LearnerSpec:
 
 def single_process_env() -> None:
     """Environment for a DeepSpeed world of one rank in this process (no launcher, no Ray)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_WORLD_SIZE", "1")):
         os.environ.setdefault(key, value)
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(port))
-    # a file rendezvous: torch's TCP store would listen on every network interface
+    # a file rendezvous (no MASTER_ADDR / MASTER_PORT): torch's TCP store would listen on every
+    # network interface
     if "RLENGINE_INIT_METHOD" not in os.environ:
         store = os.path.join(tempfile.mkdtemp(prefix="rlengine-rendezvous-"), "store")
         os.environ["RLENGINE_INIT_METHOD"] = f"file://{store}"

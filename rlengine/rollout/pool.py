@@ -6,7 +6,7 @@ import contextlib
 import dataclasses
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,8 +95,8 @@ class RolloutPool:
         self.max_restarts = max_restarts
         self.restarts = [0] * num_engines
         """Restarts per engine so far."""
-        self.asleep = False
-        """Whether the engines have freed memory (colocated, between rollout and weight sync)."""
+        self.sleeping = False
+        """Whether the engines have freed their memory (colocated, during the update)."""
         self.balance_mode = balance_mode
         self.speeds: list[float | None] = [None] * num_engines
         """Measured tokens per second of each engine (moving average), for ``balance: throughput``."""
@@ -164,16 +164,9 @@ class RolloutPool:
             env.update(extra)
         elif self.use_gpu and tp > 1:
             # one bundle per GPU on one node; vLLM's Ray executor starts its workers in them
-            from ray.util.placement_group import placement_group
-
-            group = placement_group([{"GPU": 1, "CPU": 1}] * tp, strategy="STRICT_PACK")
+            name = f"placement group of engine {index}"
+            group = placement.gpu_group(tp, self.actor_timeout_s, name, one_node=True, cpus=1)
             self.groups[index] = group
-            wait_one(
-                Actor(group, f"placement group of engine {index}"),
-                group.ready(),
-                what="GPU reservation",
-                timeout_s=self.actor_timeout_s,
-            )
             options = placement.in_bundle(group, -1, 0)
         options["runtime_env"] = {"env_vars": env}
         handle = RolloutEngine.options(**options).remote(
@@ -285,20 +278,30 @@ class RolloutPool:
         )
         return time.perf_counter() - start
 
+    @contextlib.contextmanager
+    def asleep(self) -> Iterator[None]:
+        """``placement: colocated``: the engines free their GPU memory inside the block (the
+        update) and take it back at its end, weights and KV cache; a no-op otherwise."""
+        self.sleep()
+        try:
+            yield
+        finally:
+            self.wake_up()
+
     def sleep(self) -> None:
-        """``placement: colocated``: every engine frees its GPU memory for the update (no-op otherwise)."""
+        """``placement: colocated``: every engine frees its GPU memory (no-op otherwise); see :meth:`asleep`."""
         level = self.options["sleep_level"]
         if level:
             arguments = [(level,)] * self.num_engines
             call_all(self.engines, "sleep", arguments, what="sleep", timeout_s=self.actor_timeout_s)
-            self.asleep = True
+            self.sleeping = True
 
-    def wake_up(self, tags: list[str] | None = None) -> None:
-        """Wake sleeping engines: ``["weights"]`` before a weight sync, ``["kv_cache"]`` after it."""
-        if self.asleep:
-            arguments = [(tags,)] * self.num_engines
-            call_all(self.engines, "wake_up", arguments, what="wake-up", timeout_s=self.actor_timeout_s)
-            self.asleep = tags is not None and "kv_cache" not in tags
+    def wake_up(self) -> None:
+        """Sleeping engines take back their weights' and KV cache's memory (the weight sync then
+        overwrites the weights; the learner keeps its own memory throughout)."""
+        if self.sleeping:
+            call_all(self.engines, "wake_up", what="wake-up", timeout_s=self.actor_timeout_s)
+            self.sleeping = False
 
     def prompt_logprobs(self, sequences: list[list[int]], engine_index: int = 0) -> list[list[float]]:
         """Logprobs of ``sequences`` under one engine's weights (identical weights give identical

@@ -1,15 +1,17 @@
 """The four swappable stages: curriculum, filter, reward weighting and replay.
 
 Each built-in stage is one file here with a small class and its own config dataclass,
-registered with ``@register(kind, name, ConfigClass)``. The interfaces (``typing.Protocol``
-classes), the registry and plug-in loading live in :mod:`rlengine.stages.registry`.
+registered with ``@register(kind, name, ConfigClass)``. The base class of each kind (its
+interface, with no-op defaults for the optional hooks), the registry and plug-in loading live in
+:mod:`rlengine.stages.registry`.
 """
 
 from rlengine.stages import curriculum, filter, pcl, replay, reward_weighting  # noqa: F401  (registers built-ins)
 from rlengine.stages.registry import (
+    BASES,
     DEFAULT_STAGE,
-    INTERFACES,
     REGISTRY,
+    REQUIRED,
     STAGE_KINDS,
     Curriculum,
     Filter,
@@ -18,6 +20,7 @@ from rlengine.stages.registry import (
     Replay,
     RewardWeighting,
     RolloutHandle,
+    Stage,
     StageContext,
     build_stage,
     build_stage_config,
@@ -27,7 +30,8 @@ from rlengine.stages.registry import (
 
 __all__ = [
     "DEFAULT_STAGE",
-    "INTERFACES",
+    "BASES",
+    "REQUIRED",
     "REGISTRY",
     "STAGE_KINDS",
     "Curriculum",
@@ -37,6 +41,7 @@ __all__ = [
     "Replay",
     "RewardWeighting",
     "RolloutHandle",
+    "Stage",
     "StageContext",
     "build_stage",
     "build_stage_config",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rlengine.data import PromptDataset
-from rlengine.stages.registry import StageContext, register
+from rlengine.stages.registry import Curriculum, StageContext, register
 
 
 @dataclass
@@ -20,7 +20,7 @@ class UniformCurriculumConfig:
 
 
 @register("curriculum", "uniform", UniformCurriculumConfig)
-class UniformCurriculum:
+class UniformCurriculum(Curriculum):
     """Shuffled pass over the data, epoch after epoch. Its state is the data cursor."""
 
     def __init__(self, config: UniformCurriculumConfig, context: StageContext) -> None:
@@ -30,10 +30,6 @@ class UniformCurriculum:
     def select(self, num_prompts: int) -> list[dict]:
         """The next ``num_prompts`` prompt rows."""
         return self.dataset.next_batch(num_prompts)
-
-    def observe(self, prompts: list[dict], pass_rates: list[float]) -> dict[str, float]:
-        """Feedback after rollouts (pass rate per selected prompt). Uniform ignores it."""
-        return {}
 
     def state_dict(self) -> dict:
         return {"dataset": self.dataset.state_dict()}

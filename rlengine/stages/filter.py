@@ -27,14 +27,15 @@ Their scalar rewards are recomputed with the current reward weights.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
-from rlengine.batch import Group, Response
+from rlengine.episode import Group, pack_groups, unpack_groups
 from rlengine.errors import ConfigError
-from rlengine.stages.registry import Refill, StageContext, register
+from rlengine.schema import Count, Fraction, NonNegativeInt, Range
+from rlengine.stages.registry import Filter, Refill, StageContext, register
 
 log = logging.getLogger(__name__)
 _TOL = 1e-9
@@ -47,7 +48,7 @@ class NoFilterConfig:
 
 
 @register("filter", "none", NoFilterConfig)
-class NoFilter:
+class NoFilter(Filter):
     """Keeps every group."""
 
     def __init__(self, config: NoFilterConfig, context: StageContext) -> None:
@@ -62,58 +63,34 @@ class NoFilter:
             "filter/carried_over": 0.0,
         }
 
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
 
 @dataclass
 class NonzeroVarianceConfig:
     name: str = "nonzero_variance"
     """Stage name."""
-    max_rounds: int = 4
+    max_rounds: Count = 4
     """Most rollout rounds per step, the initial rollout counting as round 1 (1 = never refill)."""
     carry_over: bool = False
     """Keep kept groups beyond ``trainer.batch_size`` for the next step, where they are used first.
     Off by default, as in DAPO. Carried groups are one policy version old: the learner trains them
     with their behaviour (vLLM) logprobs as ``old_logprobs``, so the PPO ratio sees the staleness."""
-    max_carry: int | None = None
+    max_carry: NonNegativeInt | None = None
     """Most groups in the carry buffer (oldest dropped first); ``null`` = one batch (``trainer.batch_size``)."""
-    max_oversample: float = 4.0
+    max_oversample: Annotated[float, Range(1)] = 4.0
     """A refill round asks for at most ``max_oversample`` x the missing number of groups, in prompts."""
-
-    def __post_init__(self) -> None:
-        self.check()
-
-    def check(self) -> None:
-        if self.max_rounds < 1:
-            raise ConfigError(
-                f"filter.max_rounds: expected an integer >= 1 (1 = no refill), got {self.max_rounds}"
-            )
-        if self.max_carry is not None and self.max_carry < 0:
-            raise ConfigError(f"filter.max_carry: expected null or an integer >= 0, got {self.max_carry}")
-        if not self.max_oversample >= 1:
-            raise ConfigError(f"filter.max_oversample: expected a number >= 1, got {self.max_oversample}")
 
 
 @dataclass
 class BalancedFilterConfig(NonzeroVarianceConfig):
     name: str = "balanced"
     """Stage name."""
-    low: float = 0.2
+    low: Fraction = 0.2
     """Smallest pass rate kept (inclusive). 0.2 and 0.8 are the band reported for arXiv 2504.03380 by
     secondary sources, unverified against the paper."""
-    high: float = 0.8
+    high: Fraction = 0.8
     """Largest pass rate kept (inclusive)."""
 
-    def check(self) -> None:
-        super().check()
-        for key in ("low", "high"):
-            value = getattr(self, key)
-            if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"filter.{key}: expected a pass rate in [0, 1], got {value}")
+    def __post_init__(self) -> None:
         if self.low > self.high:
             raise ConfigError(f"filter.low ({self.low}) must be <= filter.high ({self.high})")
 
@@ -129,27 +106,13 @@ def refill_size(shortfall: int, kept: int, generated: int, max_oversample: float
     return max(shortfall, min(cap, -(-shortfall * generated // kept)))
 
 
-def group_to_dict(group: Group) -> dict:
-    """Plain data (dicts, lists, numbers, strings) for checkpoints."""
-    return dataclasses.asdict(group)
-
-
-def group_from_dict(data: dict) -> Group:
-    responses = [Response(**r) for r in data["responses"]]
-    return Group(
-        prompt=data["prompt"],
-        prompt_ids=data["prompt_ids"],
-        responses=responses,
-        policy_version=data.get("policy_version", 0),
-    )
-
-
 @register("filter", "balanced", BalancedFilterConfig)
-class BalancedFilter:
+class BalancedFilter(Filter):
     """Keeps groups whose pass rate is in ``[low, high]``, refilling and carrying over surplus."""
 
-    def __init__(self, config: BalancedFilterConfig, context: StageContext | None = None) -> None:
+    def __init__(self, config: BalancedFilterConfig, context: StageContext) -> None:
         self.config = config
+        self.objectives = context.objectives
         self.buffer: list[Group] = []
 
     def accepts(self, group: Group) -> bool:
@@ -167,7 +130,7 @@ class BalancedFilter:
         while len(kept) < target and rounds < cfg.max_rounds:
             new = refill(refill_size(target - len(kept), num_passed, generated, cfg.max_oversample))
             rounds += 1
-            extra += sum(len(g.responses) for g in new)
+            extra += sum(len(g.episodes) for g in new)
             generated += len(new)
             passed = [g for g in new if self.accepts(g)]
             num_passed += len(passed)
@@ -199,10 +162,10 @@ class BalancedFilter:
         }
 
     def state_dict(self) -> dict:
-        return {"buffer": [group_to_dict(g) for g in self.buffer]}
+        return {"buffer": pack_groups(self.buffer, self.objectives)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.buffer = [group_from_dict(d) for d in state.get("buffer", [])]
+        self.buffer = unpack_groups(state["buffer"])
 
 
 @register("filter", "nonzero_variance", NonzeroVarianceConfig)

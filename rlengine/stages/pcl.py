@@ -20,11 +20,12 @@ import math
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 from rlengine.data import PromptDataset
 from rlengine.errors import ConfigError
-from rlengine.stages.registry import StageContext, register
+from rlengine.schema import Count, Range
+from rlengine.stages.registry import Curriculum, StageContext, register
 from rlengine.stages.value_model import (
     ValueModelConfig,
     ValueModelHandle,
@@ -38,42 +39,16 @@ from rlengine.stages.value_model import (
 class PCLConfig:
     name: str = "pcl"
     """Stage name."""
-    tau: float = 0.5
+    tau: Annotated[float, Range(0, 1, low_open=True, high_open=True)] = 0.5
     """Target pass rate τ: the prompts whose predicted pass rate is nearest it are rolled out."""
-    candidates_factor: int = 4
+    candidates_factor: Count = 4
     """k: candidates scored per prompt selected (k·B per step; the paper uses 4)."""
-    fit_history: int = 1
+    fit_history: Count = 1
     """Steps of (prompt, pass rate) pairs each fit uses: 1 = only the step just made, as in the paper
     (B = 512 there); a few steps steady the fit when B is small. Older pairs are one more policy
     version stale each step."""
     value_model: ValueModelConfig = field(default_factory=ValueModelConfig)
     """The value model: backbone, head, what is trained, optimiser and placement."""
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.tau < 1.0:
-            raise ConfigError(
-                f"curriculum.tau: expected a pass rate strictly between 0 and 1, got {self.tau}"
-            )
-        if self.fit_history < 1:
-            raise ConfigError(f"curriculum.fit_history: expected an integer >= 1, got {self.fit_history}")
-        if self.candidates_factor < 1:
-            raise ConfigError(
-                f"curriculum.candidates_factor: expected an integer >= 1, got {self.candidates_factor}"
-            )
-        vm = self.value_model
-        for key in ("batch_size", "epochs_per_step", "max_prompt_tokens", "cache_size", "hidden_size"):
-            if getattr(vm, key) is not None and getattr(vm, key) < 1:
-                raise ConfigError(
-                    f"curriculum.value_model.{key}: expected an integer >= 1, got {getattr(vm, key)}"
-                )
-        if vm.lr is not None and not vm.lr > 0:
-            raise ConfigError(f"curriculum.value_model.lr: expected a positive number or null, got {vm.lr}")
-        if vm.layers is not None and vm.layers < 1:
-            raise ConfigError(
-                f"curriculum.value_model.layers: expected null or an integer >= 1, got {vm.layers}"
-            )
-        if vm.num_gpus < 0:
-            raise ConfigError(f"curriculum.value_model.num_gpus: expected a number >= 0, got {vm.num_gpus}")
 
 
 def select_nearest(predictions: list[float], num: int, tau: float) -> list[int]:
@@ -121,7 +96,7 @@ def prompt_key(row: dict[str, Any]) -> tuple[str, str, list[int]]:
 
 
 @register("curriculum", "pcl", PCLConfig)
-class PCLCurriculum:
+class PCLCurriculum(Curriculum):
     """Rolls out the prompts whose predicted pass rate is nearest ``tau``. Its state is the data
     cursor, the value model (weights and optimiser) and the fit history."""
 

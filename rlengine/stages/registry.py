@@ -16,13 +16,15 @@ same messages as every other config key. Every stage is built as ``cls(config, c
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
-from rlengine.batch import Group
+from rlengine.episode import Group
 from rlengine.errors import ConfigError, did_you_mean
 from rlengine.plugins import PluginError, is_plugin_spec, load_object
+from rlengine.samples import Sample
 from rlengine.schema import from_dict
 
 STAGE_KINDS = ("curriculum", "filter", "reward_weighting", "replay")
@@ -33,81 +35,108 @@ Refill = Callable[[int], list[Group]]
 
 
 # --------------------------------------------------------------------------- interfaces
+#
+# One base class per stage kind. A stage implements its kind's core method (``select``, ``keep``,
+# ``combine``, ``mix``); everything else has a no-op default here, so the step calls every hook
+# directly. A plug-in class that does not derive from its base class gets the defaults too
+# (``stage_class`` mixes the base in), so plug-ins keep working either way.
 
 
-@runtime_checkable
-class Curriculum(Protocol):
+class Stage:
+    """What every stage has: its state (checkpointed with the run) and a ``close`` hook."""
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly after a resume (default: nothing)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+    def close(self) -> None:
+        """Release what the stage started (actors, processes) at the end of the run."""
+
+
+class Curriculum(Stage):
     """Which prompts are rolled out next."""
 
     def select(self, num_prompts: int) -> list[dict]:
         """The next ``num_prompts`` prompt rows (``id``, ``problem``, ``answer``, ``prompt_ids`` ...)."""
+        raise NotImplementedError
 
     def observe(self, prompts: list[dict], pass_rates: list[float]) -> dict[str, float]:
         """Feedback after the step: every prompt rolled out this step (refill rounds included) and
         its group's pass rate. Returns metrics to log."""
-
-    def state_dict(self) -> dict: ...
-
-    def load_state_dict(self, state: dict) -> None: ...
+        return {}
 
 
-@runtime_checkable
-class Filter(Protocol):
+class Filter(Stage):
     """Which rolled-out groups the learner trains on."""
 
     def keep(self, groups: list[Group], target: int, refill: Refill) -> tuple[list[Group], dict[str, float]]:
         """Up to ``target`` groups to train on, and metrics. May call ``refill`` for more groups."""
-
-    def state_dict(self) -> dict: ...
-
-    def load_state_dict(self, state: dict) -> None: ...
+        raise NotImplementedError
 
 
-@runtime_checkable
-class RewardWeighting(Protocol):
+def unchanged_advantages(samples: list[Sample]) -> list[float]:
+    """Every sample's current advantage (what a ``before_update`` hook returns to change nothing)."""
+    return [s.advantage for s in samples]
+
+
+class RewardWeighting(Stage):
     """How the reward objectives become one scalar per response."""
 
     def combine(self, scores: dict[str, list[float]]) -> list[float]:
         """Per-response scalar rewards from ``{objective: one score per response}``."""
+        raise NotImplementedError
 
     def observe(self, scores: dict[str, list[float]]) -> dict[str, float]:
         """Feedback after the step (scores of the trained responses); returns metrics."""
+        return {}
 
-    # Optional: ``before_update(groups, samples) -> metrics``, called after the learner samples are
-    # built (each has its ``advantage``) and before the update; it may rescale the advantages or
-    # measure per-objective gradients through ``context.learner``. Timed as ``time/reward_weighting``.
+    def before_update(self, groups: list[Group], samples: list[Sample]) -> tuple[list[float], dict[str, float]]:
+        """Called after the learner samples are built (each with its ``advantage``, in the order of
+        ``groups``' episodes) and before the update: the advantages to train with, one per sample,
+        and metrics. It may rescale them or measure per-objective gradients through
+        ``context.learner``; it must not change the samples. Timed as ``time/reward_weighting``."""
+        return unchanged_advantages(samples), {}
 
-    def state_dict(self) -> dict: ...
 
-    def load_state_dict(self, state: dict) -> None: ...
-
-
-@runtime_checkable
-class Replay(Protocol):
+class Replay(Stage):
     """Whether past groups are mixed into the batch."""
+
+    def reserve(self, batch_size: int, step: int) -> int:
+        """Called before the rollout: how many of the step's groups ``mix`` will take from the
+        buffer (that many fewer fresh prompts are rolled out)."""
+        return 0
 
     def mix(self, groups: list[Group], step: int) -> list[Group]:
         """The groups to train on this step: ``groups`` plus any replayed ones."""
+        raise NotImplementedError
 
     def observe(self, groups: list[Group], step: int) -> dict[str, float]:
         """Feedback after the update with the trained groups; returns metrics."""
+        return {}
 
-    # Optional: ``reserve(batch_size, step) -> int``, called before the rollout: how many of the
-    # step's groups ``mix`` will take from the buffer (that many fewer fresh prompts are rolled
-    # out); and ``before_update(groups, samples) -> metrics`` as for reward weighting (RECAP sets
-    # the advantages there; it runs before the reward-weighting hook).
-
-    def state_dict(self) -> dict: ...
-
-    def load_state_dict(self, state: dict) -> None: ...
+    def before_update(self, groups: list[Group], samples: list[Sample]) -> tuple[list[float], dict[str, float]]:
+        """As :meth:`RewardWeighting.before_update` (it runs first)."""
+        return unchanged_advantages(samples), {}
 
 
-INTERFACES: dict[str, type] = {
+BASES: dict[str, type[Stage]] = {
     "curriculum": Curriculum,
     "filter": Filter,
     "reward_weighting": RewardWeighting,
     "replay": Replay,
 }
+"""The base class of each stage kind."""
+
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "curriculum": ("select",),
+    "filter": ("keep",),
+    "reward_weighting": ("combine",),
+    "replay": ("mix",),
+}
+"""The method each kind must implement; the other methods of its base class are optional."""
 
 
 # --------------------------------------------------------------------------- handles
@@ -212,22 +241,51 @@ def stage_class(kind: str, name: str, base_dir: str | None = None) -> tuple[type
         raise ConfigError(f"{kind}.name: {e}") from None
     if not isinstance(cls, type):
         raise ConfigError(f"{kind}.name: {name!r} is not a class (it is a {type(cls).__name__})")
-    missing = [m for m in _methods(INTERFACES[kind]) if not callable(getattr(cls, m, None))]
-    if missing:
+    problems = interface_problems(cls, BASES[kind], REQUIRED[kind])
+    if problems:
         raise ConfigError(
-            f"{kind}.name: {name!r} lacks {', '.join(missing)}; a {kind} implements "
-            f"{', '.join(_methods(INTERFACES[kind]))} (see rlengine/stages/registry.py)"
+            f"{kind}.name: {name!r} {'; '.join(problems)} (a {kind} implements {', '.join(REQUIRED[kind])}, and may "
+            f"override {', '.join(m for m in _methods(BASES[kind]) if m not in REQUIRED[kind])}; see "
+            "rlengine/stages/registry.py)"
         )
     config_cls = getattr(cls, "config_class", None)
     if config_cls is None or not dataclasses.is_dataclass(config_cls):
         raise ConfigError(
             f"{kind}.name: {name!r} needs a class attribute config_class = <a dataclass of its options>"
         )
+    if not issubclass(cls, BASES[kind]):  # the base's no-op hooks, under the plug-in's own methods
+        cls = type(cls.__name__, (cls, BASES[kind]), {"__module__": cls.__module__, "__doc__": cls.__doc__})
     return cls, config_cls
 
 
-def _methods(protocol: type) -> list[str]:
-    return [m for m in vars(protocol) if not m.startswith("_") and callable(getattr(protocol, m))]
+def _methods(base: type) -> list[str]:
+    """The public methods ``base`` and its stage bases define."""
+    names = {m for klass in base.__mro__ if klass is not object for m in vars(klass)}
+    return sorted(m for m in names if not m.startswith("_") and callable(getattr(base, m)))
+
+
+def interface_problems(cls: type, base: type, required: tuple[str, ...]) -> list[str]:
+    """What keeps ``cls`` from serving as a ``base`` stage: a required method it lacks, or a method
+    of the interface it defines with parameters the step's call would not bind to."""
+    problems = []
+    for name in _methods(base):
+        method = getattr(cls, name, None)
+        if method is None or (name in required and getattr(method, "__qualname__", "").startswith(f"{base.__name__}.")):
+            if name in required:
+                problems.append(f"lacks {name}()")
+            continue
+        if not callable(method):
+            problems.append(f"has {name} but it is not a method")
+            continue
+        expected = [p for p in inspect.signature(getattr(base, name)).parameters.values()]
+        try:
+            inspect.signature(method).bind(*[p.name for p in expected])
+        except TypeError as e:
+            wanted = ", ".join(p.name for p in expected)
+            problems.append(f"defines {name} with a signature the step cannot call as {name}({wanted}): {e}")
+        except ValueError:
+            continue  # no signature to check (a builtin)
+    return problems
 
 
 def build_stage_config(kind: str, raw: Any, base_dir: str | None = None) -> Any:

@@ -22,14 +22,15 @@ import statistics
 import warnings
 from collections import deque
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 
 from rlengine.algorithms.multi_objective import recap_weights
-from rlengine.batch import Group, pack_groups, unpack_groups
-from rlengine.errors import ConfigError
-from rlengine.stages.registry import StageContext, register
+from rlengine.episode import Group, pack_groups, unpack_groups
+from rlengine.samples import Sample, objective_advantages
+from rlengine.schema import Count, Positive, Range
+from rlengine.stages.registry import Replay, StageContext, register
 
 
 @dataclass
@@ -39,46 +40,33 @@ class NoReplayConfig:
 
 
 @register("replay", "none", NoReplayConfig)
-class NoReplay:
+class NoReplay(Replay):
     """No replay: the batch is the fresh groups."""
 
     def __init__(self, config: NoReplayConfig, context: StageContext) -> None:
         self.config = config
 
-    def reserve(self, batch_size: int, step: int) -> int:
-        """How many of the step's ``batch_size`` groups come from the buffer (none here)."""
-        return 0
-
     def mix(self, groups: list[Group], step: int) -> list[Group]:
         """Return the groups to train on this step (fresh plus replayed)."""
         return groups
-
-    def observe(self, groups: list[Group], step: int) -> dict[str, float]:
-        return {}
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
 
 
 @dataclass
 class UniformReplayConfig:
     name: str = "uniform"
     """Stage name."""
-    capacity: int = 256
+    capacity: Count = 256
     """Groups the buffer holds; when full, the oldest group is evicted first."""
-    ratio: float = 0.25
+    ratio: Annotated[float, Range(0, 1, high_open=True)] = 0.25
     """Share of each batch's groups taken from the buffer, in [0, 1): round(ratio · batch_size)
     groups, as long as that many are eligible; that many fewer fresh prompts are rolled out."""
-    max_staleness: int = 4
+    max_staleness: Count = 4
     """Oldest policy version a replayed group may come from, in steps before the current one;
     older groups are dropped from the buffer."""
     store: Literal["all", "informative"] = "informative"
     """Which trained fresh groups enter the buffer: all, or only those whose rewards differ (a
     group with equal rewards has zero advantages and teaches nothing)."""
-    checkpoint_max_mb: float = 512.0
+    checkpoint_max_mb: Positive = 512.0
     """Size limit of the buffer in a checkpoint; past it the oldest groups are left out (warned)."""
 
 
@@ -86,9 +74,9 @@ class UniformReplayConfig:
 class RecapReplayConfig(UniformReplayConfig):
     name: str = "recap"
     """Stage name."""
-    window: int = 10
+    window: Count = 10
     """RECAP's window W: convergence compares the mean loss of the last W steps with the W before."""
-    temperature: float = 5.0
+    temperature: Positive = 5.0
     """RECAP's softmax temperature T."""
 
 
@@ -122,15 +110,10 @@ def packed_bytes(packed: dict) -> int:
 
 
 @register("replay", "uniform", UniformReplayConfig)
-class UniformReplay:
+class UniformReplay(Replay):
     """A FIFO buffer of past groups; a share of every batch is drawn from it uniformly."""
 
     def __init__(self, config: UniformReplayConfig, context: StageContext) -> None:
-        if config.capacity < 1 or not 0 <= config.ratio < 1 or config.max_staleness < 1:
-            raise ConfigError(
-                "replay: need capacity >= 1, ratio in [0, 1) and max_staleness >= 1 "
-                f"(got {config.capacity}, {config.ratio}, {config.max_staleness})"
-            )
         self.config, self.context = config, context
         self.buffer = ReplayBuffer(config.capacity)
         self.pending = 0
@@ -191,10 +174,6 @@ class RecapReplay(UniformReplay):
 
     def __init__(self, config: RecapReplayConfig, context: StageContext) -> None:
         super().__init__(config, context)
-        if config.window < 1 or config.temperature <= 0:
-            raise ConfigError(
-                f"replay: need window >= 1 and temperature > 0, got {config.window}, {config.temperature}"
-            )
         self.losses: dict[str, deque[float]] = {
             k: deque(maxlen=2 * config.window) for k in context.objectives
         }
@@ -207,23 +186,18 @@ class RecapReplay(UniformReplay):
         )
         return dict(zip(names, values))
 
-    def before_update(self, groups: list[Group], samples: list[dict]) -> dict[str, float]:
-        """Replace each sample's advantage with Σ_k λ_k · w_k · A(r_k)."""
-        from rlengine.stages.reward_weighting import objective_advantages
-
+    def before_update(self, groups: list[Group], samples: list[Sample]) -> tuple[list[float], dict[str, float]]:
+        """Each sample's advantage becomes Σ_k λ_k · w_k · A(r_k)."""
         objectives = self.context.objectives
         weights = self.context.objective_weights()
         lambdas = self.weights()
-        per_objective = objective_advantages(groups, samples, objectives, self.context.algorithm)
-        for i, sample in enumerate(samples):
-            sample["advantage"] = sum(
-                lambdas[k] * weights[k] * per_objective[j][i] for j, k in enumerate(objectives)
-            )
-        return {f"replay/weight/{k}": v for k, v in lambdas.items()}
+        per_objective = objective_advantages(self.context.algorithm, groups, samples, objectives)
+        values = sum(lambdas[k] * weights[k] * per_objective[j] for j, k in enumerate(objectives))
+        return values.tolist(), {f"replay/weight/{k}": v for k, v in lambdas.items()}
 
     def observe(self, groups: list[Group], step: int) -> dict[str, float]:
         """Also record each objective's loss L_k = 1 − mean score over the trained batch."""
-        responses = [r for g in groups for r in g.responses]
+        responses = [e for g in groups for e in g.episodes]
         if responses:
             for k, history in self.losses.items():
                 history.append(1.0 - statistics.fmean(r.scores[k] for r in responses))

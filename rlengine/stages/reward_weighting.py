@@ -15,8 +15,8 @@ R = Σ_k w_k r_k for every response (arXiv 2509.11452; docs/reward_weighting.md)
   blocks, computed by the learner ranks (any ZeRO stage, any number of ranks).
 
 Every stage logs ``weights/<objective>`` each step. ``before_update(groups, samples)`` is the
-optional hook the trainer calls between building the learner samples and the update; the
-trainer reports its time as ``time/reward_weighting``.
+hook the trainer calls between building the learner samples and the update (it returns the
+advantages to train with); the trainer reports its time as ``time/reward_weighting``.
 """
 
 from __future__ import annotations
@@ -24,10 +24,8 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field
+from typing import Annotated
 
-import torch
-
-from rlengine.algorithms import compute_advantages
 from rlengine.algorithms.multi_objective import (
     hypervolume,
     hypervolume_contribution,
@@ -36,9 +34,10 @@ from rlengine.algorithms.multi_objective import (
     mirror_descent_weights,
     pareto_front,
 )
-from rlengine.batch import Group
-from rlengine.errors import ConfigError
-from rlengine.stages.registry import StageContext, register
+from rlengine.episode import Group
+from rlengine.samples import Sample, objective_advantages
+from rlengine.schema import Count, NonNegativeInt, Positive, Range
+from rlengine.stages.registry import RewardWeighting, StageContext, register, unchanged_advantages
 
 
 @dataclass
@@ -55,10 +54,10 @@ class HypervolumeWeightingConfig:
     """Stage name."""
     weights: dict[str, float] = field(default_factory=dict)
     """Per-objective weight overrides, as for ``static``."""
-    every_n_steps: int = 5
+    every_n_steps: Count = 5
     """Measure the validation slice every N steps (at step 0, then N, 2N ...); the multiplier holds
     until the next measurement."""
-    responses: int = 4
+    responses: Count = 4
     """Responses rolled out per validation prompt."""
 
 
@@ -68,30 +67,25 @@ class GradientWeightingConfig:
     """Stage name."""
     weights: dict[str, float] = field(default_factory=dict)
     """Initial weights (objective -> weight, others keep their reward weight), normalised to sum to 1."""
-    lambda_: float = 1e-4
+    lambda_: Positive = 1e-4
     """Temperature λ of the mirror-descent step w ← softmax(log w + η·s/λ); η is the policy's
     current learning rate. Smaller moves the weights faster (the paper uses 1e-5 … 1e-4)."""
-    every_n_steps: int = 1
+    every_n_steps: Count = 1
     """Update the weights every N steps (each update costs one forward and one backward per
     objective over the batch, down to the first of the chosen layers)."""
-    layers: int = 2
+    layers: NonNegativeInt = 2
     """Gradients are taken on the parameters of the last N transformer blocks; 0 = all parameters."""
-    min_weight: float = 0.0
+    min_weight: Annotated[float, Range(0, 1, high_open=True)] = 0.0
     """Floor for every weight (then renormalised), so no objective is switched off for good."""
 
 
-class ObjectiveWeights:
-    """Weights per objective, the weighted sum, the ``weights/<objective>`` metrics and the state."""
+class ObjectiveWeights(RewardWeighting):
+    """Weights per objective, the weighted sum, the ``weights/<objective>`` metrics and the state.
+    ``reward_weighting.weights`` names only objectives of ``reward.functions`` (rlengine/validation.py)."""
 
     def __init__(self, config: StaticWeightingConfig, context: StageContext) -> None:
         self.config, self.context = config, context
-        self.weights = dict(zip(context.objectives, context.reward_weights))
-        unknown = set(config.weights) - set(self.weights)
-        if unknown:
-            raise ConfigError(
-                f"reward_weighting.weights: unknown objective(s) {sorted(unknown)}; objectives are {list(self.weights)}"
-            )
-        self.weights.update(config.weights)
+        self.weights = {**dict(zip(context.objectives, context.reward_weights)), **config.weights}
 
     def combine(self, scores: dict[str, list[float]]) -> list[float]:
         """Per-response scalar reward from per-objective scores."""
@@ -119,13 +113,6 @@ class HypervolumeWeighting(ObjectiveWeights):
 
     def __init__(self, config: HypervolumeWeightingConfig, context: StageContext) -> None:
         super().__init__(config, context)
-        if config.every_n_steps < 1 or config.responses < 1:
-            raise ConfigError("reward_weighting.every_n_steps and reward_weighting.responses must be >= 1")
-        if not context.validation_rows and context.rollout is not None:
-            raise ConfigError(
-                "reward_weighting.name: hypervolume measures on a held-out validation slice; set "
-                "data.validation_size (e.g. 32) so that many prompts are kept out of training"
-            )
         self.steps = 0
         self.multiplier = 1.0
         self.reference: list[float] | None = None
@@ -137,7 +124,9 @@ class HypervolumeWeighting(ObjectiveWeights):
         groups = self.context.rollout.generate(self.context.validation_rows, self.config.responses)
         return objective_means(groups, self.context.objectives)
 
-    def before_update(self, groups: list[Group], samples: list[dict]) -> dict[str, float]:
+    def before_update(self, groups: list[Group], samples: list[Sample]) -> tuple[list[float], dict[str, float]]:
+        """Every ``every_n_steps``, measure the validation slice and update the multiplier m; the
+        advantages are scaled by m."""
         if self.steps % self.config.every_n_steps == 0:
             point = self.measure()
             if self.reference is None:  # the first point is the reference: nothing dominated yet
@@ -153,9 +142,7 @@ class HypervolumeWeighting(ObjectiveWeights):
                 **{f"reward_weighting/validation/{k}": v for k, v in zip(self.context.objectives, point)},
             }
         self.steps += 1
-        for sample in samples:
-            sample["advantage"] *= self.multiplier
-        return {
+        return [self.multiplier * a for a in unchanged_advantages(samples)], {
             **self.last,
             "reward_weighting/multiplier": self.multiplier,
             "reward_weighting/hypervolume": hypervolume(self.buffer, self.reference or [])
@@ -185,35 +172,24 @@ class GradientWeighting(ObjectiveWeights):
     """Weights moved by mirror descent on the influence of each objective's policy gradient."""
 
     def __init__(self, config: GradientWeightingConfig, context: StageContext) -> None:
-        super().__init__(config, context)
-        if config.lambda_ <= 0 or config.every_n_steps < 1 or config.layers < 0:
-            raise ConfigError(
-                "reward_weighting: lambda must be > 0, every_n_steps >= 1 and layers >= 0 "
-                f"(got {config.lambda_}, {config.every_n_steps}, {config.layers})"
-            )
-        if not 0 <= config.min_weight < 1 / len(self.weights):
-            raise ConfigError(
-                f"reward_weighting.min_weight: expected a value in [0, 1/{len(self.weights)}), got {config.min_weight}"
-            )
-        if any(w < 0 for w in self.weights.values()) or sum(self.weights.values()) <= 0:
-            raise ConfigError(
-                f"reward_weighting: gradient weighting needs non-negative weights, got {self.weights}"
-            )
+        super().__init__(config, context)  # weights >= 0, min_weight < 1/K: rlengine/validation.py
         total = sum(self.weights.values())
         self.weights = {k: w / total for k, w in self.weights.items()}
         self.steps = 0
         self.last: dict[str, float] = {}
 
-    def before_update(self, groups: list[Group], samples: list[dict]) -> dict[str, float]:
+    def before_update(self, groups: list[Group], samples: list[Sample]) -> tuple[list[float], dict[str, float]]:
+        """Every ``every_n_steps``, one mirror-descent step on the weights from the learner's
+        per-objective gradients (the advantages are not changed)."""
         due = self.steps % self.config.every_n_steps == 0
         self.steps += 1
         if due and samples and self.context.learner is not None:
-            advantages = objective_advantages(
-                groups, samples, self.context.objectives, self.context.algorithm
+            advantages = objective_advantages(self.context.algorithm, groups, samples, self.context.objectives)
+            result = self.context.learner.objective_gradients(
+                samples, [a.tolist() for a in advantages], self.config.layers
             )
-            result = self.context.learner.objective_gradients(samples, advantages, self.config.layers)
             self.update(result["gram"], result["lr"])
-        return dict(self.last)
+        return unchanged_advantages(samples), dict(self.last)
 
     def update(self, gram: list[list[float]], lr: float) -> None:
         """One mirror-descent step from the Gram matrix of the per-objective gradients."""
@@ -243,23 +219,4 @@ class GradientWeighting(ObjectiveWeights):
 
 def objective_means(groups: list[Group], objectives: list[str]) -> list[float]:
     """The mean score of every objective over all responses of ``groups``."""
-    return [statistics.fmean(r.scores[k] for g in groups for r in g.responses) for k in objectives]
-
-
-def objective_advantages(
-    groups: list[Group], samples: list[dict], objectives: list[str], algorithm
-) -> list[list[float]]:
-    """Per objective, every sample's advantage from that objective's scores alone (same estimator
-    as training). ``samples`` are the learner samples of ``groups``' responses, in order."""
-    index = torch.tensor([gi for gi, g in enumerate(groups) for _ in g.responses])
-    lengths = torch.tensor([len(s["response_ids"]) * (not s["loss_masked"]) for s in samples])
-    return [
-        compute_advantages(
-            algorithm.advantage,
-            torch.tensor([r.scores[k] for g in groups for r in g.responses], dtype=torch.float32),
-            index,
-            eps=algorithm.eps,
-            lengths=lengths,
-        ).tolist()
-        for k in objectives
-    ]
+    return [statistics.fmean(e.scores[k] for g in groups for e in g.episodes) for k in objectives]

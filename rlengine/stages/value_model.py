@@ -26,6 +26,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from rlengine.schema import Count, NonNegative, Positive
+
 
 @dataclass
 class ValueModelConfig:
@@ -34,35 +36,35 @@ class ValueModelConfig:
     backbone: str = "policy_init"
     """``policy_init`` (the policy's initial weights), or a built-in name, local directory or hub id of
     a separate (smaller) model. A separate model reads the prompt text with its own tokenizer."""
-    layers: int | None = None
+    layers: Count | None = None
     """Use only the backbone's first N transformer layers (null: all). Cost is about proportional;
     on the arithmetic source 8 of SmolLM2's 30 layers predict as well as all 30."""
     head: Literal["linear", "mlp"] = "linear"
     """Scalar head on the pooled last hidden state: one linear layer, or Linear-GELU-Linear."""
-    hidden_size: int = 256
+    hidden_size: Count = 256
     """Width of the ``mlp`` head's hidden layer."""
     train: Literal["head", "full"] = "head"
     """Train only the head (frozen backbone: pooled features are cached per prompt), or the whole model."""
-    lr: float | None = None
+    lr: Positive | None = None
     """AdamW learning rate; default 1e-3 for ``train: head`` and 1e-5 for ``train: full``."""
-    weight_decay: float = 0.0
+    weight_decay: NonNegative = 0.0
     """AdamW weight decay."""
-    batch_size: int = 32
+    batch_size: Count = 32
     """Prompts per forward pass when scoring, and per optimizer step when fitting."""
-    epochs_per_step: int | None = None
+    epochs_per_step: Count | None = None
     """Passes over the (prompt, pass rate) pairs in each fit; default 16 for ``train: head`` (milliseconds
     on cached features, and few passes leave the head near the mean) and 2 for ``train: full``."""
-    max_prompt_tokens: int = 512
+    max_prompt_tokens: Count = 512
     """Longer prompts are cut to their last this many tokens."""
-    cache_size: int = 200_000
+    cache_size: Count = 200_000
     """``train: head`` only: most prompts whose features are kept (least recently used dropped first)."""
     placement: Literal["auto", "actor", "learner", "driver"] = "auto"
     """Where it runs. ``actor``: a Ray actor of its own (its own GPU when ``num_gpus`` >= 1);
     ``learner``: inside the learner's rank-0 process, sharing its GPU; ``driver``: in the trainer
     process. ``auto``: ``actor`` on CPU, ``learner`` on GPU."""
-    num_gpus: float = 1.0
+    num_gpus: NonNegative = 1.0
     """GPUs for ``placement: actor`` on a GPU machine (ignored on CPU)."""
-    threads: int | None = None
+    threads: Count | None = None
     """CPU threads of the ``actor`` placement (default: every core; nothing else runs while it scores or fits)."""
 
 
