@@ -15,14 +15,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 
 from rlengine.algorithms.presets import PRESETS, apply_preset
 from rlengine.data.templates import DEFAULT_MATH_TEMPLATE
 from rlengine.errors import ConfigError
-from rlengine.schema import from_dict, to_dict
+from rlengine.schema import (
+    Count,
+    Fraction,
+    NonNegative,
+    NonNegativeInt,
+    Positive,
+    PositiveFraction,
+    Range,
+    from_dict,
+    to_dict,
+)
 from rlengine.stages.registry import STAGE_KINDS, build_stage_config
 from rlengine.validation import config_loss, validate
 
@@ -63,37 +73,37 @@ class DataConfig:
     """Wrap the rendered template in the tokenizer's chat template."""
     system_prompt: str | None = None
     """Optional system message for the chat template."""
-    limit: int | None = None
+    limit: Count | None = None
     """Use only the first N rows."""
     lazy: bool = False
     """Read prompts when the curriculum draws them instead of loading the whole source: a ``.jsonl``
     file is indexed by line offsets (8 bytes a row), other sources stay memory-mapped through
     ``datasets``. For prompt sets larger than memory. Rows are checked and prompts rendered when
     drawn; prompts too long for ``rollout.max_model_len - rollout.max_tokens`` are skipped then."""
-    validation_size: int = 0
+    validation_size: NonNegativeInt = 0
     """Prompts held out of training (the last N rows of the source, after ``limit``): the validation
     slice that ``reward_weighting.name: hypervolume`` measures on. The curriculum never draws them."""
-    synthetic_num: int = 2000
+    synthetic_num: Count = 2000
     """``synthetic_arithmetic`` only: number of problems generated."""
     synthetic_ops: list[str] = field(default_factory=lambda: ["add", "sub", "mul"])
     """``synthetic_arithmetic`` only: operations."""
-    synthetic_min_digits: int = 1
+    synthetic_min_digits: Count = 1
     """``synthetic_arithmetic`` only: fewest digits per operand."""
-    synthetic_max_digits: int = 4
+    synthetic_max_digits: Count = 4
     """``synthetic_arithmetic`` only: most digits per operand."""
 
 
 @dataclass
 class RolloutConfig:
-    n: int = 4
+    n: Count = 4
     """Responses sampled per prompt (group size G)."""
-    max_tokens: int = 256
+    max_tokens: Count = 256
     """Maximum new tokens per response (L_max)."""
-    temperature: float = 1.0
+    temperature: Positive = 1.0
     """Sampling temperature; the learner divides its logits by the same value."""
-    top_p: float = 1.0
+    top_p: PositiveFraction = 1.0
     """Nucleus sampling. Keep 1.0 for training: the learner cannot reproduce a truncated distribution."""
-    num_engines: int = 1
+    num_engines: Count = 1
     """vLLM engines (Ray actors) in the pool."""
     balance: Literal["even", "tokens", "throughput"] = "tokens"
     """How a request is split over the engines: ``even`` (contiguous equal shares), ``tokens``
@@ -108,7 +118,7 @@ class RolloutConfig:
     is on-policy). Stale samples bring their behaviour logprobs as ``old_logprobs``, so the PPO
     ratio (and ``algorithm.tis_cap`` / ``loss: bapo``) corrects for the lag. Needs
     ``filter.name: none`` and ``replay.name: none``; the prefetched batch is checkpointed."""
-    tensor_parallel_size: int = 1
+    tensor_parallel_size: Count = 1
     """GPUs per engine (vLLM tensor parallelism), pinned to one node by a Ray placement group.
     A config needs ``num_engines x tensor_parallel_size`` GPUs for rollout plus
     ``learner.num_ranks`` for the learner (``rlengine config check`` prints it). CPU: 1."""
@@ -127,11 +137,11 @@ class RolloutConfig:
     ``ipc``: vLLM's weight transfer API over CUDA IPC handles (GPU, ``placement: colocated``).
     ``auto``: ``file`` on CPU, else ``ipc`` when colocated and ``nccl`` when split. Both sides use
     ``packed`` transfers and ``NCCL_CUMEM_ENABLE=0``."""
-    max_model_len: int = 1024
+    max_model_len: Count = 1024
     """vLLM context length (prompt + response)."""
-    gpu_memory_utilization: float = 0.5
+    gpu_memory_utilization: PositiveFraction = 0.5
     """vLLM GPU memory share (GPU only)."""
-    kv_cache_gib: int | None = None
+    kv_cache_gib: Count | None = None
     """vLLM-CPU KV cache size in GiB (``VLLM_CPU_KVCACHE_SPACE``); null = just enough for one
     step's sequences (``trainer.batch_size x n`` at ``max_model_len``), at least 1."""
     engine_in_process: bool = False
@@ -149,21 +159,21 @@ class RewardConfig:
     functions: list[Any] = field(default_factory=lambda: ["math_verify"])
     """Reward functions: built-in names (``math_verify``, ``format``, ``conciseness``, ``length``),
     ``path/to/file.py:function`` or ``{function: ..., name: ..., weight: ..., kwargs: {...}}``."""
-    num_workers: int = 2
+    num_workers: NonNegativeInt = 2
     """Reward worker processes."""
-    timeout_s: float = 10.0
+    timeout_s: Positive = 10.0
     """Per-call timeout; a call that takes longer scores 0 and is counted in ``reward/timeouts``."""
-    import_timeout_s: float = 60.0
+    import_timeout_s: Positive = 60.0
     """Time limit for importing a reward file (``rlengine config check``, run start, each reward
     worker). At start-up a file still importing after this long is a config error; in a worker its
     objective scores 0 for the rest of the run and every call is counted in ``reward/errors``."""
     correct_threshold: float = 0.5
     """A response counts as passing (for ``pass_rate``) when the first objective is >= this."""
-    max_failure_fraction: float = 0.5
+    max_failure_fraction: PositiveFraction = 0.5
     """Stop the run, with the first tracebacks, after a step in which more than this share of reward
     calls raised, returned a non-number or timed out (each scores 0 and is counted in
     ``reward/errors`` / ``reward/timeouts``). 1.0 = never stop."""
-    length_momentum: float = 0.9
+    length_momentum: Annotated[float, Range(0, 1, high_open=True)] = 0.9
     """Momentum of the running mean token length of correct responses, m <- momentum * m +
     (1 - momentum) * (this step's mean); handed to every reward as ``metadata["mean_correct_length"]``
     (the ``conciseness`` objective) and checkpointed."""
@@ -188,32 +198,32 @@ class AlgorithmConfig:
         "token_mean"
     )
     """Loss aggregation over tokens and sequences."""
-    clip_low: float | None = None
+    clip_low: NonNegative | None = None
     """Lower clip (epsilon for ppo/gspo/cispo; the ratio bound itself for bapo). Null = the loss's
     default: ppo 0.2, gspo 3e-4, cispo 1.0 (no lower bound), bapo 0.6, a plug-in its
     ``default_clips``."""
-    clip_high: float | None = None
+    clip_high: NonNegative | None = None
     """Upper clip. Null = the loss's default: ppo 0.2 (DAPO clip-higher uses 0.28), gspo 4e-4,
     cispo 3.0 (IS weight capped at 4), bapo 1.2."""
     dual_clip: float | None = None
     """Dual-clip constant c (e.g. 3.0) for negative advantages; off when null."""
-    eps: float = 1e-6
+    eps: NonNegative = 1e-6
     """Added to the group std in grpo advantages."""
-    kl_coef: float = 0.0
+    kl_coef: NonNegative = 0.0
     """KL coefficient beta; the reference model is loaded only when > 0."""
     kl_kind: Literal["k1", "k2", "k3"] = "k3"
     """KL estimator."""
     kl_placement: Literal["loss", "reward"] = "loss"
     """Add the KL to the loss, or subtract beta * sum_t KL from the reward."""
-    entropy_coef: float = 0.0
+    entropy_coef: NonNegative = 0.0
     """Entropy bonus coefficient (entropy is logged every step regardless)."""
     overlong_shaping: bool = False
     """DAPO soft overlong penalty added to the reward."""
-    overlong_cache: int = 0
+    overlong_cache: NonNegativeInt = 0
     """DAPO L_c: the penalty ramps over the last ``overlong_cache`` tokens before ``rollout.max_tokens``."""
     mask_truncated: bool = False
     """Mask responses that hit ``rollout.max_tokens`` out of the loss."""
-    tis_cap: float | None = None
+    tis_cap: Positive | None = None
     """Truncated importance sampling cap C (e.g. 2.0) for the vLLM/learner mismatch; off when null."""
     bapo_adaptive: bool = True
     """``loss: bapo`` only: search the ratio bounds every optimizer step from the batch (BAPO's
@@ -222,31 +232,31 @@ class AlgorithmConfig:
     """Highest lower bound the search may reach (the BAPO authors' official README: 0.9)."""
     bapo_max_high: float = 3.0
     """Highest upper bound the search may reach (the BAPO authors' official README: 3.0)."""
-    bapo_target: float = 0.5
+    bapo_target: Annotated[float, Range(0, 1, low_open=True, high_open=True)] = 0.5
     """rho_0: the share of the clipped policy-gradient mass that positive-advantage tokens must carry."""
-    bapo_step: float = 0.05
+    bapo_step: Positive = 0.05
     """delta: how much a bound moves per search step."""
 
 
 @dataclass
 class LearnerConfig:
-    num_ranks: int = 1
+    num_ranks: Count = 1
     """DeepSpeed data-parallel ranks (Ray actors)."""
     zero_stage: Literal[0, 1, 2, 3] = 2
     """DeepSpeed ZeRO stage."""
-    lr: float = 1e-6
+    lr: NonNegative = 1e-6
     """Peak learning rate (AdamW)."""
-    weight_decay: float = 0.0
+    weight_decay: NonNegative = 0.0
     """AdamW weight decay."""
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    betas: list[Annotated[float, Range(0, 1, high_open=True)]] = field(default_factory=lambda: [0.9, 0.999])
     """AdamW betas."""
     lr_schedule: Literal["constant", "cosine"] = "constant"
     """Learning-rate schedule after warm-up."""
-    warmup_steps: int = 0
+    warmup_steps: NonNegativeInt = 0
     """Linear warm-up optimizer steps."""
-    min_lr_ratio: float = 0.0
+    min_lr_ratio: Fraction = 0.0
     """Cosine floor as a fraction of ``lr``."""
-    micro_batch_tokens: int = 4096
+    micro_batch_tokens: Count = 4096
     """Token budget of one micro-batch (rows x longest when padded, the sum when packed, rows x
     longest prompt row with ``shared_prefix``); gradients accumulate over micro-batches.
     Micro-batches are cut from length-sorted samples (whole prompt groups with ``shared_prefix``)."""
@@ -266,42 +276,42 @@ class LearnerConfig:
     attn_implementation: str | None = None
     """Attention kernel for the learner's model (``sdpa``, ``flash_attention_2``, ``eager``);
     null = the transformers default (SDPA)."""
-    sync_bucket_mb: int = 512
+    sync_bucket_mb: Count = 512
     """Weight sync: parameters are streamed to the engines' file in buckets of this many MB; under
     ZeRO-3 one bucket at a time is gathered, so no process ever holds the whole model."""
-    zero_bucket_elements: int = 200_000_000
+    zero_bucket_elements: Count = 200_000_000
     """DeepSpeed ZeRO reduce / all-gather / prefetch bucket size in elements (smaller = less
     memory, more collective calls)."""
-    mini_batch_size: int | None = None
+    mini_batch_size: Count | None = None
     """Responses per optimizer step; null = the whole rollout batch (one step per epoch)."""
-    ppo_epochs: int = 1
+    ppo_epochs: Count = 1
     """Passes over each rollout batch."""
-    grad_clip: float = 1.0
+    grad_clip: NonNegative = 1.0
     """Gradient-norm clip (0 = off)."""
     grad_checkpointing: bool = True
     """Activation checkpointing in the policy."""
-    threads: int | None = None
+    threads: Count | None = None
     """Torch CPU threads per rank (default: cores / ranks)."""
 
 
 @dataclass
 class EvaluationConfig:
-    every_n_steps: int = 0
+    every_n_steps: NonNegativeInt = 0
     """Evaluate every N steps and after the last one (0 = never during training)."""
     before_training: bool = False
     """Also evaluate the initial policy before the first step (``eval/step_0.json``), for a
     before/after comparison (``rlengine eval --compare RUN/eval/step_0.json RUN/eval/step_N.json``)."""
     benchmarks: list[str] = field(default_factory=lambda: ["gsm8k"])
     """Benchmark names (gsm8k, math500, aime24, aime25, amc23, minerva_math, olympiadbench)."""
-    samples: int = 1
+    samples: Count = 1
     """Samples per problem."""
-    max_tokens: int = 512
+    max_tokens: Count = 512
     """Maximum new tokens per sample."""
-    temperature: float = 0.0
+    temperature: NonNegative = 0.0
     """Sampling temperature (0 = greedy)."""
-    top_p: float = 1.0
+    top_p: PositiveFraction = 1.0
     """Nucleus sampling."""
-    limit: int | None = 50
+    limit: Count | None = 50
     """Problems per benchmark (null = all)."""
     template: str | None = None
     """Prompt template with ``{problem}``; null = ``data.template`` (the one training uses)."""
@@ -321,13 +331,13 @@ class LoggingConfig:
 
 @dataclass
 class TrainerConfig:
-    max_steps: int = 10
+    max_steps: Count = 10
     """Training steps (one rollout batch each)."""
-    max_minutes: float | None = None
+    max_minutes: Positive | None = None
     """Wall-clock budget: stop after the first step that ends this many minutes after the training
     loop started (evaluation included; a resumed run gets the budget afresh). The final evaluation
     and checkpoint then run as at ``max_steps``. Null: no budget."""
-    batch_size: int = 8
+    batch_size: Count = 8
     """Prompts (groups) per step."""
     seed: int = 0
     """Seed for data order, sampling and initialisation."""
@@ -335,16 +345,16 @@ class TrainerConfig:
     """Run directory (default ``runs/<run_name>``)."""
     run_name: str = "run"
     """Name of the run."""
-    save_every: int = 0
+    save_every: NonNegativeInt = 0
     """Checkpoint every N steps (0 = only at the end)."""
-    keep_last: int = 2
+    keep_last: NonNegativeInt = 2
     """Checkpoints kept (older ones are deleted)."""
-    max_skipped_steps: int = 5
+    max_skipped_steps: NonNegativeInt = 5
     """Stop the run, with a diagnosis, after this many consecutive steps whose every optimizer step
     was skipped for a non-finite loss or gradient (0 = never stop)."""
     ray_address: str | None = None
     """Ray cluster to join (``auto``); a local instance is started when null."""
-    actor_timeout_s: float = 1800.0
+    actor_timeout_s: Positive = 1800.0
     """Longest wait for any one call on a Ray actor (a generation, an update, a weight sync, a
     checkpoint). An actor that dies or does not answer in time stops the run with an error naming
     it, its last log lines and the step; a crashed rollout engine is first restarted once."""

@@ -62,6 +62,8 @@ NonNegative = Annotated[float, Range(0)]
 """A finite float >= 0."""
 Fraction = Annotated[float, Range(0, 1)]
 """A finite float in [0, 1]."""
+PositiveFraction = Annotated[float, Range(0, 1, low_open=True)]
+"""A finite float in (0, 1] (a share that cannot be 0: top_p, a failure fraction)."""
 Count = Annotated[int, Range(1)]
 """An int >= 1."""
 NonNegativeInt = Annotated[int, Range(0)]

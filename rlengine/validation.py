@@ -27,41 +27,10 @@ from rlengine.plugins import is_plugin_spec
 from rlengine.weight_sync import resolve_backend
 
 
-def _positive(value: float, path: str, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(
-            f"{path}: expected a {'non-negative' if allow_zero else 'positive'} number, got {value}"
-        )
-
-
 def validate(cfg: Any) -> None:
-    """Cross-field checks, plus existence checks for data files and reward functions."""
-    _positive(cfg.rollout.n, "rollout.n")
-    _positive(cfg.rollout.max_tokens, "rollout.max_tokens")
-    _positive(cfg.rollout.num_engines, "rollout.num_engines")
-    _positive(cfg.rollout.tensor_parallel_size, "rollout.tensor_parallel_size")
-    _positive(cfg.rollout.temperature, "rollout.temperature")
-    if not 0 < cfg.rollout.top_p <= 1:
-        raise ConfigError(f"rollout.top_p: expected a value in (0, 1], got {cfg.rollout.top_p}")
-    _positive(cfg.learner.num_ranks, "learner.num_ranks")
-    _positive(cfg.learner.lr, "learner.lr", allow_zero=True)
-    _positive(cfg.learner.ppo_epochs, "learner.ppo_epochs")
-    _positive(cfg.learner.micro_batch_tokens, "learner.micro_batch_tokens")
-    _positive(cfg.learner.sync_bucket_mb, "learner.sync_bucket_mb")
-    if cfg.learner.mini_batch_size is not None:
-        _positive(cfg.learner.mini_batch_size, "learner.mini_batch_size")
-    _positive(cfg.trainer.max_steps, "trainer.max_steps")
-    _positive(cfg.trainer.batch_size, "trainer.batch_size")
-    if cfg.trainer.max_minutes is not None:
-        _positive(cfg.trainer.max_minutes, "trainer.max_minutes")
-    _positive(cfg.algorithm.kl_coef, "algorithm.kl_coef", allow_zero=True)
-    _positive(cfg.data.validation_size, "data.validation_size", allow_zero=True)
-    if not 0 <= cfg.reward.length_momentum < 1:
-        raise ConfigError(
-            f"reward.length_momentum: expected a value in [0, 1), got {cfg.reward.length_momentum}"
-        )
-    if cfg.algorithm.tis_cap is not None:
-        _positive(cfg.algorithm.tis_cap, "algorithm.tis_cap")
+    """The rules between fields and sections (ranges and enums are on the fields themselves and
+    were checked when the sections were built, rlengine/schema.py), plus existence checks for data
+    files, reward functions, plug-ins and benchmarks."""
     if getattr(cfg.replay, "name", None) == "recap" and (
         cfg.algorithm.overlong_shaping
         or (cfg.algorithm.kl_coef > 0 and cfg.algorithm.kl_placement == "reward")
@@ -102,16 +71,6 @@ def validate(cfg: Any) -> None:
         )
     _check_algorithm(cfg)
     _check_learner(cfg)
-    _check_evaluation(cfg)
-    _positive(cfg.reward.timeout_s, "reward.timeout_s")
-    _positive(cfg.reward.import_timeout_s, "reward.import_timeout_s")
-    _positive(cfg.trainer.actor_timeout_s, "trainer.actor_timeout_s")
-    if not 0 < cfg.reward.max_failure_fraction <= 1:
-        raise ConfigError(
-            f"reward.max_failure_fraction: expected a value in (0, 1], got {cfg.reward.max_failure_fraction}"
-        )
-    _positive(cfg.trainer.max_skipped_steps, "trainer.max_skipped_steps", allow_zero=True)
-    _positive(cfg.reward.num_workers, "reward.num_workers", allow_zero=True)
     _check_data(cfg)
     _check_rewards(cfg)
     _check_reward_weighting(cfg)
@@ -156,8 +115,6 @@ def _check_algorithm(cfg: Any) -> None:
     except ValueError as e:
         keys = "algorithm.clip_low / clip_high" + (" / dual_clip" if algo.dual_clip is not None else "")
         raise ConfigError(f"{keys} (loss {algo.loss}, after its defaults): {e}") from None
-    _positive(algo.eps, "algorithm.eps", allow_zero=True)
-    _positive(algo.entropy_coef, "algorithm.entropy_coef", allow_zero=True)
     if algo.overlong_shaping and algo.overlong_cache < 1:
         raise ConfigError(
             "algorithm.overlong_cache: overlong_shaping needs the length of its penalty ramp in tokens "
@@ -167,15 +124,8 @@ def _check_algorithm(cfg: Any) -> None:
 
 def _check_learner(cfg: Any) -> None:
     opts = cfg.learner
-    if len(opts.betas) != 2 or not all(0 <= b < 1 for b in opts.betas):
-        raise ConfigError(
-            f"learner.betas: expected two AdamW betas in [0, 1), e.g. [0.9, 0.999], got {opts.betas}"
-        )
-    _positive(opts.weight_decay, "learner.weight_decay", allow_zero=True)
-    _positive(opts.grad_clip, "learner.grad_clip", allow_zero=True)
-    _positive(opts.warmup_steps, "learner.warmup_steps", allow_zero=True)
-    if not 0 <= opts.min_lr_ratio <= 1:
-        raise ConfigError(f"learner.min_lr_ratio: expected a value in [0, 1], got {opts.min_lr_ratio}")
+    if len(opts.betas) != 2:
+        raise ConfigError(f"learner.betas: expected two AdamW betas in [0, 1), e.g. [0.9, 0.999], got {opts.betas}")
     responses = cfg.trainer.batch_size * cfg.rollout.n
     if opts.mini_batch_size is not None and opts.mini_batch_size > responses:
         raise ConfigError(
@@ -183,18 +133,6 @@ def _check_learner(cfg: Any) -> None:
             f"trainer.batch_size x rollout.n = {cfg.trainer.batch_size} x {cfg.rollout.n} = {responses}; "
             "use at most that, or null for one optimizer step per epoch"
         )
-
-
-def _check_evaluation(cfg: Any) -> None:
-    ev = cfg.evaluation
-    _positive(ev.every_n_steps, "evaluation.every_n_steps", allow_zero=True)
-    _positive(ev.samples, "evaluation.samples")
-    _positive(ev.max_tokens, "evaluation.max_tokens")
-    _positive(ev.temperature, "evaluation.temperature", allow_zero=True)
-    if not 0 < ev.top_p <= 1:
-        raise ConfigError(f"evaluation.top_p: expected a value in (0, 1], got {ev.top_p}")
-    if ev.limit is not None:
-        _positive(ev.limit, "evaluation.limit")
 
 
 def _check_bapo(algo: Any) -> None:
@@ -207,10 +145,6 @@ def _check_bapo(algo: Any) -> None:
         raise ConfigError(
             f"algorithm.bapo_max_high: expected a value >= clip_high = {high}, got {algo.bapo_max_high}"
         )
-    if not 0 < algo.bapo_target < 1:
-        raise ConfigError(f"algorithm.bapo_target: expected a value in (0, 1), got {algo.bapo_target}")
-    if algo.bapo_step <= 0:
-        raise ConfigError(f"algorithm.bapo_step: expected a positive number, got {algo.bapo_step}")
 
 
 def _check_data(cfg: Any) -> None:

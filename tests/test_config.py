@@ -103,7 +103,7 @@ def test_cross_field_checks() -> None:
         load_config(None, ["rollout.max_tokens=2048", "rollout.max_model_len=1024"])
     with pytest.raises(ConfigError, match="overlong_cache"):
         load_config(None, ["algorithm.preset=dapo"])
-    with pytest.raises(ConfigError, match="rollout.n: expected a positive"):
+    with pytest.raises(ConfigError, match="rollout.n: expected int >= 1"):
         load_config(None, ["rollout.n=0"])
 
 

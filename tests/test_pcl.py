@@ -265,12 +265,12 @@ def test_pcl_state_round_trips_through_a_checkpoint(tiny_model_dir) -> None:
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("curriculum.tau=1.0", "curriculum.tau: expected a pass rate strictly between 0 and 1"),
-        ("curriculum.candidates_factor=0", "curriculum.candidates_factor: expected an integer >= 1"),
-        ("curriculum.value_model.lr=-1", "curriculum.value_model.lr: expected a positive number"),
+        ("curriculum.tau=1.0", "curriculum.tau: expected float in \\(0, 1\\), got 1.0"),
+        ("curriculum.candidates_factor=0", "curriculum.candidates_factor: expected int >= 1, got 0"),
+        ("curriculum.value_model.lr=-1", "curriculum.value_model.lr: expected float > 0"),
         (
             "curriculum.value_model.batch_size=0",
-            "curriculum.value_model.batch_size: expected an integer >= 1",
+            "curriculum.value_model.batch_size: expected int >= 1",
         ),
         ("curriculum.value_model.head=transformer", "curriculum.value_model.head"),
         ("curriculum.value_model.placment=actor", "did you mean 'placement'"),

@@ -125,10 +125,10 @@ def test_training_step_with_faulty_rewards_completes_with_exact_counts(
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("reward.import_timeout_s=0", "reward.import_timeout_s: expected a positive number, got 0.0"),
-        ("reward.import_timeout_s=-5", "reward.import_timeout_s: expected a positive number, got -5.0"),
-        ("trainer.actor_timeout_s=0", "trainer.actor_timeout_s: expected a positive number, got 0.0"),
-        ("trainer.actor_timeout_s=-1.5", "trainer.actor_timeout_s: expected a positive number, got -1.5"),
+        ("reward.import_timeout_s=0", "reward.import_timeout_s: expected float > 0, got 0.0"),
+        ("reward.import_timeout_s=-5", "reward.import_timeout_s: expected float > 0, got -5.0"),
+        ("trainer.actor_timeout_s=0", "trainer.actor_timeout_s: expected float > 0, got 0.0"),
+        ("trainer.actor_timeout_s=-1.5", "trainer.actor_timeout_s: expected float > 0, got -1.5"),
     ],
 )
 def test_time_limits_must_be_positive(override: str, message: str) -> None:
