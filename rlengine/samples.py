@@ -173,3 +173,19 @@ def with_old_logprobs(samples: list[Sample], logprobs: list[list[float]]) -> lis
     in order) as their ``old_logprobs``; stale ones keep theirs."""
     fresh = iter(logprobs)
     return [s if s.old_logprobs is not None else dataclasses.replace(s, old_logprobs=next(fresh)) for s in samples]
+
+
+def logprob_gap(samples: list[Sample], logprobs: list[list[float]]) -> dict[str, float]:
+    """``rollout/logprob_diff_mean`` / ``_max``: |vLLM's behaviour logprob − the learner's| per
+    loss token, for on-policy ``samples`` and the learner's ``logprobs`` of them under the same
+    weights (the old-logprob pass before the update): the rollout/learner mismatch TIS corrects."""
+    gaps = [
+        abs(b - a)
+        for s, lp in zip(samples, logprobs)
+        if s.rollout_logprobs
+        for a, b, m in zip(s.rollout_logprobs, lp, s.loss_mask or [1] * len(lp))
+        if m
+    ]
+    if not gaps:
+        return {}
+    return {"rollout/logprob_diff_mean": sum(gaps) / len(gaps), "rollout/logprob_diff_max": max(gaps)}

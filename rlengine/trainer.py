@@ -42,6 +42,7 @@ from rlengine.samples import (
     build_samples,
     episode_rewards,
     kl_in_reward,
+    logprob_gap,
     set_scalar_rewards,
     with_advantages,
     with_old_logprobs,
@@ -146,7 +147,9 @@ class Trainer:
         if self.cfg.learner.ppo_epochs > 1 or self.cfg.learner.mini_batch_size:
             fresh = [s for s in samples if s.old_logprobs is None]
             with state.timer("time/old_logprobs"):
-                samples = with_old_logprobs(samples, self.learner.compute_logprobs(fresh, "policy") if fresh else [])
+                old = self.learner.compute_logprobs(fresh, "policy") if fresh else []
+            samples = with_old_logprobs(samples, old)
+            metrics.update(logprob_gap(fresh, old))  # under the engines' weights, unlike the update's
         metrics["advantage/mean_abs"] = float(values.abs().mean())
         metrics["train/stale_fraction"] = statistics.fmean(s.old_logprobs is not None for s in samples)
         return samples, metrics

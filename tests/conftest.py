@@ -90,6 +90,7 @@ def tiny_run_overrides(model_dir: str, run_dir, *extra_rewards: str) -> list[str
         "trainer.batch_size=4",
         f"trainer.output_dir={run_dir}",
         "logging.progress=false",
+        "rollout.engine_in_process=true",  # one engine process, not three: starts ~20 s sooner
     ]
 
 

@@ -1,11 +1,11 @@
 """Filter stage: keep rule, refill loop, carry-over, config checks (pure logic), and the trainer
-step with the filter on stub actors. The real-stack run is the last test (marked slow)."""
+step with the filter on stub parts. The real-stack run (refill, carry-over, resume) is in
+tests/test_e2e.py."""
 
 from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import pytest
@@ -275,74 +275,4 @@ def test_trainer_step_survives_empty_batch(tmp_path: Path) -> None:
     json.dumps({k: clean(v) for k, v in m.items()}, allow_nan=False)
 
 
-# --------------------------------------------------------------------------- real stack
-
-
-@pytest.mark.slow
-def test_balanced_filter_real_stack_and_resume_from_run_dir(tiny_model_dir, ray_session, tmp_path) -> None:
-    """Balanced filter with carry-over on the real stack; ``keep_last`` prunes checkpoints; resuming
-    a copy of the run with ``rlengine train RUN_DIR`` from step 2 reproduces step 3 exactly,
-    carried groups (filter state) included."""
-
-    from rlengine.cli import main
-    from rlengine.trainer import train
-    from tests.conftest import tiny_run_overrides
-
-    run = tmp_path / "run"
-    cfg = load_config(
-        None,
-        [
-            *tiny_run_overrides(tiny_model_dir, run),
-            "rollout.n=2",
-            "filter.name=balanced",
-            "filter.max_rounds=4",
-            "filter.carry_over=true",
-            "trainer.max_steps=3",
-            "trainer.save_every=1",
-            "trainer.keep_last=2",
-        ],
-    )
-    train(cfg)
-    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in metrics] == [1, 2, 3]
-    for m in metrics:
-        for key in ("filter/kept_fraction", "filter/rounds", "filter/extra_rollouts", "filter/carried_over"):
-            assert key in m, key
-        assert m["filter/rounds"] >= 1 and 0 < m["filter/kept_fraction"] <= 1
-        assert m["rollouts/generated"] == 2 * 4 + m["filter/extra_rollouts"]
-        if m["filter/shortfall"] == 0:
-            assert m["effective_ratio"] == 1.0 and m["rollouts/kept"] == 2 * 4
-    assert sum(m["filter/extra_rollouts"] for m in metrics) > 0  # n=2 keeps ~half: refill must have run
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_2", "step_3"]  # keep_last=2
-    state = torch.load(run / "checkpoints/step_3/trainer_state.pt", weights_only=False)
-    assert len(unpack_groups(state["stages"]["filter"]["buffer"])) == metrics[-1]["filter/carry_buffer"]
-
-    copy = tmp_path / "copy"
-    shutil.copytree(run, copy)
-    shutil.rmtree(copy / "checkpoints" / "step_3")
-    assert main(["train", str(copy), "logging.progress=false"]) == 0
-    resumed = [json.loads(line) for line in (copy / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in resumed] == [1, 2, 3]
-    for key in (
-        "filter/carried_over",
-        "filter/carry_buffer",
-        "filter/rounds",
-        "rollouts/kept",
-        "reward/mean",
-    ):
-        assert resumed[2][key] == metrics[2][key], key
-    state_b = torch.load(copy / "checkpoints/step_3/trainer_state.pt", weights_only=False)
-    # Carried groups and data cursor: tokens, ids and rewards exactly; vLLM's sampled logprobs only to
-    # float noise (the resumed engine starts with an empty prefix cache, so its kernels see other shapes).
-    assert _same_state(state_b["stages"], state["stages"])
-
-
-def _same_state(a: object, b: object) -> bool:
-    """Nested equality with floats compared to 1e-4 relative (logprobs from two engine starts)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same_state(a[k], b[k]) for k in a)
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        return len(a) == len(b) and all(_same_state(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, float) and isinstance(b, float):
-        return math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-5)
-    return a == b
+# The filter on the real stack (refill, carry-over, resume): tests/test_e2e.py.

@@ -1,11 +1,10 @@
 """Replay stages (none / uniform / recap): buffer rules, re-scalarisation, RECAP advantages,
-compact checkpoint state, and a real-stack run with BAPO and resume."""
+compact checkpoint state. The real-stack run (BAPO on replayed tokens, resume) is in tests/test_e2e.py."""
 
 from __future__ import annotations
 
 import json
 import random
-import warnings
 from pathlib import Path
 
 import pytest
@@ -180,61 +179,4 @@ def test_trainer_rolls_out_fewer_prompts_and_rescalarises_replayed_groups(tmp_pa
     assert all(s.old_logprobs == [-1.0] * 3 for s in replayed_samples) and second["train/stale_fraction"] == 0.5
 
 
-# ---------------------------------------------------------------- real stack
-
-
-@pytest.mark.slow
-def test_replay_real_stack_with_bapo_and_resume(tiny_model_dir, ray_session, tmp_path) -> None:
-    """``ratio: 0.25`` on the real stack: fewer fresh rollouts per step than the batch, replayed
-    tokens with ratio != 1 under the adaptive BAPO bounds, and a resume that reproduces the buffer."""
-    import shutil
-
-    from rlengine.cli import main
-    from rlengine.trainer import train
-    from tests.conftest import tiny_run_overrides
-
-    run = tmp_path / "run"
-    cfg = load_config(
-        None,
-        [
-            *tiny_run_overrides(tiny_model_dir, run),
-            "algorithm.loss=bapo",
-            "replay.name=recap",
-            "replay.ratio=0.25",
-            "replay.store=all",
-            "trainer.max_steps=3",
-            "trainer.save_every=1",
-        ],
-    )
-    train(cfg)
-    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [m["rollouts/generated"] for m in metrics] == [16, 12, 12]  # 4 then 3 fresh prompts x 4
-    assert [m["replay/used"] for m in metrics] == [0.0, 1.0, 1.0]
-    assert [m["rollouts/kept"] for m in metrics] == [16, 16, 16]
-    for m in metrics[1:]:
-        assert m["actor/stale_ratio_deviation"] > 0  # the policy moved since the replayed group was sampled
-        assert m["replay/max_staleness"] >= 1 and m["train/stale_fraction"] == 0.25
-        assert 0.6 <= m["actor/bapo_low"] <= 0.9 and 1.2 <= m["actor/bapo_high"] <= 3.0
-        assert m["replay/weight/even_length"] == 1.0
-    copy = tmp_path / "copy"
-    shutil.copytree(run, copy)
-    shutil.rmtree(copy / "checkpoints" / "step_3")
-    assert main(["train", str(copy), "logging.progress=false"]) == 0
-    a = torch.load(run / "checkpoints/step_3/trainer_state.pt", weights_only=False)["stages"]["replay"]
-    b = torch.load(copy / "checkpoints/step_3/trainer_state.pt", weights_only=False)["stages"]["replay"]
-    for key in ("rows", "texts", "versions", "token_ids", "prompt_ids", "scores"):
-        assert (
-            str(a["buffer"][key]) == str(b["buffer"][key])
-            if isinstance(a["buffer"][key], str)
-            else (a["buffer"][key] == b["buffer"][key]).all()
-        ), key
-    # vLLM's sampled logprobs agree to float noise (a resumed engine starts with an empty prefix cache)
-    assert torch.allclose(
-        torch.tensor(a["buffer"]["logprobs"]), torch.tensor(b["buffer"]["logprobs"]), atol=1e-4
-    )
-    resumed = [json.loads(line) for line in (copy / "metrics.jsonl").read_text().splitlines()]
-    assert (
-        resumed[2]["replay/used"] == metrics[2]["replay/used"]
-        and resumed[2]["reward/mean"] == metrics[2]["reward/mean"]
-    )
-    warnings.simplefilter("default")
+# Replay on the real stack (BAPO on stale tokens, resume): tests/test_e2e.py.

@@ -142,6 +142,7 @@ def test_ppo_epochs_recompute_old_logprobs_and_kl_in_reward_asks_the_reference(t
     # behaviour logprobs -1, reference -0.5: k3 per token = exp(0.5) - 0.5 - 1, summed over 3 tokens
     assert m["kl/mean"] == pytest.approx(math.exp(0.5) - 1.5, rel=1e-5)
     assert m["time/ref"] > 0 and m["time/old_logprobs"] > 0
+    assert m["rollout/logprob_diff_mean"] == m["rollout/logprob_diff_max"] == 0.5  # vLLM -1 vs learner -0.5
     assert m["time/train"] == pytest.approx(m["time/ref"] + m["time/old_logprobs"] + m["time/update"])
 
 

@@ -198,7 +198,8 @@ class MicroBatch:
     loss_counts: list[int]
     """Response tokens of every sample that enter the loss (host-side, so no device sync is needed)."""
     rollout_tokens: int
-    """Loss tokens of the samples that brought rollout logprobs (host-side)."""
+    """Loss tokens of the on-policy samples (no ``old_logprobs``) that brought rollout logprobs
+    (host-side): where the learner and vLLM held the same weights."""
 
     def to(self, device: torch.device) -> MicroBatch:
         moved = {}
@@ -335,5 +336,5 @@ def make_micro_batch(
         advantages=torch.tensor([s.advantage for s in samples], dtype=torch.float32),
         lengths=lengths,
         loss_counts=[s.loss_tokens for s in samples],
-        rollout_tokens=sum(s.loss_tokens for s in samples if s.rollout_logprobs),
+        rollout_tokens=sum(s.loss_tokens for s in samples if s.rollout_logprobs and s.old_logprobs is None),
     )

@@ -254,8 +254,8 @@ class LearnerRank(GuestHost):
             ratio = torch.exp((logprobs.detach() - batch.old_logprobs).clamp(-20.0, 20.0))
             deviation = ((ratio - 1).abs() * stale).sum() / stale_tokens
             metrics.add("actor/stale_ratio_deviation", deviation, stale_tokens)
-        if batch.rollout_tokens > 0:  # |vLLM - learner| logprob gap where vLLM's logprobs are known
-            valid = (mask > 0) & batch.has_rollout.unsqueeze(-1)
+        if batch.rollout_tokens > 0:  # |vLLM - learner| logprob gap of on-policy samples (same weights)
+            valid = (mask > 0) & batch.has_rollout.unsqueeze(-1) & ~batch.has_old.unsqueeze(-1)
             gap = torch.where(valid, (logprobs.detach() - batch.rollout_logprobs).abs(), 0.0)
             metrics.add("rollout/logprob_diff_mean", gap.sum() / batch.rollout_tokens, batch.rollout_tokens)
             metrics.max("rollout/logprob_diff_max", gap.max())
