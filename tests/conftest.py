@@ -132,6 +132,14 @@ def learner_spec(model_dir: str, *overrides: str):
     return LearnerSpec.from_config(load_config(None, [*SMALL_LEARNER, *overrides]), model_dir)
 
 
+def local_learner(model_dir: str, *overrides: str):
+    """A :class:`LocalLearner`: one real DeepSpeed rank in this process, with a LearnerGroup's calls
+    (no Ray actor to start)."""
+    from rlengine.learner.driver import LocalLearner
+
+    return LocalLearner(learner_spec(model_dir, *overrides))
+
+
 def learner_group(model_dir: str, *overrides: str, num_ranks: int = 1, **options: Any):
     """A real LearnerGroup (Ray actors, DeepSpeed over gloo) on ``model_dir``; ``options`` go to
     :class:`LearnerGroup` (e.g. ``rendezvous_dir``)."""

@@ -11,7 +11,7 @@ import torch
 from rlengine.algorithms import compute_advantages
 from rlengine.learner.batching import pack_micro_batches, plan_updates, split_over_ranks
 from rlengine.samples import Sample
-from tests.conftest import learner_group
+from tests.conftest import learner_group, local_learner
 
 TARGET = 1234  # the token the reward asks for
 PROMPT = [1, 523, 88, 2]
@@ -73,13 +73,13 @@ def target_logprob(learner) -> float:
 @pytest.mark.slow
 @pytest.mark.parametrize("sign", [1.0, -1.0])
 def test_grpo_steps_move_probability_the_way_the_reward_says(
-    tiny_model_dir, ray_session, sign: float
+    tiny_model_dir, sign: float
 ) -> None:
     """Rewarding the target token raises its probability; flipping the advantage lowers it.
 
     Run with both signs so a sign error anywhere (advantage, loss, optimizer) fails one case.
     """
-    learner = learner_group(tiny_model_dir, "learner.lr=3.0e-3")
+    learner = local_learner(tiny_model_dir, "learner.lr=3.0e-3")
     try:
         before = target_logprob(learner)
         for step in range(4):
@@ -127,9 +127,9 @@ def test_weight_sync_engine_matches_learner(tiny_model_dir, rollout_pool, tmp_pa
 
 
 @pytest.mark.slow
-def test_non_finite_step_is_skipped_and_logged(tiny_model_dir, ray_session) -> None:
+def test_non_finite_step_is_skipped_and_logged(tiny_model_dir) -> None:
     """A NaN loss drops that optimizer step (weights unchanged, counted); the next step trains."""
-    learner = learner_group(tiny_model_dir, "learner.lr=1.0e-2")
+    learner = local_learner(tiny_model_dir, "learner.lr=1.0e-2")
     try:
         before = target_logprob(learner)
         samples, advantages = reward_batch(seed=0)
@@ -147,12 +147,12 @@ def test_non_finite_step_is_skipped_and_logged(tiny_model_dir, ray_session) -> N
 
 @pytest.mark.slow
 @pytest.mark.parametrize("agg", ["token_mean", "seq_mean_token_mean"])
-def test_micro_batch_packing_does_not_change_the_gradient(tiny_model_dir, ray_session, agg: str) -> None:
+def test_micro_batch_packing_does_not_change_the_gradient(tiny_model_dir, agg: str) -> None:
     """One sequence per micro-batch or all in one: the same gradient (norm before clipping)."""
     samples = uneven_batch()
     norms = []
     for budget in (16, 4096):
-        learner = learner_group(
+        learner = local_learner(
             tiny_model_dir,
             f"algorithm.agg={agg}",
             f"learner.micro_batch_tokens={budget}",

@@ -9,9 +9,9 @@ import torch
 
 from rlengine.algorithms import PRESETS, compute_advantages
 from rlengine.config import load_config
-from rlengine.learner.group import LearnerGroup
+from rlengine.learner.driver import LocalLearner
 from rlengine.learner.spec import LearnerSpec
-from tests.conftest import learner_group
+from tests.conftest import local_learner
 from tests.test_learner import reward_batch, target_logprob
 
 pytestmark = pytest.mark.slow
@@ -35,7 +35,7 @@ def run_preset(
             *overrides,
         ],
     )
-    learner = LearnerGroup(LearnerSpec.from_config(cfg, tiny_model_dir), num_ranks=1)
+    learner = LocalLearner(LearnerSpec.from_config(cfg, tiny_model_dir))
     history = []
     try:
         before = target_logprob(learner)
@@ -59,7 +59,7 @@ def run_preset(
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
-def test_preset_learns_through_real_learner(tiny_model_dir, ray_session, preset: str) -> None:
+def test_preset_learns_through_real_learner(tiny_model_dir, preset: str) -> None:
     before, after, history = run_preset(tiny_model_dir, f"algorithm.preset={preset}")
     for metrics in history:
         assert all(math.isfinite(v) for v in metrics.values() if isinstance(v, float)), metrics
@@ -69,7 +69,7 @@ def test_preset_learns_through_real_learner(tiny_model_dir, ray_session, preset:
     assert after > before + 0.2, (preset, before, after)
 
 
-def test_multi_epoch_minibatch_with_tis(tiny_model_dir, ray_session) -> None:
+def test_multi_epoch_minibatch_with_tis(tiny_model_dir) -> None:
     """ppo_epochs x mini-batches use learner old logprobs: the ratio moves off 1 and clipping kicks in.
     The rollout/learner mismatch is measured exactly (the rollout logprobs are shifted by 0.3)."""
     before, after, history = run_preset(
@@ -88,7 +88,7 @@ def test_multi_epoch_minibatch_with_tis(tiny_model_dir, ray_session) -> None:
     assert "rollout/logprob_diff_mean" not in history[0]
 
 
-def test_tis_weights_change_the_update(tiny_model_dir, ray_session) -> None:
+def test_tis_weights_change_the_update(tiny_model_dir) -> None:
     """TIS multiplies each token by min(pi_old / pi_rollout, C): with rollout logprobs 0.5 above the
     learner's the weight is exp(-0.5) ~ 0.61 on every token, so the gradient norm shrinks by that factor."""
     norms = {}
@@ -103,8 +103,8 @@ def test_tis_weights_change_the_update(tiny_model_dir, ray_session) -> None:
     assert norms["2.0"] == pytest.approx(math.exp(-0.5) * norms["null"], rel=1e-3)
 
 
-def test_reference_logprobs_equal_initial_policy(tiny_model_dir, ray_session) -> None:
-    learner = learner_group(tiny_model_dir, "algorithm.kl_coef=0.1", "algorithm.kl_placement=reward")
+def test_reference_logprobs_equal_initial_policy(tiny_model_dir) -> None:
+    learner = local_learner(tiny_model_dir, "algorithm.kl_coef=0.1", "algorithm.kl_placement=reward")
     try:
         samples, advantages = reward_batch(seed=0)
         ref = learner.compute_logprobs(samples, "ref")
@@ -130,18 +130,18 @@ def test_reference_logprobs_equal_initial_policy(tiny_model_dir, ray_session) ->
     ],
     ids=lambda o: ",".join(x.split("=")[1] for x in o if "clip" not in x),
 )
-def test_aggregations_and_losses_learn_through_real_learner(tiny_model_dir, ray_session, overrides) -> None:
+def test_aggregations_and_losses_learn_through_real_learner(tiny_model_dir, overrides) -> None:
     before, after, history = run_preset(tiny_model_dir, *overrides)
     assert all(m["learner/skipped_steps"] == 0 and m["grad_norm"] > 0 for m in history)
     assert after > before + 0.2, (overrides, before, after)
 
 
-def test_entropy_bonus_raises_entropy(tiny_model_dir, ray_session) -> None:
+def test_entropy_bonus_raises_entropy(tiny_model_dir) -> None:
     """With zero advantages only the entropy bonus moves the policy: entropy must rise (and stays put
     with entropy_coef = 0, where the gradient is exactly zero)."""
     results = {}
     for coef in (0.0, 0.5):
-        learner = learner_group(tiny_model_dir, f"algorithm.entropy_coef={coef}", "learner.lr=1.0e-4")
+        learner = local_learner(tiny_model_dir, f"algorithm.entropy_coef={coef}", "learner.lr=1.0e-4")
         try:
             samples, _ = reward_batch(seed=0)
             for sample in samples:
@@ -157,9 +157,9 @@ def test_entropy_bonus_raises_entropy(tiny_model_dir, ray_session) -> None:
     assert entropies[0] < entropies[1] < entropies[2], entropies
 
 
-def test_lr_schedule_warmup_then_cosine(tiny_model_dir, ray_session) -> None:
+def test_lr_schedule_warmup_then_cosine(tiny_model_dir) -> None:
     """The learning rate the learner reports follows linear warm-up, then cosine to the floor."""
-    learner = learner_group(
+    learner = local_learner(
         tiny_model_dir,
         "learner.lr=1.0e-3",
         "learner.lr_schedule=cosine",
@@ -185,7 +185,7 @@ def test_lr_schedule_warmup_then_cosine(tiny_model_dir, ray_session) -> None:
     assert lrs == pytest.approx(expected, rel=1e-6)
 
 
-def test_kl_in_reward_uses_reference_logprobs(tiny_model_dir, ray_session, tmp_path) -> None:
+def test_kl_in_reward_uses_reference_logprobs(tiny_model_dir, tmp_path) -> None:
     """kl_placement=reward: each response's reward drops by beta * sum_t k3(rollout vs reference)."""
     from rlengine.episode import Episode, Group
     from rlengine.producer import StepState
@@ -196,7 +196,8 @@ def test_kl_in_reward_uses_reference_logprobs(tiny_model_dir, ray_session, tmp_p
     cfg = load_config(None, ["reward.functions=[math_verify,format]", "algorithm.advantage=dr_grpo", *kl])
     rows = [{"id": "p", "prompt": "x", "answer": "1", "prompt_ids": [1]}]
     trainer = stub_trainer(
-        cfg, rows, tmp_path, learner=learner_group(tiny_model_dir, *kl), objectives=("math_verify", "format")
+        cfg, rows, tmp_path, learner=local_learner(tiny_model_dir, *kl), objectives=("math_verify", "format"),
+        reward_weights=(1.0, 1.0),
     )
     try:
         samples, _ = reward_batch(seed=0, groups=1, size=2)

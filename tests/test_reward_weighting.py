@@ -219,36 +219,13 @@ def conflicting_batch(seed: int, groups: int = 6, size: int = 4) -> tuple[list[G
     return out, samples
 
 
-class InProcessLearner:
-    """The learner handle over one :class:`LearnerRank` in this process (a DeepSpeed world of one)."""
-
-    num_ranks = 1
-
-    def __init__(self, rank) -> None:
-        self.rank = rank
-
-    def objective_gradients(self, samples: list[Sample], advantages: list[list[float]], layers: int) -> dict:
-        from rlengine.learner.batching import plan_updates, step_denominators
-
-        plan = plan_updates(
-            [s.length for s in samples],
-            ranks=1,
-            mini_batch_size=None,
-            ppo_epochs=1,
-            token_budget=64,
-            seed=0,
-        )
-        denominator = step_denominators(samples, plan, "token_mean")[0]
-        return self.rank.objective_gradients(samples, plan[0][0], denominator, advantages, layers)
-
-
 @pytest.fixture(scope="module")
 def in_process_rank(tiny_model_dir):
-    from rlengine.learner.rank import LearnerRank, single_process_env
-    from tests.conftest import learner_spec
+    """One real DeepSpeed rank in this process with a LearnerGroup's calls (micro-batches of 64
+    tokens, so accumulation over micro-batches is exercised)."""
+    from tests.conftest import local_learner
 
-    single_process_env()
-    return LearnerRank(learner_spec(tiny_model_dir, "learner.lr=1.0e-5"))
+    return local_learner(tiny_model_dir, "learner.lr=1.0e-5", "learner.micro_batch_tokens=64")
 
 
 @pytest.mark.slow
@@ -261,7 +238,7 @@ def test_learner_objective_gradients_equal_plain_autograd(tiny_model_dir, in_pro
 
     groups, samples = conflicting_batch(0)
     advantages = per_objective(groups, samples)
-    result = InProcessLearner(in_process_rank).objective_gradients(samples, advantages, layers=1)
+    result = in_process_rank.objective_gradients(samples, advantages, layers=1)
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     params = [p for n, p in model.named_parameters() if ".layers.1." in n]
@@ -277,7 +254,7 @@ def test_learner_objective_gradients_equal_plain_autograd(tiny_model_dir, in_pro
     assert torch.tensor(result["gram"]) == pytest.approx(reference, rel=1e-4, abs=1e-10)
     assert reference[0, 0] > 0 and reference[1, 1] > 0
     assert result["lr"] == pytest.approx(1e-5)
-    everything = InProcessLearner(in_process_rank).objective_gradients(samples, advantages, layers=0)
+    everything = in_process_rank.objective_gradients(samples, advantages, layers=0)
     assert everything["gram"][0][0] > result["gram"][0][0]  # more parameters, a larger norm
 
 
@@ -287,7 +264,7 @@ def test_gradient_weighting_moves_weight_toward_the_lagging_objective(in_process
     weight over the one that is ahead (short, met by 3 of 4), step after step."""
     weighting = stage(
         {"name": "gradient", "lambda": 1e-5, "layers": 1},
-        context(learner=InProcessLearner(in_process_rank)),
+        context(learner=in_process_rank),
     )
     history = [weighting.weights["token_a"]]
     for seed in range(3):
@@ -311,7 +288,7 @@ def test_objective_gradients_are_the_same_over_two_ranks(
 
     groups, samples = conflicting_batch(1)
     advantages = per_objective(groups, samples)
-    single = InProcessLearner(in_process_rank).objective_gradients(samples, advantages, layers=1)
+    single = in_process_rank.objective_gradients(samples, advantages, layers=1)
     learner = learner_group(tiny_model_dir, "learner.zero_stage=3", num_ranks=2)
     try:
         double = learner.objective_gradients(samples, advantages, layers=1)
