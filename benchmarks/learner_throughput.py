@@ -22,6 +22,7 @@ measured in the same run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import sys
@@ -164,8 +165,8 @@ def run_rlengine(args, samples: list[Sample], plan) -> dict:
 
     from rlengine.config import load_config
     from rlengine.learner.batching import step_denominators
-    from rlengine.learner.rank import LearnerRank, single_process_env
-    from rlengine.learner.spec import LearnerSpec
+    from rlengine.learner.rank import LearnerRank
+    from rlengine.learner.spec import LearnerSpec, single_process_env
 
     single_process_env()
     cuda = args.device == "cuda"
@@ -179,8 +180,8 @@ def run_rlengine(args, samples: list[Sample], plan) -> dict:
             f"learner.packing={str(args.packing).lower()}",
             f"learner.compile={str(args.compile).lower()}",
             "learner.lr=1.0e-6",
-            f"rollout.max_tokens={max(len(s['response_ids']) for s in samples)}",
-            f"rollout.max_model_len={max(len(s['prompt_ids']) + len(s['response_ids']) for s in samples) + 1}",
+            f"rollout.max_tokens={max(len(s.response_ids) for s in samples)}",
+            f"rollout.max_model_len={max(s.length for s in samples) + 1}",
         ],
     )
     rank = LearnerRank(LearnerSpec.from_config(cfg, args.model_path, gpu=cuda))
@@ -268,7 +269,7 @@ def run_plain(args, samples: list[Sample], plan) -> dict:
 def worker(args) -> None:
     from rlengine.learner.batching import plan_updates
 
-    samples = json.loads(Path(args.samples_file).read_text())
+    samples = [Sample(**s) for s in json.loads(Path(args.samples_file).read_text())]
     plan = plan_updates(
         [s.length for s in samples],
         ranks=1,
@@ -361,7 +362,7 @@ def main() -> None:
     vocab = AutoConfig.from_pretrained(model_path).vocab_size
     samples = make_samples(args.responses, args.prompt_tokens, args.response_tokens, vocab)
     samples_file = workdir / "samples.json"
-    samples_file.write_text(json.dumps(samples))
+    samples_file.write_text(json.dumps([dataclasses.asdict(s) for s in samples]))
     tokens = sum(len(s.prompt_ids) + len(s.response_ids) for s in samples)
     flops = model_flops_per_step(model_path, samples)
     peak = matmul_peak(args.device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -37,6 +38,24 @@ def fast_tests_start_nothing(request: pytest.FixtureRequest, monkeypatch: pytest
 
     monkeypatch.setattr(ray, "init", refuse("Ray"))
     monkeypatch.setattr(torch.distributed, "init_process_group", refuse("a torch.distributed world (DeepSpeed)"))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def modules_leave_no_world_behind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A module leaves no ``RANK`` / ``WORLD_SIZE`` / rendezvous in the environment (an in-process
+    rank is built inside ``single_process_world()``): a subprocess started later, a benchmark
+    worker or ``rlengine train``, would take itself for rank 0 of a world that is not there."""
+    from rlengine.learner.spec import WORLD_ENV_KEYS
+
+    before = {key: os.environ.get(key) for key in WORLD_ENV_KEYS}
+    yield
+    leaked = [key for key in WORLD_ENV_KEYS if os.environ.get(key) != before[key]]
+    if leaked:
+        for key in leaked:
+            os.environ.pop(key, None)
+            if before[key] is not None:
+                os.environ[key] = before[key]
+        pytest.fail(f"{request.node.nodeid} left {', '.join(leaked)} in the environment", pytrace=False)
 
 
 SKIPPED: list[str] = []

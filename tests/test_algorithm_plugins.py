@@ -702,7 +702,8 @@ def test_learner_rank_trains_with_a_plugin_loss(
     """A LearnerRank in this process (DeepSpeed, a world of one) uses the plug-in loss: twice the
     PPO loss gives twice the built-in's policy loss and gradient norm."""
     from rlengine.learner.batching import step_denominators
-    from rlengine.learner.rank import LearnerRank, single_process_env
+    from rlengine.learner.rank import LearnerRank
+    from rlengine.learner.spec import single_process_world
     from tests.conftest import SMALL_LEARNER
     from tests.test_learner_rank import random_samples
 
@@ -719,16 +720,16 @@ def test_learner_rank_trains_with_a_plugin_loss(
     )
     path = write_config(tmp_path / "cfg", "loss: algos.py:doubled_ppo")
     monkeypatch.chdir(tmp_path)
-    single_process_env()
     samples = [s for s in random_samples(5) if s.response_ids]
     plan = [[[0, 1, 2], [3, 4]]]
     results = {}
     for loss in ("algos.py:doubled_ppo", "ppo"):
         overrides = [*SMALL_LEARNER, "learner.grad_clip=0.0", "learner.lr=0.0", f"algorithm.loss={loss}"]
         spec = LearnerSpec.from_config(load_config(path, overrides), tiny_model_dir)
-        results[loss] = LearnerRank(spec).train(
-            samples, plan, step_denominators(samples, [plan], "token_mean")
-        )
+        with single_process_world():
+            results[loss] = LearnerRank(spec).train(
+                samples, plan, step_denominators(samples, [plan], "token_mean")
+            )
     plugin, builtin = results["algos.py:doubled_ppo"], results["ppo"]
     assert plugin["loss/policy"] == pytest.approx(2 * builtin["loss/policy"], rel=1e-5)
     assert (

@@ -58,9 +58,13 @@ def report_rows(script: str, *args: str) -> dict[str, list[str]]:
     return {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in lines}
 
 
-def fake_run(run_dir: Path, rewards: list[float], accuracy: dict[int, float]) -> None:
+def fake_run(
+    run_dir: Path, rewards: list[float], accuracy: dict[int, float], distances: list[float] | None = None
+) -> None:
     (run_dir / "eval").mkdir(parents=True)
     lines = [{"step": i + 1, "time/step": 10.0, "reward/mean": r} for i, r in enumerate(rewards)]
+    for line, distance in zip(lines, distances or []):
+        line["pass_rate/distance_from_half"] = distance
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
     for step, acc in accuracy.items():
         data = {
@@ -73,15 +77,17 @@ def fake_run(run_dir: Path, rewards: list[float], accuracy: dict[int, float]) ->
 def test_curriculum_efficiency_reports_time_to_plain_grpos_best(tmp_path) -> None:
     """The report of benchmarks/curriculum_efficiency.py on finished runs (``--reuse``): the
     training itself is the trainer's, covered by the end-to-end tests."""
-    fake_run(tmp_path / "uniform", [0.1, 0.2, 0.3, 0.3], {0: 0.1, 2: 0.2, 4: 0.4})
-    fake_run(tmp_path / "balanced", [0.3, 0.3, 0.3], {0: 0.1, 3: 0.3})
-    fake_run(tmp_path / "pcl", [0.2, 0.4, 0.5, 0.1], {0: 0.1, 2: 0.45, 4: 0.3})
+    fake_run(tmp_path / "uniform", [0.1, 0.2, 0.3, 0.3], {0: 0.1, 2: 0.2, 4: 0.4}, [0.4, 0.4, 0.4, 0.35])
+    fake_run(tmp_path / "balanced", [0.3, 0.3, 0.3], {0: 0.1, 3: 0.3}, [0.3, 0.2, 0.1])
+    fake_run(tmp_path / "pcl", [0.2, 0.4, 0.5, 0.1, 0.2], {0: 0.1, 2: 0.45, 4: 0.3}, [0.4, 0.3, 0.2, 0.1, 0.2])
     rows = report_rows("curriculum_efficiency.py", "--out-dir", str(tmp_path))
-    # plain GRPO's best held-out is 0.4 (reached at 40 s); its best 3-step mean reward is 0.2667 (at 40 s)
-    assert rows["uniform"][3:] == ["0.400", "40", "40"]
-    # balanced: every 3-step mean reward is 0.3 >= 0.2667 from step 1 on; held-out never reaches 0.4
-    assert rows["balanced"][2:] == ["0.100 → 0.300", "0.300", "not reached", "10"]
-    assert rows["pcl"][2:] == ["0.100 → 0.300", "0.450", "20", "20"]
+    # plain GRPO's best held-out is 0.4 (reached at 40 s); its best 3-step mean reward is 0.2667 (at 40 s);
+    # the prompts it trained on after 3 warm-up steps were 0.35 from a pass rate of 1/2
+    assert rows["uniform"][3:] == ["0.400", "40", "40", "0.350"]
+    # balanced: every 3-step mean reward is 0.3 >= 0.2667 from step 1 on; held-out never reaches 0.4;
+    # no step after the warm-up
+    assert rows["balanced"][2:] == ["0.100 → 0.300", "0.300", "not reached", "10", "-"]
+    assert rows["pcl"][2:] == ["0.100 → 0.300", "0.450", "20", "20", "0.150"]  # mean of steps 4 and 5
 
 
 def fake_weighting_run(
@@ -161,7 +167,7 @@ def test_replay_report_on_finished_runs(tmp_path) -> None:
 
 def test_filter_effective_ratio_table_from_run_metrics() -> None:
     """benchmarks/filter_effective_ratio.py's summary of two runs' metrics (its trainings are the
-    trainer's own, covered by the balanced filter's real-stack test)."""
+    trainer's own, covered by the combined real-stack run in test_e2e.py)."""
     sys.path.insert(0, str(ROOT))
     from benchmarks.filter_effective_ratio import summarise, table
 

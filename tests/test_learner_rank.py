@@ -150,13 +150,13 @@ def test_shared_prefix_plan_keeps_groups_together_within_the_budget() -> None:
 
 @pytest.fixture(scope="module")
 def in_process_rank_spec(tiny_model_dir):
-    from rlengine.learner.rank import single_process_env
+    from rlengine.learner.spec import single_process_world
     from tests.conftest import learner_spec
 
-    single_process_env()
-    return lambda *overrides: learner_spec(
-        tiny_model_dir, "learner.grad_clip=0.0", "learner.lr=0.0", *overrides
-    )
+    with single_process_world():
+        yield lambda *overrides: learner_spec(
+            tiny_model_dir, "learner.grad_clip=0.0", "learner.lr=0.0", *overrides
+        )
 
 
 @pytest.mark.slow

@@ -90,16 +90,16 @@ def test_training_step_with_faulty_rewards_completes_with_exact_counts(
             "trainer.max_steps=1",
         ],
     )
-    trainer = Trainer(cfg)
+    trainer = Trainer.from_config(cfg)
     completions: list[str] = []
-    rollout = trainer.rollout
+    finish = trainer.rollouts.finish
 
-    def recording_rollout(*args, **kwargs):  # the real rollout; keeps what it generated
-        groups = rollout(*args, **kwargs)
-        completions.extend(r.text for g in groups for r in g.responses)
+    def recording_finish(submitted):  # the real rollouts; keeps what they generated
+        groups = finish(submitted)
+        completions.extend(e.text for g in groups for e in g.episodes)
         return groups
 
-    trainer.rollout = recording_rollout
+    trainer.rollouts.finish = recording_finish
     try:
         with pytest.warns(RuntimeWarning, match="blocks_in_workers.py did not finish importing"):
             history = trainer.fit()

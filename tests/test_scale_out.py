@@ -34,7 +34,7 @@ def test_two_engines_and_two_ranks_stay_in_sync_survive_an_engine_death_and_name
             "trainer.actor_timeout_s=300",
         ],
     )
-    trainer = Trainer(cfg)
+    trainer = Trainer.from_config(cfg)
     try:
         pool, learner = trainer.pool, trainer.learner
         probe = [[1, 504, 3299, 314, 253, 1184, 30, 4451, 28, 46, 27, 42]]  # any fixed token ids
@@ -129,9 +129,13 @@ def test_one_step_off_policy_trains_every_sample_one_version_late_and_resumes_ex
     assert [m["rollout/staleness_min"] for m in history] == [0.0, 1.0, 1.0]
     for m in history[1:]:
         assert m["train/stale_fraction"] == 1.0 and m["actor/stale_ratio_deviation"] > 0
-    prefetched = torch.load(run / "checkpoints/step_2/trainer_state.pt", weights_only=False)["prefetched"]
-    assert prefetched["step"] == 2 and list(prefetched["groups"]["versions"]) == [1, 1, 1, 1]
-    assert torch.load(run / "checkpoints/step_3/trainer_state.pt", weights_only=False)["prefetched"] is None
+    def buffered(step: int) -> list[dict]:
+        state = torch.load(run / f"checkpoints/step_{step}/trainer_state.pt", weights_only=False)
+        return state["producer"]["ready"]
+
+    (prefetched,) = buffered(2)  # step 3's batch (index 2), generated with policy version 1
+    assert prefetched["step"] == 2 and list(prefetched["groups"]["segment_versions"]) == [1] * 16
+    assert buffered(3) == []  # no step after the last
 
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)

@@ -125,12 +125,13 @@ class LocalLearner(LearnerDriver):
     :class:`~rlengine.learner.group.LearnerGroup` of one rank (no Ray)."""
 
     def __init__(self, spec: LearnerSpec) -> None:
-        from rlengine.learner.rank import LearnerRank, single_process_env
+        from rlengine.learner.rank import LearnerRank
+        from rlengine.learner.spec import single_process_world
 
-        single_process_env()
         self.spec = dataclasses.replace(spec)
         self.num_ranks = 1
-        self.rank = LearnerRank(self.spec)
+        with single_process_world():
+            self.rank = LearnerRank(self.spec)
 
     def call(self, method: str, *args: Any, what: str, per_rank: list[tuple] | None = None) -> list[Any]:
         return [getattr(self.rank, method)(*(per_rank[0] if per_rank is not None else args))]

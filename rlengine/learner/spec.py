@@ -9,10 +9,11 @@ without a base directory (the function is loaded and checked once per process).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from rlengine.algorithms.registry import with_absolute_plugins
@@ -74,6 +75,26 @@ def single_process_env() -> None:
     if "RLENGINE_INIT_METHOD" not in os.environ:
         store = os.path.join(tempfile.mkdtemp(prefix="rlengine-rendezvous-"), "store")
         os.environ["RLENGINE_INIT_METHOD"] = f"file://{store}"
+
+
+WORLD_ENV_KEYS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "RLENGINE_INIT_METHOD")
+
+
+@contextlib.contextmanager
+def single_process_world() -> Iterator[None]:
+    """:func:`single_process_env` for the block only: a rank built inside it keeps its world, and
+    the process's environment is as before afterwards, so a subprocess started later (a benchmark
+    worker, ``rlengine train``, TRL's accelerate) does not take itself for rank 0 of this world."""
+    saved = {key: os.environ.get(key) for key in WORLD_ENV_KEYS}
+    single_process_env()
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def lr_lambda(schedule: str, warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
