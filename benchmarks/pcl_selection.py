@@ -106,7 +106,7 @@ def main() -> int:
     warmup, pool_rows = rows[: args.warmup], rows[args.warmup :]
 
     init_ray(None)
-    pool = RolloutPool(path, max_model_len=256, seed=0)
+    pool = RolloutPool(path, max_model_len=256, seed=0, in_process=args.smoke)  # the smoke times nothing
     config = ValueModelConfig(layers=args.layers or None)
     value_model = ValueModel(ValueModelSpec(config, path, shares_policy_tokenizer=True, seed=0))
 

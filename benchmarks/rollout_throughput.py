@@ -53,7 +53,11 @@ def run_pool(args, batch: list[list[int]]) -> list[float]:
 
     init_ray(None)
     pool = RolloutPool(
-        args.model_path, max_model_len=args.max_model_len, seed=0, kv_cache_gib=args.kv_cache_gib
+        args.model_path,
+        max_model_len=args.max_model_len,
+        seed=0,
+        kv_cache_gib=args.kv_cache_gib,
+        in_process=bool(args.engine_in_process),
     )
     try:
         return timed(lambda: pool.generate(batch, sampling(len(batch), args)), args.repeats)
@@ -65,7 +69,7 @@ def run_direct(args, batch: list[list[int]]) -> list[float]:
     from rlengine.rollout.engine import EXTENSION, cpu_engine_env
     from rlengine.runtime import available_cpus
 
-    os.environ.update(cpu_engine_env(available_cpus(), args.kv_cache_gib))
+    os.environ.update(cpu_engine_env(available_cpus(), args.kv_cache_gib, bool(args.engine_in_process)))
     from vllm import LLM, SamplingParams
 
     llm = LLM(
@@ -162,6 +166,12 @@ def main() -> None:
     parser.add_argument("--impls", default="pool,direct,hf")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--smoke", action="store_true", help="tiny model, 4 prompts, pool and direct (CI)")
+    parser.add_argument(
+        "--engine-in-process",
+        type=int,
+        default=0,
+        help="1: vLLM's engine core in the engine's own process (starts sooner; --smoke uses it)",
+    )
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--impl", help=argparse.SUPPRESS)
@@ -185,6 +195,7 @@ def main() -> None:
             16,
             True,
         )
+        args.engine_in_process = 1
     else:
         args.model_path = resolve_model(args.model)
     sizes = [int(x) for x in args.batch_sizes.split(",")]
@@ -195,7 +206,7 @@ def main() -> None:
         path = work / f"prompts_{size}.json"
         path.write_text(json.dumps(all_prompts[:size]))
         for impl in impls:
-            keys = ("n", "max_tokens", "max_model_len", "kv_cache_gib", "repeats")
+            keys = ("n", "max_tokens", "max_model_len", "kv_cache_gib", "repeats", "engine_in_process")
             cmd = worker_command(__file__, impl, args, keys, prompts_file=path, model_path=args.model_path)
             rates, stderr = run_worker(cmd)
             if rates is None:

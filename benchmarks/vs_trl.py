@@ -125,6 +125,7 @@ def run_rlengine(args) -> dict:
         "logging.progress=false",
         "evaluation.every_n_steps=0",
         "evaluation.before_training=false",
+        f"rollout.engine_in_process={'true' if args.engine_in_process else 'false'}",
     ]
     from rlengine.cli import main
 
@@ -150,6 +151,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument(
+        "--engine-in-process",
+        type=int,
+        default=0,
+        help="1: rlengine's vLLM engine core in the engine's own process (starts sooner; --smoke uses it)",
+    )
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--impl", help=argparse.SUPPRESS)
@@ -165,13 +172,18 @@ def main() -> None:
     if args.smoke:
         args.model_path = make_tiny_model(Path(tempfile.mkdtemp()) / "tiny", num_heads=2, seed=0)
         args.steps, args.prompts, args.max_tokens, args.no_write = 1, 2, 8, True
+        args.engine_in_process = 1
     else:
         args.model_path = resolve_model("smollm2-135m-instruct")
     results: dict[str, list[dict]] = {"trl": [], "rlengine": []}
     for _ in range(args.repeats):
         for impl in ("trl", "rlengine"):
             cmd = worker_command(
-                __file__, impl, args, ("steps", "prompts", "n", "max_tokens"), model_path=args.model_path
+                __file__,
+                impl,
+                args,
+                ("steps", "prompts", "n", "max_tokens", "engine_in_process"),
+                model_path=args.model_path,
             )
             with MemorySampler() as memory:
                 result, stderr = run_worker(cmd)

@@ -9,7 +9,6 @@ is not a failure of the actor: it reaches the caller unchanged, with its traceba
 
 from __future__ import annotations
 
-import glob
 import os
 import time
 from dataclasses import dataclass
@@ -28,51 +27,56 @@ LOG_LINES = 15
 """Lines of an actor's log quoted in an :class:`ActorFailure`."""
 
 
+@dataclass(frozen=True)
+class Process:
+    """Who an actor is, as its ``ready()`` reports it on start-up (:func:`this_process`)."""
+
+    pid: int
+    logs: tuple[str, ...] = ()
+    """The files its stderr and stdout go to (Ray's ``worker-*.err`` / ``.out``), stderr first."""
+
+
+def this_process() -> Process:
+    """This process's id and the files its stderr and stdout are written to: what every actor's
+    ``ready()`` returns, so the driver can name it and quote its log without Ray internals."""
+    logs: list[str] = []
+    for fd in (2, 1):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # not Linux, or the descriptor is closed
+            continue
+        if os.path.isfile(target) and target not in logs:
+            logs.append(target)
+    return Process(os.getpid(), tuple(logs))
+
+
 @dataclass
 class Actor:
-    """A Ray actor handle with the name errors use and its process id (looked up once)."""
+    """A Ray actor handle with the name errors use, and its process once it has started."""
 
     handle: Any
     name: str
-    pid: int | None = None
+    process: Process | None = None
 
-    def lookup_pid(self, timeout_s: float = 30.0) -> int | None:
-        """The actor's process id (``None`` if it cannot be asked)."""
-        if self.pid is None:
-            try:
-                self.pid = ray.get(
-                    self.handle.__ray_call__.remote(lambda _self: os.getpid()), timeout=timeout_s
-                )
-            except Exception:  # noqa: BLE001 - a dead actor has no pid to report
-                return None
-        return self.pid
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
 
 
-def ray_log_dir() -> Path | None:
-    """This Ray session's log folder on the driver's machine, if known."""
-    try:
-        node = ray._private.worker._global_node  # noqa: SLF001 - no public accessor in Ray 2.x
-        if node is not None:
-            return Path(node.get_logs_dir_path())
-    except AttributeError:
-        pass
-    fallback = Path("/tmp/ray/session_latest/logs")
-    return fallback if fallback.is_dir() else None
-
-
-def log_tail(pid: int | None, lines: int = LOG_LINES) -> str:
-    """The last ``lines`` lines of the Ray worker log files of process ``pid`` (stderr first)."""
-    folder = ray_log_dir()
-    if pid is None or folder is None:
-        return "(no log: the process id is unknown)"
+def log_tail(process: Process | None, lines: int = LOG_LINES) -> str:
+    """The last ``lines`` non-empty lines of each of ``process``'s log files (stderr first)."""
+    if process is None:
+        return "(no log: the process never reported ready)"
     tails = []
-    for suffix in ("err", "out"):
-        for path in sorted(glob.glob(str(folder / f"worker-*-{pid}.{suffix}"))):
+    for path in process.logs:
+        try:
             text = Path(path).read_text(errors="replace").splitlines()
-            kept = [line for line in text if line.strip()][-lines:]
-            if kept:
-                tails.append(f"--- {path} (last {len(kept)} lines)\n" + "\n".join(kept))
-    return "\n".join(tails) if tails else f"(no log lines for pid {pid} under {folder})"
+        except OSError:
+            continue
+        kept = [line for line in text if line.strip()][-lines:]
+        if kept:
+            tails.append(f"--- {path} (last {len(kept)} lines)\n" + "\n".join(kept))
+    return "\n".join(tails) if tails else f"(no log lines for pid {process.pid})"
 
 
 def describe(actor: Actor) -> str:
@@ -95,7 +99,7 @@ def wait_all(calls: list[tuple[Actor, ray.ObjectRef]], *, what: str, timeout_s: 
         if remaining <= 0:
             late = [calls[index][0] for index in pending.values()]
             names = ", ".join(describe(actor) for actor in late)
-            logs = "\n".join(log_tail(actor.pid) for actor in late)
+            logs = "\n".join(log_tail(actor.process) for actor in late)
             raise ActorFailure(
                 f"{names} did not finish {what} within {timeout_s:g} s (trainer.actor_timeout_s); "
                 f"it may be hung or far slower than expected. Its last log lines:\n{logs}",
@@ -111,7 +115,7 @@ def wait_all(calls: list[tuple[Actor, ray.ObjectRef]], *, what: str, timeout_s: 
                 actor = calls[index][0]
                 raise ActorFailure(
                     f"{describe(actor)} died during {what}: {str(exc).splitlines()[0][:300]}\n"
-                    f"Its last log lines:\n{log_tail(actor.pid)}",
+                    f"Its last log lines:\n{log_tail(actor.process)}",
                     actor=actor.name,
                     reason="died",
                 ) from exc
@@ -121,6 +125,12 @@ def wait_all(calls: list[tuple[Actor, ray.ObjectRef]], *, what: str, timeout_s: 
 def wait_one(actor: Actor, ref: ray.ObjectRef, *, what: str, timeout_s: float) -> Any:
     """:func:`wait_all` for a single call."""
     return wait_all([(actor, ref)], what=what, timeout_s=timeout_s)[0]
+
+
+def wait_started(actors: list[Actor], *, timeout_s: float) -> None:
+    """Wait for every actor's ``ready()`` and keep the :class:`Process` it reports."""
+    for actor, process in zip(actors, call_all(actors, "ready", what="start-up", timeout_s=timeout_s)):
+        actor.process = process
 
 
 def call_all(

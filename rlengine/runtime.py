@@ -44,6 +44,29 @@ RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 (the default on Linux: the node address is the machine's outward-facing IP)."""
 
 
+RAY_TESTED = ((2, 40), (2, 60))
+"""The Ray versions (major, minor; inclusive) whose private single-machine switch
+(``ray._private.ray_constants.ENABLE_RAY_CLUSTER``) :func:`init_ray` sets; pyproject.toml pins the
+same range. 2.60 is the one the test suite runs on."""
+
+
+def single_machine_mode(version: str, constants: object) -> None:
+    """Put an already imported Ray in single-machine mode (every server on 127.0.0.1), or fail
+    loudly when this Ray is not one whose private switch is known to do that."""
+    major_minor = tuple(int(part) for part in version.split(".")[:2])
+    tested = "–".join(".".join(map(str, v)) for v in RAY_TESTED)
+    if not RAY_TESTED[0] <= major_minor <= RAY_TESTED[1] or not hasattr(constants, "ENABLE_RAY_CLUSTER"):
+        raise RuntimeError(
+            f"Ray {version}: rlengine keeps a local Ray instance on loopback through Ray's private "
+            f"ray._private.ray_constants.ENABLE_RAY_CLUSTER, known to work on Ray {tested} only, so "
+            "this Ray's servers could listen on every network interface. Install a Ray in that "
+            f"range (pip install 'ray>={RAY_TESTED[0][0]}.{RAY_TESTED[0][1]},"
+            f"<{RAY_TESTED[1][0]}.{RAY_TESTED[1][1] + 1}'), or start Ray yourself (ray start --head "
+            "--node-ip-address 127.0.0.1) and pass its address (trainer.ray_address: auto)."
+        )
+    constants.ENABLE_RAY_CLUSTER = False  # type: ignore[attr-defined]
+
+
 def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
     """Join the cluster at ``address`` or start a local Ray instance (no dashboard). ``num_gpus``
     declares GPUs to a local instance (tests schedule the GPU placement on a CPU machine with it).
@@ -70,11 +93,11 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
     if address:
         ray.init(address=address, log_to_driver=True)
         return
-    import ray._private.ray_constants as ray_constants
+    import ray._private.ray_constants as ray_constants  # no public switch: version-guarded below
 
+    single_machine_mode(ray.__version__, ray_constants)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ[RAY_CLUSTER_ENV] = "0"
-    ray_constants.ENABLE_RAY_CLUSTER = False
     ray.init(
         num_cpus=num_cpus or len(available_cpus()),
         num_gpus=num_gpus,

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,14 +15,48 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = [
-    "learner_throughput.py",
-    "step_anatomy.py",
-    "rollout_throughput.py",
-    "rollout_balance.py",
-    "vs_trl.py",
-    "pcl_selection.py",
-]
+SMOKE_TABLES = {
+    # script: (column naming the rows, the rows it prints, columns that must be numbers > 0);
+    # every number in the table must be finite and >= 0
+    "learner_throughput.py": ("impl", {"rlengine", "plain"}, ["s/step (median)", "tokens/s", "peak GiB"]),
+    "step_anatomy.py": (
+        "part",
+        {"time/rollout", "time/reward", "time/stages", "time/train", "time/sync", "overhead", "time/step"},
+        [],
+    ),
+    "rollout_throughput.py": ("implementation", {"pool", "direct"}, ["tokens/s (median)", "vs direct vLLM"]),
+    "rollout_balance.py": (
+        "balance",
+        {"even", "tokens", "throughput"},
+        ["seconds per request (median)", "engine imbalance", "speed-up vs even"],
+    ),
+    "vs_trl.py": ("trainer", {"trl", "rlengine"}, ["s/step (median, after step 1)"]),
+    "pcl_selection.py": (
+        "method",
+        {"rollout", "pcl (cold)", "pcl (cached)", "random choice"},
+        ["mean \\|p̂ − 0.5\\| of the chosen"],
+    ),
+}
+SCRIPTS = list(SMOKE_TABLES)
+
+
+def number(cell: str) -> float | None:
+    """``"1,234"``, ``"0.29 ms"``, ``"8.8 %"``, ``"1.38x"`` -> the number; None for ``"-"`` or text."""
+    try:
+        return float(cell.replace(",", "").removesuffix("x").removesuffix("%").removesuffix("s").removesuffix("m"))
+    except ValueError:
+        return None
+
+
+def first_table(stdout: str) -> tuple[list[str], list[list[str]]]:
+    """The header and body rows of the first markdown table a script printed."""
+    lines = stdout.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("|")), len(lines))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    assert end - start >= 3, stdout[-2000:]
+    cells = [[c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in lines[start:end]]
+    return cells[0], cells[2:]
+
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +76,18 @@ def test_benchmark_runs_at_smallest_size(script: str) -> None:
         timeout=1200,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "|" in out.stdout  # it printed its table
+    label, rows, positive = SMOKE_TABLES[script]
+    header, body = first_table(out.stdout)
+    assert all(len(row) == len(header) for row in body), (header, body)
+    table = {row[header.index(label)]: dict(zip(header, row)) for row in body}
+    assert set(table) == rows, table
+    for name, row in table.items():
+        for column in positive:
+            if name != "random choice" or column.startswith("mean"):
+                value = number(row[column])
+                assert value is not None and value > 0, (script, name, column, row[column])
+        numbers = [number(c) for c in row.values()]
+        assert all(math.isfinite(x) and x >= 0 for x in numbers if x is not None), (script, row)
     assert (ROOT / "BENCHMARKS.md").read_text() == before
 
 

@@ -87,7 +87,11 @@ def test_missing_local_path_and_bad_names(tmp_path: Path) -> None:
 
 
 def test_unreachable_hub_id(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # read when huggingface_hub is imported: the environment alone would leave it retrying the network
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     with pytest.raises(ModelError, match="could not be found locally or downloaded"):
         resolve_model("rlengine-test-org/definitely-not-a-model")

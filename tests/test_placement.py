@@ -4,6 +4,7 @@ colocated placement runs on Ray's real scheduler with GPUs declared to a local R
 
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
@@ -67,21 +68,41 @@ def test_each_engine_gets_its_own_nccl_ranks_after_the_trainer() -> None:
     assert client.engine_init_info({"packed": True}, 2) == {"packed": True}  # ipc: no ranks
 
 
-def test_the_engine_actor_serves_every_call_the_transfer_client_makes() -> None:
-    """vLLM's trainer engines drive the engines through the client's protocol methods; each one,
-    and the shutdown used when a group is opened again, must exist on the engine actor."""
+def test_the_engine_actor_serves_every_call_the_transfer_client_makes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """vLLM's trainer engines drive the engines through the client's protocol methods: the client
+    implements each with vLLM's parameters, and every call it sends (the shutdown used when a group
+    is opened again included) binds to the engine actor's method of that name."""
     from vllm.distributed.weight_transfer import VLLMWeightSyncClient
 
-    from rlengine.learner.weight_transfer import EngineClient
+    from rlengine.learner import weight_transfer
     from rlengine.rollout.engine import RolloutEngine
 
-    client = EngineClient(engines=[], tensor_parallel_size=1, timeout_s=1)
+    sent: list[tuple[str, tuple]] = []
+
+    def record(actors, method, arguments=None, **_):
+        sent.extend((method, args) for args in (arguments or [()] * len(actors)))
+
+    monkeypatch.setattr(weight_transfer, "call_all", record)
+    client = weight_transfer.EngineClient(engines=[object(), object()], tensor_parallel_size=1, timeout_s=1)
     assert isinstance(client, VLLMWeightSyncClient)
     protocol = [name for name in vars(VLLMWeightSyncClient) if not name.startswith("_")]
     assert "update_weights" in protocol and len(protocol) == 4
+    for name in protocol:
+        ours = inspect.signature(getattr(client, name))
+        theirs = inspect.signature(getattr(VLLMWeightSyncClient, name))
+        assert list(ours.parameters) == list(theirs.parameters)[1:], name  # theirs unbound: self first
+
+    client.init_weight_transfer_engine({"rank_offset": 1, "world_size": 3})
+    client.start_weight_update()
+    client.update_weights({"names": ["w"], "dtype_names": ["float32"], "shapes": [[1]]})
+    client.finish_weight_update("7")
+    client.shutdown_weight_transfer_engine()
+    assert [m for m, _ in sent] == [m for m in [*protocol, "shutdown_weight_transfer_engine"] for _ in range(2)]
     engine_class = RolloutEngine.__ray_metadata__.modified_class
-    for name in [*protocol, "shutdown_weight_transfer_engine", "sleep", "wake_up"]:
-        assert callable(getattr(engine_class, name, None)), f"RolloutEngine has no {name}"
+    for method, args in sent:
+        inspect.signature(getattr(engine_class, method)).bind(None, *args)  # raises TypeError if not
+    inspect.signature(engine_class.sleep).bind(None, 1)  # RolloutPool.asleep(): sleep(level), wake_up()
+    inspect.signature(engine_class.wake_up).bind(None)
 
 
 PROBE = textwrap.dedent(

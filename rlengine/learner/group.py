@@ -14,7 +14,7 @@ from typing import Any
 
 import ray
 
-from rlengine.actors import Actor, call_all
+from rlengine.actors import Actor, call_all, wait_started
 from rlengine.learner.driver import LearnerDriver
 from rlengine.learner.rank import LearnerRank
 from rlengine.learner.spec import LearnerSpec
@@ -73,9 +73,7 @@ class LearnerGroup(LearnerDriver):
                 options = in_bundle(placement.group, rank, placement.share)
             actor = RankActor.options(**options, runtime_env={"env_vars": env})
             self.ranks.append(Actor(actor.remote(self.spec), f"learner rank {rank}"))
-        self.call("ready", what="start-up")
-        for rank_actor in self.ranks:
-            rank_actor.lookup_pid()
+        wait_started(self.ranks, timeout_s=self.actor_timeout_s)
 
     def call(self, method: str, *args: Any, what: str, per_rank: list[tuple] | None = None) -> list[Any]:
         """``method(*args)`` on every rank (or ``method(*per_rank[r])`` on rank r), in rank order."""

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from rlengine.actors import Process, this_process
 from rlengine.algorithms import (
     aggregate_loss,
     bapo_adapt_bounds,
@@ -129,8 +130,9 @@ class LearnerRank(GuestHost):
         model.config.use_cache = False
         return PolicyModel(model, temperature=self.spec.temperature)
 
-    def ready(self) -> int:
-        return self.rank
+    def ready(self) -> Process:
+        """Started: this process's id and log files (for the driver's error messages)."""
+        return this_process()
 
     # ------------------------------------------------------------------ forward
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import ray
 
+from rlengine.actors import Process, this_process
 from rlengine.runtime import QUIET_ENV
 
 EXTENSION = "rlengine.rollout.worker_ext.RLEngineWorkerExtension"
@@ -80,8 +81,9 @@ class RolloutEngine:
         kwargs.update(options.get("engine_kwargs") or {})
         self.llm = LLM(**kwargs)
 
-    def ready(self) -> bool:
-        return True
+    def ready(self) -> Process:
+        """Started: this process's id and log files (for the driver's error messages)."""
+        return this_process()
 
     def generate(self, prompt_token_ids: list[list[int]], sampling: dict[str, Any]) -> dict[str, Any]:
         """Sample ``sampling['n']`` responses per prompt.

@@ -13,7 +13,7 @@ from typing import Any
 import ray
 
 from rlengine import placement
-from rlengine.actors import Actor, call_all, wait_one
+from rlengine.actors import Actor, call_all, wait_one, wait_started
 from rlengine.errors import ActorFailure
 from rlengine.rollout import balance
 from rlengine.rollout.engine import RolloutEngine, cpu_engine_env, kv_cache_gib_for
@@ -175,9 +175,7 @@ class RolloutPool:
         return Actor(handle, f"rollout engine {index}")
 
     def _wait_ready(self, engines: list[Actor]) -> None:
-        call_all(engines, "ready", what="start-up", timeout_s=self.actor_timeout_s)
-        for engine in engines:
-            engine.lookup_pid()
+        wait_started(engines, timeout_s=self.actor_timeout_s)
 
     @property
     def num_engines(self) -> int:

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from rlengine.actors import Process, this_process
 from rlengine.schema import Count, NonNegative, Positive
 
 
@@ -137,8 +138,9 @@ class ValueModel:
         """Fits so far: seeds each fit's shuffling, and is part of the state."""
         self.pad_id = 0
 
-    def ready(self) -> bool:
-        return True
+    def ready(self) -> Process:
+        """Started: this process's id and log files (for the driver's error messages)."""
+        return this_process()
 
     # ------------------------------------------------------------------ features
 
@@ -324,7 +326,7 @@ def build_value_model(spec: ValueModelSpec, placement: str, learner: Any = None,
             "learner",
             lambda: learner.unhost(name),
         )
-    from rlengine.actors import DEFAULT_TIMEOUT_S, Actor, wait_one
+    from rlengine.actors import DEFAULT_TIMEOUT_S, Actor, wait_one, wait_started
     from rlengine.runtime import QUIET_ENV, available_cpus
 
     threads = spec.config.threads or len(available_cpus())
@@ -336,8 +338,7 @@ def build_value_model(spec: ValueModelSpec, placement: str, learner: Any = None,
         num_gpus=spec.config.num_gpus if spec.gpu else 0, runtime_env={"env_vars": env}
     ).remote(spec, init_pass_rate)
     named = Actor(actor, "value model")
-    wait_one(named, actor.ready.remote(), what="start-up", timeout_s=DEFAULT_TIMEOUT_S)
-    named.lookup_pid()
+    wait_started([named], timeout_s=DEFAULT_TIMEOUT_S)
     return ValueModelHandle(
         lambda method, *args: wait_one(
             named,
