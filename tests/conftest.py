@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -56,6 +57,15 @@ def modules_leave_no_world_behind(request: pytest.FixtureRequest) -> Iterator[No
             if before[key] is not None:
                 os.environ[key] = before[key]
         pytest.fail(f"{request.node.nodeid} left {', '.join(leaked)} in the environment", pytrace=False)
+
+
+@pytest.fixture
+def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run from a directory holding no plug-in files, so only the YAML's directory can supply them."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    return cwd
 
 
 SKIPPED: list[str] = []

@@ -59,15 +59,6 @@ def _whiten_by_hand(values: list[float], lengths: list[int], eps: float = 0.0) -
     return [(v - mean) / (std + eps) for v in values]
 
 
-@pytest.fixture
-def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Run from a directory holding no plug-in files, so only the YAML's directory can supply them."""
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    monkeypatch.chdir(cwd)
-    return cwd
-
-
 def write_plugin(directory: Path, body: str, name: str = "algos.py") -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name

@@ -31,15 +31,6 @@ SHIPPED_CONFIGS = CONFIGS + sorted((ROOT / "configs").rglob("*.yaml"))
 """Every YAML a user may start from: the examples, configs/ and the GPU recipes in configs/gpu/."""
 
 
-@pytest.fixture
-def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Run from a directory holding no plug-in files, so only the YAML's directory can supply them."""
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    monkeypatch.chdir(cwd)
-    return cwd
-
-
 # --------------------------------------------------------------------------- layout
 
 
