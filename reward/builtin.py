@@ -15,6 +15,7 @@ answer and the timeout flag along with correctness).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,12 +25,15 @@ from reward.grader import extract_boxed, grade
 __all__ = [
     "BUILTIN_KWARGS",
     "BUILTIN_REWARDS",
+    "CONCISENESS_REFERENCES",
+    "FORMAT_MODES",
     "RewardOutput",
     "conciseness_reward",
     "format_reward",
     "length_reward",
     "math_verify_detailed_reward",
     "math_verify_reward",
+    "step_markers",
 ]
 
 
@@ -81,32 +85,89 @@ def math_verify_detailed_reward(
     )
 
 
-def format_reward(prompt: str, completion: str, answer: str, metadata: dict, **kwargs: Any) -> float:
-    """Structure of the answer: 0.5 for visible steps plus 0.5 for a complete ``\\boxed{...}`` answer.
+_ENUMERATOR_RE = re.compile(
+    r"^[ \t>]*(?:\(?(?:step[ \t]*)?(?:\d+|[a-z]|[ivxlc]+)[).:-]|[-*\u2022])(?=\s|$)",
+    re.IGNORECASE | re.MULTILINE,
+)
+"""A line that starts with a step marker: ``1.``, ``2)``, ``Step 3:``, ``(a)``, ``iv.``, or a bullet."""
 
-    Steps are the non-empty lines before the line that holds the last box (without a box, before
-    the last non-empty line). The half credits give a small model a signal before it does both.
+_ORDINAL_RE = re.compile(
+    r"\b(?:first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|next|then)\b", re.IGNORECASE
+)
+"""Words that order steps in prose."""
+
+FORMAT_MODES = ("partial", "binary")
+"""``format`` reward modes: half credits (the default), or the official code's all-or-nothing form."""
+
+
+def step_markers(completion: str) -> int:
+    """Step markers of ``completion``: the larger of the count of lines starting with an enumerator
+    or bullet and the count of ordering words (first, second, next, then ...)."""
+    return max(len(_ENUMERATOR_RE.findall(completion)), len(_ORDINAL_RE.findall(completion)))
+
+
+def format_reward(prompt: str, completion: str, answer: str, metadata: dict, **kwargs: Any) -> float:
+    """Structure of the answer, in one of two modes (kwarg ``mode``):
+
+    * ``partial`` (default): 0.5 for visible steps plus 0.5 for a complete ``\\boxed{...}`` answer.
+      Steps are the non-empty lines before the line that holds the last box (without a box, before
+      the last non-empty line). The half credits give a small model a signal before it does both.
+    * ``binary``: the form of the official code of arXiv 2509.11452: 1.0 when the completion has a
+      complete, non-empty box and at least ``min_steps`` step markers (lines starting with ``1.``,
+      ``2)``, ``Step 3:``, ``(a)`` or a bullet; or as many ordering words such as first, next,
+      then), else 0.0.
 
     Kwargs:
-        min_steps: how many step lines earn the steps half (default 1; 0 grants it always).
+        mode: ``partial`` or ``binary``.
+        min_steps: steps needed (partial: step lines, default 1, 0 grants the steps half always;
+            binary: step markers, default 2 as in the official code).
     """
-    min_steps = int(kwargs.get("min_steps", 1))
+    mode = kwargs.get("mode", "partial")
+    if mode not in FORMAT_MODES:
+        raise ValueError(f"format reward: mode must be one of {', '.join(FORMAT_MODES)}, got {mode!r}")
+    binary = mode == "binary"
+    min_steps = int(kwargs.get("min_steps", 2 if binary else 1))
     boxed = extract_boxed(completion) is not None
+    if binary:
+        return 1.0 if boxed and step_markers(completion) >= min_steps else 0.0
     box_at = max(completion.rfind("\\boxed"), completion.rfind("\\fbox")) if boxed else -1
     lines = completion[: box_at + 1 if boxed else len(completion)].rstrip().splitlines()
     steps = sum(1 for line in lines[:-1] if line.strip())
     return 0.5 * (steps >= min_steps) + 0.5 * boxed
 
 
-def conciseness_reward(prompt: str, completion: str, answer: str, metadata: dict, **kwargs: Any) -> float:
-    """1.0 if the response is shorter than the running mean length of correct responses, else 0.0.
+CONCISENESS_REFERENCES = {"correct": "mean_correct_length", "all": "mean_length"}
+"""``conciseness`` reference lengths: the kwarg value and the metadata key that holds it."""
 
-    Lengths are in tokens: ``metadata["response_tokens"]`` against ``metadata["mean_correct_length"]``,
-    which the trainer keeps as run state (a running mean over steps, checkpointed; see
-    ``reward.length_momentum``). Outside training (no ``response_tokens``) the completion's length in
-    characters is used. Until a correct response has been seen there is no mean and the score is 0.0.
+
+def conciseness_reward(prompt: str, completion: str, answer: str, metadata: dict, **kwargs: Any) -> float:
+    """1.0 if the response is shorter than a reference length, else 0.0 (kwarg ``reference``):
+
+    * ``correct`` (default): the running mean length of correct responses,
+      ``metadata["mean_correct_length"]``, which the trainer keeps as run state (a momentum mean
+      over steps, checkpointed; see ``reward.length_momentum``). It follows the current policy, so
+      the objective stays informative, and it asks for "shorter than it takes to be right".
+    * ``all``: the form of the official code of arXiv 2509.11452, the cumulative mean length of all
+      training responses so far, ``metadata["mean_length"]`` (the rollouts must provide it: a
+      ValueError, counted in ``reward/errors``, says so when they do not).
+
+    Lengths are in tokens: ``metadata["response_tokens"]`` against the reference. Outside training
+    (no ``response_tokens``) the completion's length in characters is used. Until a reference
+    exists (no correct response yet, or no response yet) the score is 0.0.
     """
-    reference = metadata.get("mean_correct_length")
+    choice = kwargs.get("reference", "correct")
+    if choice not in CONCISENESS_REFERENCES:
+        raise ValueError(
+            f"conciseness reward: reference must be one of {', '.join(CONCISENESS_REFERENCES)}, "
+            f"got {choice!r}"
+        )
+    key = CONCISENESS_REFERENCES[choice]
+    if key not in metadata and "response_tokens" in metadata:
+        raise ValueError(
+            f"conciseness reward: reference {choice!r} needs metadata[{key!r}], which these rollouts "
+            "do not provide"
+        )
+    reference = metadata.get(key)
     if reference is None:
         return 0.0
     length = metadata.get("response_tokens", len(completion))
@@ -139,8 +200,8 @@ BUILTIN_REWARDS: dict[str, Callable[..., Any]] = {
 BUILTIN_KWARGS: dict[str, frozenset[str]] = {
     "math_verify": frozenset({"answer_pattern", "timeout_s"}),
     "math_verify_detailed": frozenset({"answer_pattern", "timeout_s"}),
-    "format": frozenset({"min_steps"}),
-    "conciseness": frozenset(),
+    "format": frozenset({"min_steps", "mode"}),
+    "conciseness": frozenset({"reference"}),
     "length": frozenset({"target_length"}),
 }
 """The ``kwargs`` each built-in understands (checked when the config is built: a typo is an error)."""

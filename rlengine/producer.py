@@ -49,6 +49,9 @@ class StepState:
     """Reward function calls made (responses scored x objectives), every round."""
     reward_messages: list[str] = field(default_factory=list)
     """The first few reward errors and timeouts of the step."""
+    training: bool = True
+    """False for a stage's own rollouts (hypervolume's validation slice): their lengths do not
+    enter the rewards' running mean length of all responses."""
     start: float = field(default_factory=time.perf_counter)
     _open: list[list[Any]] = field(default_factory=list, repr=False)
     """Timers running now, innermost last: [key, start, seconds spent in inner timers]."""
@@ -140,6 +143,8 @@ class Rollouts:
         self.cfg, self.pool, self.rewards, self.objectives = cfg, pool, rewards, objectives
         self.version = 0
         self.mean_correct_length: float | None = None
+        self.length_sum, self.length_count = 0.0, 0
+        """Token lengths of every training response so far: ``metadata["mean_length"]``."""
         self.reward_messages: list[str] = []
         """The first reward errors of the latest scoring (for the diagnosis when most rewards fail)."""
 
@@ -165,6 +170,9 @@ class Rollouts:
             )
             for p, outs in zip(submitted.prompts, outputs)
         ]
+        if state.training:  # the batch being scored counts, as in the official code of 2509.11452
+            lengths = [len(e.token_ids) for g in groups for e in g.episodes]
+            self.length_sum, self.length_count = self.length_sum + sum(lengths), self.length_count + len(lengths)
         with state.timer("time/reward"):
             self.score(groups, state)
         state.rounds += 1
@@ -181,7 +189,7 @@ class Rollouts:
 
     def handle(self) -> RolloutView:
         """What stages may do with the rollouts (hypervolume's validation slice)."""
-        return RolloutView(lambda prompts, n: self.generate(prompts, StepState(self.version), n))
+        return RolloutView(lambda prompts, n: self.generate(prompts, StepState(self.version, training=False), n))
 
     def score(self, groups: list[Group], state: StepState) -> None:
         """Fill ``Episode.scores`` and ``Episode.correct`` through the reward process pool."""
@@ -200,7 +208,10 @@ class Rollouts:
         """What a reward function sees: the prompt row's fields as metadata, plus the response's
         length in tokens and the running mean length of correct responses."""
         metadata = {k: v for k, v in row.items() if k != "prompt_ids"}
-        metadata.update(response_tokens=num_tokens, mean_correct_length=self.mean_correct_length)
+        mean_length = self.length_sum / self.length_count if self.length_count else None
+        metadata.update(
+            response_tokens=num_tokens, mean_correct_length=self.mean_correct_length, mean_length=mean_length
+        )
         return RewardItem(row["prompt"], text, str(row["answer"]), metadata)
 
     def eval_objectives(self, rows: list[dict], records: list[Any]) -> dict[str, float]:

@@ -7,6 +7,7 @@ Pure functions (torch only: no Ray, no model), the counterpart of verl's ``apply
     samples  = build_samples(groups, step, algorithm.mask_truncated)
     rewards  = episode_rewards(groups) - β · kl_in_reward(samples, ref_logprobs, kind)   # kl_placement: reward
     samples  = with_advantages(samples, advantages(algorithm, rewards, groups, samples))
+    samples  = with_proximal_logprobs(samples, learner_logprobs) # stale ones, off_policy_correction: decoupled
     samples  = with_old_logprobs(samples, learner_logprobs)      # ppo_epochs > 1 or mini-batches
 
 The logprobs those steps need come from the learner (the trainer asks for them); everything here
@@ -51,6 +52,9 @@ class Sample:
     loss_mask: list[int] | None = None
     """``[T]`` 1 for tokens in the loss, 0 for tool tokens or a masked-out response; ``None`` =
     every response token."""
+    stale: bool = False
+    """Sampled by an older policy version than the one being trained (carried over, replayed,
+    prefetched): what ``train/stale_fraction`` counts and the off-policy correction acts on."""
 
     @property
     def loss_tokens(self) -> int:
@@ -110,6 +114,7 @@ def build_samples(groups: list[Group], step: int, mask_truncated: bool) -> list[
                     rollout_logprobs=episode.logprobs,
                     old_logprobs=episode.logprobs if episode.policy_version < step else None,
                     loss_mask=None if all(mask) else mask,
+                    stale=episode.policy_version < step,
                 )
             )
     return samples
@@ -173,6 +178,14 @@ def with_old_logprobs(samples: list[Sample], logprobs: list[list[float]]) -> lis
     in order) as their ``old_logprobs``; stale ones keep theirs."""
     fresh = iter(logprobs)
     return [s if s.old_logprobs is not None else dataclasses.replace(s, old_logprobs=next(fresh)) for s in samples]
+
+
+def with_proximal_logprobs(samples: list[Sample], logprobs: list[list[float]]) -> list[Sample]:
+    """The stale samples get ``logprobs`` (log π_prox under the current weights, one list per stale
+    sample, in order) as their ``old_logprobs``: the decoupled objective's ratio π_θ / π_prox. Their
+    behaviour logprobs stay in ``rollout_logprobs`` for the weight min(π_prox / π_behaviour, C)."""
+    proximal = iter(logprobs)
+    return [dataclasses.replace(s, old_logprobs=next(proximal)) if s.stale else s for s in samples]
 
 
 def logprob_gap(samples: list[Sample], logprobs: list[list[float]]) -> dict[str, float]:

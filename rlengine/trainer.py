@@ -46,6 +46,7 @@ from rlengine.samples import (
     set_scalar_rewards,
     with_advantages,
     with_old_logprobs,
+    with_proximal_logprobs,
 )
 from rlengine.weight_sync import WeightSync
 
@@ -128,8 +129,9 @@ class Trainer:
 
     def prepare_samples(self, batch: list[Group], state: StepState) -> tuple[list[Sample], dict[str, float]]:
         """The learner samples of ``batch`` with their advantages (rlengine/samples.py). The learner
-        is asked for reference logprobs (``kl_placement: reward``, timed ``time/ref``) and for the
-        on-policy samples' old logprobs (``ppo_epochs > 1`` or mini-batches, ``time/old_logprobs``)."""
+        is asked for reference logprobs (``kl_placement: reward``, timed ``time/ref``), for the stale
+        samples' proximal logprobs (``off_policy_correction: decoupled``) and for the on-policy
+        samples' old logprobs (``ppo_epochs > 1`` or mini-batches); both timed ``time/old_logprobs``."""
         algo = self.algorithm
         samples = build_samples(batch, self.step_index, algo.mask_truncated)
         if not samples:
@@ -144,6 +146,10 @@ class Trainer:
             metrics["kl/mean"] = statistics.fmean(k / max(1, len(s.response_ids)) for k, s in zip(kl.tolist(), samples))
         values = advantages(algo, rewards, batch, samples)
         samples = with_advantages(samples, values)
+        stale = [s for s in samples if s.stale]
+        if stale and algo.off_policy_correction == "decoupled":  # π_prox under the current weights
+            with state.timer("time/old_logprobs"):
+                samples = with_proximal_logprobs(samples, self.learner.compute_logprobs(stale, "policy"))
         if self.cfg.learner.ppo_epochs > 1 or self.cfg.learner.mini_batch_size:
             fresh = [s for s in samples if s.old_logprobs is None]
             with state.timer("time/old_logprobs"):
@@ -151,7 +157,7 @@ class Trainer:
             samples = with_old_logprobs(samples, old)
             metrics.update(logprob_gap(fresh, old))  # under the engines' weights, unlike the update's
         metrics["advantage/mean_abs"] = float(values.abs().mean())
-        metrics["train/stale_fraction"] = statistics.fmean(s.old_logprobs is not None for s in samples)
+        metrics["train/stale_fraction"] = statistics.fmean(s.stale for s in samples)  # from the policy version
         return samples, metrics
 
     def before_update(self, groups: list[Group], samples: list[Sample]) -> tuple[list[Sample], dict[str, float]]:
@@ -199,12 +205,16 @@ class Trainer:
         return {
             "stages": {kind: stage.state_dict() for kind, stage in self.stages.items()},
             "mean_correct_length": self.rollouts.mean_correct_length,
+            "length_sum": self.rollouts.length_sum,
+            "length_count": self.rollouts.length_count,
             "producer": self.producer.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step_index = self.rollouts.version = state["step"]
         self.rollouts.mean_correct_length = state.get("mean_correct_length")
+        self.rollouts.length_sum = state.get("length_sum", 0.0)
+        self.rollouts.length_count = state.get("length_count", 0)
         self.producer.load_state_dict(state["producer"])
         for kind, stage in self.stages.items():
             stage.load_state_dict(state["stages"][kind])

@@ -227,8 +227,37 @@ def _check_reward_weighting(cfg: Any) -> None:
             f"reward_weighting.weights: unknown objective {unknown[0]!r}{did_you_mean(unknown[0], objectives)}; "
             f"the objectives of reward.functions are {objectives}"
         )
+    weights = {**{spec.name: spec.weight for spec in specs}, **names}
+    if section.name in ("static", "gdpo", "hypervolume") and not sum(weights.values()) > 0:
+        raise ConfigError(
+            f"reward_weighting: the objective weights are normalised to sum to 1, so their sum must be > 0; "
+            f"got {weights}"
+        )
+    if section.name in ("gdpo", "gradient") and getattr(cfg.replay, "name", None) == "recap":
+        raise ConfigError(
+            f"reward_weighting.name: {section.name} sets the advantages of the batch, and so does "
+            "replay.name: recap (from its per-objective terms); use one of them"
+        )
+    if section.name == "gdpo":
+        _check_gdpo(cfg)
+    if section.name == "hypervolume":
+        for key, chosen in (
+            ("scales", list(section.scales)),
+            ("length_objectives", section.length_objectives or []),
+        ):
+            unknown = [k for k in chosen if k not in objectives]
+            if unknown:
+                raise ConfigError(
+                    f"reward_weighting.{key}: unknown objective {unknown[0]!r}"
+                    f"{did_you_mean(unknown[0], objectives)}; the objectives of reward.functions are {objectives}"
+                )
     if section.name == "gradient":
-        weights = {**{spec.name: spec.weight for spec in specs}, **names}
+        layers = section.layers
+        if isinstance(layers, list) and (not layers or len(set(layers)) != len(layers)):
+            raise ConfigError(
+                f"reward_weighting.layers: expected an int (the last N blocks, 0 = all) or a non-empty list "
+                f"of distinct block ids, got {layers}"
+            )
         if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
             raise ConfigError(
                 f"reward_weighting: gradient weighting starts from weights on the simplex, so they must be "
@@ -239,6 +268,23 @@ def _check_reward_weighting(cfg: Any) -> None:
                 f"reward_weighting.min_weight: expected a value in [0, 1/{len(objectives)}) for "
                 f"{len(objectives)} objectives, got {section.min_weight}"
             )
+
+
+def _check_gdpo(cfg: Any) -> None:
+    """GDPO replaces the estimator's advantages with its own, built from the objectives alone."""
+    algo = cfg.algorithm
+    if algo.advantage != "grpo":
+        raise ConfigError(
+            f"reward_weighting.name: gdpo normalises each objective within its group (GRPO's normalisation) "
+            f"and replaces the estimator's advantages, so algorithm.advantage {algo.advantage!r} would be "
+            "ignored; set algorithm.advantage: grpo"
+        )
+    if algo.overlong_shaping or (algo.kl_coef > 0 and algo.kl_placement == "reward"):
+        raise ConfigError(
+            "reward_weighting.name: gdpo builds the advantages from the objectives alone, so a reward term "
+            "outside them would be lost: turn off algorithm.overlong_shaping (add a length objective to "
+            "reward.functions instead) and use algorithm.kl_placement: loss"
+        )
 
 
 def _check_benchmarks(cfg: Any) -> None:

@@ -702,6 +702,158 @@ def test_bapo_adapt_bounds():
         bapo_adapt_bounds(ratios, adv, mask, c_low=0.0)
 
 
+def test_bapo_share_readings_effective_never_balances_unclipped_does():
+    """The two readings of BAPO's positive share on a negative-dominated batch, by hand."""
+    share = losses_module.bapo_positive_share
+    ones = torch.ones(1, 3)
+    # Tokens (r, A) = (1.0, +1), (0.5, -1), (0.7, -1), start bounds (0.6, 1.2), target 0.5.
+    ratios, adv = torch.tensor([[1.0, 0.5, 0.7]]), torch.tensor([[1.0, -1.0, -1.0]])
+    # effective: pos = min(1.0, c_high) = 1, neg = max(0.5, c_low) + max(0.7, c_low).
+    # (0.6, 1.2): 1 / (1 + 0.6 + 0.7) = 0.435. Raising c_low only grows neg: at 0.9,
+    # 1 / (1 + 0.9 + 0.9) = 0.357; c_high cannot help (r = 1 < 1.2), so both end at their maxima.
+    assert share(ratios, adv, ones, 0.6, 1.2) == pytest.approx(1 / 2.3)
+    assert share(ratios, adv, ones, 0.9, 3.0) == pytest.approx(1 / 2.8)
+    assert bapo_adapt_bounds(ratios, adv, ones) == (pytest.approx(0.9), pytest.approx(3.0))
+    assert bapo_adapt_bounds(ratios, adv, ones, share="effective") == (pytest.approx(0.9), pytest.approx(3.0))
+    # unclipped: the token with A < 0 and r = 0.5 < c_low = 0.6 is clipped (no gradient) and left out:
+    # pos = 1, neg = 0.7, share 1 / 1.7 = 0.588 >= 0.5 already at the start bounds: (0.6, 1.2).
+    assert share(ratios, adv, ones, 0.6, 1.2, share="unclipped") == pytest.approx(1 / 1.7)
+    assert bapo_adapt_bounds(ratios, adv, ones, share="unclipped") == (0.6, 1.2)
+
+    # Here the search has to move c_low: (1.0, +1), (0.62, -1), (0.72, -1).
+    ratios = torch.tensor([[1.0, 0.62, 0.72]])
+    # unclipped: (0.6, 1.2) keeps both negatives, 1 / (1 + 0.62 + 0.72) = 0.427 < 0.5; at c_low = 0.65
+    # the 0.62 token drops out, 1 / (1 + 0.72) = 0.581: stop at (0.65, 1.2).
+    assert share(ratios, adv, ones, 0.6, 1.2, share="unclipped") == pytest.approx(1 / 2.34)
+    assert bapo_adapt_bounds(ratios, adv, ones, share="unclipped") == (pytest.approx(0.65), 1.2)
+    # A coarser c_low step overshoots: 0.6 + 0.2 = 0.8 drops both negatives (share 1).
+    assert bapo_adapt_bounds(ratios, adv, ones, share="unclipped", delta_low=0.2) == (pytest.approx(0.8), 1.2)
+    # effective again runs both bounds to their maxima (share 1 / (1 + 0.9 + 0.9) at the end).
+    assert bapo_adapt_bounds(ratios, adv, ones) == (pytest.approx(0.9), pytest.approx(3.0))
+
+    # c_high in the unclipped reading: (1.5, +1) is clipped at c_high = 1.2 (pos 0, share 0); c_low
+    # cannot help (r = 1 for the negative), then c_high 1.3, 1.4, 1.5 (step 0.1): at 1.5 the token
+    # counts, 1.5 / (1.5 + 1) = 0.6. effective already counts min(1.5, 1.2) = 1.2: 1.2 / 2.2 = 0.545.
+    ratios, adv, ones = torch.tensor([[1.5, 1.0]]), torch.tensor([[1.0, -1.0]]), torch.ones(1, 2)
+    assert share(ratios, adv, ones, 0.6, 1.2, share="unclipped") == 0.0
+    assert bapo_adapt_bounds(ratios, adv, ones, share="unclipped") == (pytest.approx(0.9), pytest.approx(1.5))
+    assert bapo_adapt_bounds(ratios, adv, ones) == (0.6, 1.2)
+    # delta_high sets the c_high step: 1.2 -> 1.45 (0.492) -> 1.7.
+    assert bapo_adapt_bounds(ratios, adv, ones, share="unclipped", delta_high=0.25)[1] == pytest.approx(1.7)
+
+
+def test_bapo_unclipped_share_follows_the_loss_gradient():
+    """``unclipped`` counts exactly the tokens the bapo loss gives a gradient, dual clip included;
+    ``effective`` counts every token. Masked-out tokens never count; a bad reading is refused."""
+    share = losses_module.bapo_positive_share
+    # (r, A): (0.4, +1) unclipped for A > 0; (1.1, +1); (2.0, +1) clipped above 1.2; (0.5, -1) clipped
+    # below 0.6; (1.5, -1) unclipped for A < 0; (5.0, -1) dual-clipped at c = 3.
+    lr = torch.log(torch.tensor([[0.4, 1.1, 2.0, 0.5, 1.5, 5.0]]))
+    adv = torch.tensor([[1.0, 1.0, 1.0, -1.0, -1.0, -1.0]])
+    _, grad, _ = _grad("bapo", lr, adv)  # bounds [0.6, 1.2], dual clip 3
+    assert (grad != 0).tolist() == [[True, True, False, False, True, False]]
+    ratios, ones = torch.exp(lr), torch.ones(1, 6)
+    # unclipped: pos = 0.4 + 1.1, neg = 1.5; with no dual clip the r = 5 token counts as well.
+    assert share(ratios, adv, ones, 0.6, 1.2, share="unclipped", dual_clip=3.0) == pytest.approx(1.5 / 3.0)
+    assert share(ratios, adv, ones, 0.6, 1.2, share="unclipped") == pytest.approx(1.5 / 8.0)
+    # effective (the dual clip ignored, as in the authors' code): pos = min(r, 1.2) summed = 0.4 + 1.1
+    # + 1.2 = 2.7; neg = max(r, 0.6) summed = 0.6 + 1.5 + 5.0 = 7.1.
+    assert share(ratios, adv, ones, 0.6, 1.2, dual_clip=3.0) == pytest.approx(2.7 / (2.7 + 7.1))
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0, 0.0, 0.0]])
+    assert share(ratios, adv, mask, 0.6, 1.2, share="unclipped") == 1.0
+    assert share(torch.ones(1, 2), torch.zeros(1), torch.ones(1, 2), 0.6, 1.2) == 1.0  # no signal
+    assert isinstance(share(ratios, adv, ones, 0.6, 1.2), float)
+    with pytest.raises(ValueError, match="effective"):
+        share(ratios, adv, ones, 0.6, 1.2, share="clipped")
+    with pytest.raises(ValueError, match="unclipped"):
+        bapo_adapt_bounds(ratios, adv, ones, share="paper")
+
+
+def test_bapo_config_fields():
+    """Separate steps for the two bounds (the authors' run script: 0.05 and 0.1), the share reading
+    (default: the authors' code), and the old single ``bapo_step`` is gone."""
+    algo = AlgorithmConfig()
+    assert (algo.bapo_step_low, algo.bapo_step_high, algo.bapo_share) == (0.05, 0.1, "effective")
+    assert (algo.bapo_max_low, algo.bapo_max_high, algo.bapo_target) == (0.9, 3.0, 0.5)
+    assert not hasattr(algo, "bapo_step")
+    cfg = load_config(
+        None, ["algorithm.loss=bapo", "algorithm.bapo_share=unclipped", "algorithm.bapo_step_high=0.05"]
+    )
+    assert (cfg.algorithm.bapo_share, cfg.algorithm.bapo_step_high) == ("unclipped", 0.05)
+    with pytest.raises(ConfigError, match="bapo_share"):
+        load_config(None, ["algorithm.loss=bapo", "algorithm.bapo_share=clipped"])
+    with pytest.raises(ConfigError, match="bapo_step"):
+        load_config(None, ["algorithm.loss=bapo", "algorithm.bapo_step=0.05"])
+    with pytest.raises(ConfigError, match="bapo_step_low"):
+        load_config(None, ["algorithm.loss=bapo", "algorithm.bapo_step_low=0"])
+
+
+def test_cispo_accepts_any_clip_low_from_one_as_no_lower_bound():
+    """verl writes CISPO's "no lower truncation" as ``clip_ratio_low: 10`` (a bound of 1 - 10 < 0):
+    any clip_low >= 1 is accepted for cispo, gives the lower bound 0 and the loss of clip_low = 1."""
+    lr = torch.log(torch.tensor([[0.01, 0.5, 1.0, 6.0]]))
+    adv = torch.tensor([[1.0, -1.0, 1.0, -2.0]])
+    loss_1, grad_1, m_1 = _grad("cispo", lr, adv, clip_low=1.0)
+    for clip_low in (1.5, 10.0, 100.0):
+        loss, grad, m = _grad("cispo", lr, adv, clip_low=clip_low)
+        torch.testing.assert_close(loss, loss_1)
+        torch.testing.assert_close(grad, grad_1)
+        assert m == m_1
+        assert POLICY_LOSSES["cispo"].bounds(clip_low, 3.0, None) == (0.0, 4.0, None)
+    assert m_1["clipfrac"] == pytest.approx(0.25)  # only r = 6 > 4 is clipped; nothing from below
+    cfg = load_config(None, ["algorithm.loss=cispo", "algorithm.clip_low=10"])
+    assert (cfg.algorithm.clip_low, cfg.algorithm.clip_high) == (10.0, 3.0)
+    cfg = load_config(None, ["algorithm.preset=cispo", "algorithm.clip_low=10", "algorithm.clip_high=0.2"])
+    assert (cfg.algorithm.loss, cfg.algorithm.clip_low) == ("cispo", 10.0)
+    # the epsilon losses that clip the surrogate still refuse it
+    for name in ("ppo", "gspo"):
+        with pytest.raises(ValueError, match="must be <= 1"):
+            POLICY_LOSSES[name].bounds(10.0, 0.2, None)
+        with pytest.raises(ConfigError, match="must be <= 1"):
+            load_config(None, [f"algorithm.loss={name}", "algorithm.clip_low=10"])
+
+
+@pytest.mark.slow
+def test_learner_logs_the_bapo_positive_share_at_the_chosen_bounds(tiny_model_dir) -> None:
+    """``actor/bapo_positive_share`` is the share at the logged bounds, in the configured reading
+    (here ``unclipped``, with the loss's dual clip 3), next to ``actor/bapo_low`` / ``_high``."""
+    from rlengine.learner.batching import step_denominators
+    from rlengine.learner.rank import LearnerRank
+    from rlengine.learner.spec import single_process_world
+    from rlengine.samples import Sample
+    from tests.conftest import learner_spec
+
+    lengths, advantages = [5, 3, 4, 6], [1.0, -1.0, -1.0, -0.5]
+    samples = [
+        Sample(prompt_ids=[11 + i, 12, 13], response_ids=[20 + j for j in range(n)], advantage=a)
+        for i, (n, a) in enumerate(zip(lengths, advantages))
+    ]
+    plan = [[[0, 1], [2, 3]]]
+    with single_process_world():
+        overrides = [
+            "learner.grad_clip=0.0",
+            "learner.lr=0.0",
+            "algorithm.loss=bapo",
+            "algorithm.bapo_share=unclipped",
+        ]
+        rank = LearnerRank(learner_spec(tiny_model_dir, *overrides))
+        current = rank.compute_logprobs(samples, plan[0], "policy")
+        shift = [0.1, -0.6, 0.3, -0.2]  # log(pi / pi_old) per sample: 1.105, 0.549, 1.350, 0.819
+        for i, sample in enumerate(samples):
+            sample.old_logprobs = [lp - shift[i] for lp in current[i]]
+        metrics = rank.train(samples, plan, step_denominators(samples, [plan], "token_mean"))
+    ratios = torch.tensor([[math.exp(shift[i]) for i in range(4) for _ in current[i]]])
+    adv = torch.tensor([[advantages[i] for i in range(4) for _ in current[i]]])
+    ones = torch.ones_like(ratios)
+    low, high = bapo_adapt_bounds(ratios, adv, ones, share="unclipped", dual_clip=3.0)
+    assert (low, high) != (0.6, 1.2)  # the search moved
+    assert (metrics["actor/bapo_low"], metrics["actor/bapo_high"]) == pytest.approx((low, high), abs=1e-6)
+    expected = losses_module.bapo_positive_share(
+        ratios, adv, ones, low, high, share="unclipped", dual_clip=3.0
+    )
+    assert metrics["actor/bapo_positive_share"] == pytest.approx(expected, abs=1e-5)
+
+
 # ----------------------------------------------------------------------------- presets and config
 
 # What each preset sets: only the keys that differ from AlgorithmConfig's defaults, plus the stage

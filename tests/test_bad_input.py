@@ -104,7 +104,7 @@ BAD_OVERRIDES = [
     ),
     (
         ["reward.functions=[{function: conciseness, kwargs: {target: 2}}]"],
-        r"unknown kwarg 'target' for the built-in conciseness.*it takes: none",
+        r"unknown kwarg 'target' for the built-in conciseness.*it takes: reference",
     ),
     (["reward.functions=[{function: math_verify, wieght: 1}]"], r"unknown key\(s\) \['wieght'\]"),
     (["reward.functions=[math_verify, math_verify]"], r"objective name 'math_verify' is already used"),

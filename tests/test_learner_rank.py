@@ -373,3 +373,56 @@ def test_objective_gradient_is_the_gradient_of_the_update(in_process_rank_spec, 
     assert gram[0][0] == pytest.approx(metrics["grad_norm"] ** 2, rel=1e-4) and gram[0][0] > 0
     if "algorithm.loss=bapo" in overrides:
         assert (metrics["actor/bapo_low"], metrics["actor/bapo_high"]) != (0.6, 1.2)  # the bounds moved
+
+
+def test_off_policy_weights_are_the_truncated_proximal_over_behaviour_ratio() -> None:
+    """The decoupled objective's behaviour weight min(π_prox / π_behaviour, C) on stale rows; 1 on
+    fresh rows and on rows without behaviour logprobs."""
+    from types import SimpleNamespace
+
+    from rlengine.learner.rank import off_policy_weights
+
+    base = Sample(prompt_ids=[1], response_ids=[5, 6], rollout_logprobs=[-1.0, -2.0])
+    samples = [
+        dataclasses.replace(base, old_logprobs=[-0.5, -1.5], stale=True),  # π_prox / π_b = e^0.5
+        dataclasses.replace(base, old_logprobs=[-3.0, 0.0], stale=True),  # e^-2 and e^2 (capped)
+        dataclasses.replace(base, old_logprobs=[-0.5, -1.5]),  # fresh: 1
+        dataclasses.replace(base, rollout_logprobs=[], old_logprobs=[-0.5, -1.5], stale=True),  # no behaviour: 1
+    ]
+    weights = off_policy_weights(make_micro_batch(samples, 0), SimpleNamespace(off_policy_cap=2.0))
+    expected = [[math.exp(0.5)] * 2, [math.exp(-2.0), 2.0], [1.0, 1.0], [1.0, 1.0]]
+    assert torch.allclose(weights, torch.tensor(expected))
+
+
+@pytest.mark.slow
+def test_decoupled_correction_weights_stale_tokens_and_behaviour_as_old_clips_them(in_process_rank_spec) -> None:
+    """A stale sample whose behaviour logprobs are log π − 0.5 (π_prox / π_behaviour = e^0.5):
+    decoupled trains at ratio 1 with weight min(e^0.5, C); behaviour-as-old sees ratio e^0.5 and
+    clips it, and TIS against the same behaviour logprobs adds a weight of exactly 1 (no correction)."""
+    from rlengine.learner.batching import step_denominators
+    from rlengine.learner.rank import LearnerRank
+
+    samples = [s for s in random_samples(5) if s.response_ids]
+    plan = [[list(range(len(samples)))]]
+    spec = in_process_rank_spec()
+    rank = LearnerRank(spec)
+    current = rank.compute_logprobs(samples, plan[0], "policy")
+    stale = [
+        dataclasses.replace(
+            s, advantage=1.0, stale=True, rollout_logprobs=[x - 0.5 for x in current[i]], old_logprobs=current[i]
+        )
+        for i, s in enumerate(samples)
+    ]
+    denominators = step_denominators(stale, [plan], "token_mean")
+    decoupled = rank.train(stale, plan, denominators)
+    weight = min(math.exp(0.5), spec.algorithm.off_policy_cap)
+    assert decoupled["loss/policy"] == pytest.approx(-weight, rel=1e-5)  # -w·r·A with r = 1, A = 1
+    assert decoupled["actor/behaviour_weight_mean"] == pytest.approx(weight, rel=1e-5)
+    assert decoupled["actor/stale_ratio_deviation"] == pytest.approx(math.exp(0.5) - 1, rel=1e-4)  # π_θ / π_behaviour - 1
+
+    as_old = [dataclasses.replace(s, old_logprobs=s.rollout_logprobs) for s in stale]
+    for tis in (None, 2.0):
+        rank.algo = dataclasses.replace(spec.algorithm, off_policy_correction="behaviour_as_old", tis_cap=tis)
+        metrics = rank.train(as_old, plan, denominators)
+        assert metrics["loss/policy"] == pytest.approx(-1.2, rel=1e-5)  # ratio e^0.5 clipped at 1 + 0.2
+        assert metrics["actor/clipfrac"] == pytest.approx(1.0)

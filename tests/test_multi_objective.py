@@ -8,12 +8,16 @@ import random
 import pytest
 
 from rlengine.algorithms.multi_objective import (
+    gdpo_advantages,
     hypervolume,
     hypervolume_contribution,
     hypervolume_multiplier,
     influence_scores,
     mirror_descent_weights,
     pareto_front,
+    scaled_contribution,
+    scaled_hypervolume,
+    scaled_reference,
 )
 
 
@@ -57,6 +61,46 @@ def test_contribution_and_multiplier() -> None:
     assert hypervolume_multiplier(0.0) == 0.5
     assert hypervolume_multiplier(1.0) == pytest.approx(0.5 + 1.5 * math.tanh(1.0))
     assert hypervolume_multiplier(50.0) == pytest.approx(2.0)
+
+
+def test_scaled_contribution_is_of_order_one_where_the_raw_one_is_tiny() -> None:
+    """Three objectives in [0, 1] that each moved by 0.02 beyond the first point: the raw HVC is
+    8e-6 (m ≈ 0.5 whatever happens); in units of scale 0.02, with the reference one unit below the
+    first point, the same move is 2^3 - 1 = 7 units."""
+    first, moved = (0.3, 0.5, 0.4), (0.32, 0.52, 0.42)
+    assert hypervolume_contribution([], moved, first) == pytest.approx(0.02**3)
+    scales = [0.02, 0.02, 0.02]
+    reference = scaled_reference(first, scales)
+    assert reference == pytest.approx([0.28, 0.48, 0.38])
+    assert scaled_hypervolume([first], reference, scales) == pytest.approx(1.0)
+    assert scaled_contribution([first], moved, reference, scales) == pytest.approx(7.0)
+    assert hypervolume_multiplier(scaled_contribution([first], moved, reference, scales)) > 1.9
+    # one objective one unit up, the others level: one more unit box; a step back: nothing
+    assert scaled_contribution([first], (0.32, 0.5, 0.4), reference, scales) == pytest.approx(1.0)
+    assert scaled_contribution([first], (0.29, 0.5, 0.4), reference, scales) == 0.0
+    # half a unit up in one objective, half a unit down in another: 0.5 x 0.5 x 1 (the reference's
+    # margin lets a trade-off count; with the first point as the reference it would add nothing)
+    assert scaled_contribution([first], (0.31, 0.49, 0.4), reference, scales) == pytest.approx(0.25)
+    assert hypervolume_contribution([first], (0.31, 0.49, 0.4), first) == 0.0
+    with pytest.raises(ValueError, match="one scale > 0 per objective"):
+        scaled_reference(first, [0.1, 0.0, 0.1])
+
+
+def test_gdpo_advantages_by_hand() -> None:
+    # group 0: a = (1, 0), b = (0, 1). The unbiased std of (1, 0) is 1/√2, so A_a = ±0.5·√2 = ±1/√2
+    # and A_b = ∓1/√2; weights (0.75, 0.25): S = ±(0.75 - 0.25)/√2. Group 1 is constant: S = (0, 0).
+    half = 0.5 / math.sqrt(2)
+    raw = gdpo_advantages(
+        [[1, 0, 1, 1], [0, 1, 0, 0]], [0.75, 0.25], [0, 0, 1, 1], eps=0.0, batch_normalize=False
+    )
+    assert raw == pytest.approx([half, -half, 0.0, 0.0], rel=1e-6)
+    # over the batch: mean 0, unbiased std sqrt(2·half² / 3)
+    normalised = gdpo_advantages([[1, 0, 1, 1], [0, 1, 0, 0]], [0.75, 0.25], [0, 0, 1, 1], eps=0.0)
+    assert normalised == pytest.approx([x / math.sqrt(2 * half**2 / 3) for x in raw], rel=1e-6)
+    assert gdpo_advantages([[1, 1]], [1.0], [0, 0]) == [0.0, 0.0]  # nothing varies: no signal, no NaN
+    assert gdpo_advantages([[]], [1.0], []) == []
+    with pytest.raises(ValueError, match="2 objectives but 1 weights"):
+        gdpo_advantages([[1], [0]], [1.0], [0])
 
 
 def test_mirror_descent_step_by_hand() -> None:

@@ -175,8 +175,9 @@ def test_trainer_rolls_out_fewer_prompts_and_rescalarises_replayed_groups(tmp_pa
     assert any(e.scores["acc"] > 0 for g in replayed for e in g.episodes)
     for g in replayed:  # re-scalarised with the current weight
         assert [e.reward for e in g.episodes] == [3.0 * e.scores["acc"] for e in g.episodes]
-    replayed_samples = t.learner.trained[-1][-2 * 4 :]  # stale: trained against their behaviour logprobs
-    assert all(s.old_logprobs == [-1.0] * 3 for s in replayed_samples) and second["train/stale_fraction"] == 0.5
+    replayed_samples = t.learner.trained[-1][-2 * 4 :]  # stale: π_prox recomputed (-0.5), behaviour kept (-1)
+    assert all(s.stale and s.old_logprobs == [-0.5] * 3 and s.rollout_logprobs == [-1.0] * 3 for s in replayed_samples)
+    assert second["train/stale_fraction"] == 0.5
 
 
 # Replay on the real stack (BAPO on stale tokens, resume): tests/test_e2e.py.

@@ -54,8 +54,10 @@ def static_combine(weights: tuple[float, float] = (1.0, 0.5)):
 def test_static_weights_combine_objectives() -> None:
     groups = [group([3, 3], [1.0, 0.0], [False, False])]
     set_scalar_rewards(groups, static_combine(), ["math_verify", "format"], config().algorithm, 10)
-    assert groups[0].rewards == [1.5, 0.5]
-    assert objective_weights(static_combine(), ["math_verify", "format"]) == {"math_verify": 1.0, "format": 0.5}
+    assert groups[0].rewards == pytest.approx([1.0, 1 / 3])
+    assert objective_weights(static_combine(), ["math_verify", "format"]) == pytest.approx(
+        {"math_verify": 2 / 3, "format": 1 / 3}
+    )
 
 
 def test_overlong_shaping_penalises_long_responses() -> None:
@@ -63,7 +65,7 @@ def test_overlong_shaping_penalises_long_responses() -> None:
     groups = [group([5, 8, 10, 11], [0.0] * 4, [False] * 4)]
     set_scalar_rewards(groups, static_combine(), ["math_verify", "format"], algo, 10)
     # L_max=10, L_c=4: <=6 -> 0; 8 -> (6-8)/4 = -0.5; 10 -> -1; beyond -> -1 (plus format 0.5)
-    assert groups[0].rewards == pytest.approx([0.5, 0.0, -0.5, -0.5])
+    assert groups[0].rewards == pytest.approx([1 / 3, 1 / 3 - 0.5, 1 / 3 - 1, 1 / 3 - 1])
 
 
 def test_mask_truncated_and_advantages() -> None:
@@ -73,7 +75,7 @@ def test_mask_truncated_and_advantages() -> None:
     samples = build_samples(groups, 0, algo.mask_truncated)
     assert [s.loss_tokens for s in samples] == [3, 0, 2, 2] and samples[1].loss_mask == [0] * 10
     values = advantages(algo, episode_rewards(groups), groups, samples)
-    assert values.tolist() == pytest.approx([0.5, -0.5, 0.0, 0.0])
+    assert values.tolist() == pytest.approx([1 / 3, -1 / 3, 0.0, 0.0])
     assert samples[0].prompt_ids == [1, 2] and samples[1].response_ids == list(range(10))
 
 
@@ -162,9 +164,29 @@ def test_one_step_off_policy_is_depth_one_of_the_producer(tmp_path: Path) -> Non
     second = resumed.step()
     assert resumed.pool.events == ["submit", "sleep", "wake", "collect", "sync"]  # step 2 came from the checkpoint
     assert second["rollout/staleness_mean"] == 1.0 and second["train/stale_fraction"] == 1.0
-    assert all(s.old_logprobs == [-1.0] * 3 for s in resumed.learner.trained[0])
+    # decoupled correction (the default): the ratio is against π_prox, the learner's logprobs under
+    # the current weights (-0.5), and vLLM's behaviour logprobs (-1) stay for the behaviour weight
+    assert resumed.learner.logprob_calls == [(4, "policy")]
+    assert all(s.stale and s.old_logprobs == [-0.5] * 3 and s.rollout_logprobs == [-1.0] * 3 for s in resumed.learner.trained[0])
     third = resumed.step()  # the last step: nothing is generated ahead
     assert resumed.pool.events[5:] == ["sleep", "wake", "sync"] and third["step"] == 3
+
+
+def test_behaviour_as_old_trains_stale_samples_against_their_behaviour_logprobs(tmp_path: Path) -> None:
+    cfg = config("rollout.mode=one_step_off_policy", "algorithm.off_policy_correction=behaviour_as_old")
+    t = stub_trainer(cfg, rows(), tmp_path, passes=lambda pid: 1)
+    t.step()
+    t.step()
+    assert t.learner.logprob_calls == []  # no proximal pass
+    assert all(s.stale and s.old_logprobs == [-1.0] * 3 for s in t.learner.trained[1])
+
+
+def test_stale_fraction_counts_policy_versions_not_old_logprobs(tmp_path: Path) -> None:
+    """With ppo_epochs > 1 every fresh sample gets old logprobs; none of them is stale."""
+    t = stub_trainer(config("learner.ppo_epochs=2"), rows(), tmp_path, passes=lambda pid: 1)
+    m = t.step()
+    assert all(s.old_logprobs is not None and not s.stale for s in t.learner.trained[0])
+    assert m["train/stale_fraction"] == 0.0
 
 
 def test_health_stop_is_a_named_error_through_checked_step_and_the_cli(tmp_path, monkeypatch, capsys) -> None:

@@ -197,10 +197,12 @@ def cispo(
 ) -> PolicyLossOutput:
     """CISPO (MiniMax-M1, arXiv 2506.13585): ``-sg(clip(r, 1-clip_low, 1+clip_high)) * A * logprobs``.
 
-    Every token keeps a gradient ``-w*A``. ``clip_low >= 1`` means no lower bound. Defaults: no
-    lower bound (clip_low 1.0) and the IS weight capped at 4.0 (clip_high 3.0), the default of
-    Thinking Machines' Tinker ``cispo`` loss; the paper tunes epsilon_high without publishing a
-    value. No dual clip. All tensors ``[B, T]``; ``clipped`` marks tokens whose weight was clipped.
+    Every token keeps a gradient ``-w*A``. Any ``clip_low >= 1`` means no lower bound (the paper
+    sets epsilon_low "to a large value"; verl writes ``clip_ratio_low: 10``): the bound is then
+    0 and a ratio is never below it. Defaults: no lower bound (clip_low 1.0) and the IS weight
+    capped at 4.0 (clip_high 3.0), the default of Thinking Machines' Tinker ``cispo`` loss; the
+    paper tunes epsilon_high without publishing a value. No dual clip. All tensors ``[B, T]``;
+    ``clipped`` marks tokens whose weight was clipped.
     """
     ratio = torch.exp(token_log_ratio(logprobs, old_logprobs)).detach()
     weight = ratio.clamp(min=lower, max=upper)
@@ -352,6 +354,25 @@ def tis_weights(old_logprobs: Tensor, rollout_logprobs: Tensor, cap: float) -> T
     return torch.exp(diff.clamp(max=math.log(cap)))
 
 
+BAPO_SHARES: tuple[str, ...] = ("effective", "unclipped")
+"""How :func:`bapo_positive_share` counts a token's contribution (``algorithm.bapo_share``)."""
+
+
+def _bapo_inputs(ratios: Tensor, advantages: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Float32 ``(ratios, advantages, mask)``, all ``[B, T]``, with masked-out positions at ratio 1
+    and advantage 0 (so they count for nothing); raises ``ValueError`` on mismatched shapes."""
+    if ratios.shape != mask.shape or advantages.shape not in (mask.shape[:1], mask.shape):
+        raise ValueError(
+            f"bapo: ratios {tuple(ratios.shape)}, advantages {tuple(advantages.shape)} "
+            f"and mask {tuple(mask.shape)} do not match"
+        )
+    m = mask.detach().to(torch.float32)
+    r = torch.where(m != 0, ratios.detach().to(torch.float32), torch.ones_like(m))
+    adv = advantages.detach().to(torch.float32)
+    adv = adv.unsqueeze(-1).expand_as(r) if adv.dim() == 1 else adv
+    return r, torch.where(m != 0, adv, torch.zeros_like(adv)), m
+
+
 def _bapo_positive_share(
     ratios: Tensor,
     adv: Tensor,
@@ -359,13 +380,60 @@ def _bapo_positive_share(
     c_low: float,
     c_high: float,
     reduce_fn: Callable[[Tensor], Tensor] | None,
+    share: str = "effective",
+    dual_clip: float | None = None,
 ) -> float:
-    eff = torch.where(adv >= 0, ratios.clamp(max=c_high), ratios.clamp(min=c_low)) * adv * mask
-    stats = torch.stack([eff.clamp(min=0).sum(), (-eff).clamp(min=0).sum()])
+    """``pos / (pos + neg)`` on prepared inputs (:func:`_bapo_inputs`); 1.0 when both are 0.
+
+    ``effective``: every token, at its effective ratio ``min(r, c_high)`` (``A >= 0``) or
+    ``max(r, c_low)`` (``A < 0``). ``unclipped``: only the tokens PPO's clip leaves a gradient,
+    ``r <= c_high`` for ``A >= 0`` and ``c_low <= r`` (and ``r <= dual_clip``) for ``A < 0``, at
+    their own ratio ``r``."""
+    positive = adv >= 0
+    if share == "effective":
+        contrib = torch.where(positive, ratios.clamp(max=c_high), ratios.clamp(min=c_low)) * adv * mask
+    else:
+        kept = torch.where(positive, ratios <= c_high, ratios >= c_low)
+        if dual_clip is not None:
+            kept = kept & (positive | (ratios <= dual_clip))
+        contrib = torch.where(kept, ratios * adv * mask, torch.zeros_like(ratios))
+    stats = torch.stack([contrib.clamp(min=0).sum(), (-contrib).clamp(min=0).sum()])
     if reduce_fn is not None:
         stats = reduce_fn(stats)
     pos, neg = float(stats[0]), float(stats[1])
     return 1.0 if pos + neg <= 0 else pos / (pos + neg)
+
+
+def bapo_positive_share(
+    ratios: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    c_low: float,
+    c_high: float,
+    *,
+    share: str = "effective",
+    dual_clip: float | None = None,
+    reduce_fn: Callable[[Tensor], Tensor] | None = None,
+) -> float:
+    """BAPO's positive share ``rho = pos / (pos + neg)`` at the ratio bounds ``[c_low, c_high]``.
+
+    ``ratios`` (``pi_theta / pi_behaviour``) and ``mask`` are ``[B, T]``, ``advantages`` ``[B]`` or
+    ``[B, T]``; masked-out tokens count for nothing. Two readings (``share``)::
+
+        effective (the authors' policy_loss.py):
+            pos = sum_{A >= 0} min(r, c_high) * A        neg = sum_{A < 0} |max(r, c_low) * A|
+        unclipped (the tokens that keep a gradient under PPO's clip):
+            pos = sum_{A >= 0, r <= c_high} r * A        neg = sum_{A < 0, c_low <= r} |r * A|
+
+    In ``unclipped`` a negative token with ``r > dual_clip`` (when given; bapo's loss uses 3) is
+    left out too: the dual clip takes its gradient. 1.0 when ``pos + neg == 0`` (no signal).
+    ``reduce_fn`` maps the 2-vector ``[pos, neg]`` to its global value (e.g. an all-reduce sum).
+    A python float; logged by the learner as ``actor/bapo_positive_share``.
+    """
+    require_choice("bapo share", share, BAPO_SHARES)
+    r, adv, m = _bapo_inputs(ratios, advantages, mask)
+    with torch.no_grad():
+        return _bapo_positive_share(r, adv, m, float(c_low), float(c_high), reduce_fn, share, dual_clip)
 
 
 def bapo_adapt_bounds(
@@ -376,55 +444,62 @@ def bapo_adapt_bounds(
     c_low: float = 0.6,
     c_high: float = 1.2,
     rho0: float = 0.5,
-    delta: float = 0.05,
+    delta_low: float = 0.05,
+    delta_high: float = 0.1,
     c_low_max: float = 0.9,
     c_high_max: float = 3.0,
+    share: str = "effective",
+    dual_clip: float | None = None,
     reduce_fn: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[float, float]:
     """Adapt BAPO's ratio bounds so positive-advantage tokens carry enough of the loss.
 
     BAPO (arXiv 2510.18927). ``ratios`` are ``pi_theta / pi_behaviour`` ``[B, T]``, advantages
-    ``[B]`` or ``[B, T]``. Contributions over masked tokens::
+    ``[B]`` or ``[B, T]``. While the positive share :func:`bapo_positive_share` (reading
+    ``share``, ``effective`` or ``unclipped``) is below ``rho0``: raise ``c_low`` by ``delta_low``
+    up to ``c_low_max``; once it is there, raise ``c_high`` by ``delta_high`` up to
+    ``c_high_max``. Returns the final ``(c_low, c_high)`` as floats (log them); pass them to
+    ``compute_policy_loss("bapo", ..., clip_low=c_low, clip_high=c_high)``. No signal
+    (``pos + neg == 0``) leaves the bounds as they are. ``reduce_fn`` (optional) maps the
+    2-vector ``[pos, neg]`` to its global value (e.g. an all-reduce sum) so that every
+    data-parallel rank picks the same bounds; ``dual_clip`` only matters for ``unclipped``.
 
-        pos = sum_{A >= 0} min(r, c_high) * A      neg = sum_{A < 0} |max(r, c_low) * A|
+    Defaults: steps 0.05 / 0.1 (the authors' ``run_bapo_example.sh``; their
+    ``bapo_trainer.yaml`` uses 0.05 / 0.05) and maxima 0.9 / 3.0 (their README, "as used in the
+    paper"; the yaml has 0.8 / 2.0, the run script 0.95 / 2.0). ``rho0`` is a share in (0, 1);
+    the authors' code compares ``pos / neg`` with its target instead (yaml 1, i.e. a share of
+    0.5; run script 0.5, a share of 1/3).
 
-    While ``pos / (pos + neg) < rho0``: raise ``c_low`` by ``delta`` up to ``c_low_max``; once it
-    is there, raise ``c_high`` by ``delta`` up to ``c_high_max``. The maxima 0.9 and 3.0 are the
-    ranges of the authors' official README. Returns the final
-    ``(c_low, c_high)`` as floats (log them); pass them to ``compute_policy_loss("bapo", ...,
-    clip_low=c_low, clip_high=c_high)``. No signal (``pos + neg == 0``) leaves the bounds as they
-    are. ``reduce_fn`` (optional) maps the 2-vector ``[pos, neg]`` to its global value (e.g. an
-    all-reduce sum) so that every data-parallel rank picks the same bounds.
-
-    Unverified: the paper's exact ratio form. We use the positive share ``pos / (pos + neg)``
-    (``docs/algorithms.md``); the authors' verl recipe compares ``pos / neg`` with its target
-    and lists ranges [0.6, 0.9] and [1.2, 3.0]. The effective-ratio contributions follow that
-    recipe; note that raising ``c_low`` there can only lower the measured share, so the search
-    in effect moves ``c_low`` to ``c_low_max`` before widening ``c_high`` whenever the batch is
-    negative-dominated.
+    The readings differ in what moving ``c_low`` does. ``effective`` (the authors' code) lifts
+    low-ratio negative tokens to ``c_low``, which can only lower the share: on a
+    negative-dominated batch ``c_low`` always runs to ``c_low_max`` before ``c_high`` widens.
+    ``unclipped`` drops negative tokens below ``c_low`` (as PPO's clip does), so raising it raises
+    the share, the README's "filtering excessive low-probability negative tokens".
     """
-    for key, val in (("c_low", c_low), ("c_high", c_high), ("delta", delta), ("rho0", rho0)):
+    for key, val in (
+        ("c_low", c_low),
+        ("c_high", c_high),
+        ("delta_low", delta_low),
+        ("delta_high", delta_high),
+        ("rho0", rho0),
+    ):
         if not math.isfinite(val):
             raise ValueError(f"bapo_adapt_bounds: {key} must be finite, got {val}")
     if not 0 < c_low <= 1 <= c_high:
         raise ValueError(f"bapo_adapt_bounds: need 0 < c_low <= 1 <= c_high, got {c_low}, {c_high}")
-    if ratios.shape != mask.shape or advantages.shape not in (mask.shape[:1], mask.shape):
-        raise ValueError(
-            f"bapo_adapt_bounds: ratios {tuple(ratios.shape)}, advantages {tuple(advantages.shape)} "
-            f"and mask {tuple(mask.shape)} do not match"
-        )
+    require_choice("bapo share", share, BAPO_SHARES)
+    r, adv, m = _bapo_inputs(ratios, advantages, mask)
     with torch.no_grad():
-        m = mask.to(torch.float32)
-        r = torch.where(m != 0, ratios.to(torch.float32), torch.ones_like(m))
-        adv = advantages.to(torch.float32)
-        adv = adv.unsqueeze(-1).expand_as(r) if adv.dim() == 1 else adv
-        adv = torch.where(m != 0, adv, torch.zeros_like(adv))
         low, high = float(c_low), float(c_high)
-        share = _bapo_positive_share(r, adv, m, low, high, reduce_fn)
-        while delta > 0 and share < rho0 and low < c_low_max:
-            low = min(round(low + delta, 10), c_low_max)
-            share = _bapo_positive_share(r, adv, m, low, high, reduce_fn)
-        while delta > 0 and share < rho0 and high < c_high_max:
-            high = min(round(high + delta, 10), c_high_max)
-            share = _bapo_positive_share(r, adv, m, low, high, reduce_fn)
+
+        def measure() -> float:
+            return _bapo_positive_share(r, adv, m, low, high, reduce_fn, share, dual_clip)
+
+        rho = measure()
+        while delta_low > 0 and rho < rho0 and low < c_low_max:
+            low = min(round(low + delta_low, 10), c_low_max)
+            rho = measure()
+        while delta_high > 0 and rho < rho0 and high < c_high_max:
+            high = min(round(high + delta_high, 10), c_high_max)
+            rho = measure()
     return low, high

@@ -8,6 +8,11 @@ conciseness and format score on a validation slice).
   the few objectives and few hundred points a Pareto buffer holds).
 - :func:`hypervolume_contribution`: HVC = HV(P ∪ {v}) − HV(P).
 - :func:`hypervolume_multiplier`: m = 0.5 + 1.5·tanh(HVC), the reward scale of the next step.
+- :func:`scaled_reference` and :func:`scaled_contribution`: the same on objectives measured in
+  units of a per-objective scale s_k (HVC in units of Π s_k), with the reference one unit below
+  the first point, so that HVC is of order 1 when the front moves by about one unit.
+- :func:`gdpo_advantages`: GDPO's advantages (arXiv 2601.05242), each objective normalised within
+  its group, the weighted sum normalised over the batch.
 - :func:`influence_scores`: s_k = Σ_j ⟨g_k, g_j⟩ from the gradients' Gram matrix.
 - :func:`mirror_descent_weights`: w ← softmax(log w + η·s/λ).
 - :func:`recap_weights`: RECAP's objective weights λ = K·softmax(s/T) from each objective's loss
@@ -18,6 +23,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+
+import torch
+
+from rlengine.algorithms.advantages import compute_advantages, whiten
 
 Point = Sequence[float]
 
@@ -61,6 +70,75 @@ def hypervolume_contribution(buffer: Sequence[Point], point: Point, reference: P
 def hypervolume_multiplier(contribution: float) -> float:
     """m = 0.5 + 1.5·tanh(HVC): 0.5 when the step added nothing to the front, up to 2."""
     return 0.5 + 1.5 * math.tanh(contribution)
+
+
+def scaled_reference(first: Point, scales: Sequence[float]) -> list[float]:
+    """The reference point of a scaled hypervolume: ``first`` one unit (``scales[k]``) below in
+    every objective, so that the first point spans one unit box and a later point that improves
+    only some objectives still adds volume."""
+    if len(first) != len(scales) or any(s <= 0 for s in scales):
+        raise ValueError(
+            f"scaled_reference: need one scale > 0 per objective, got {list(scales)} for {list(first)}"
+        )
+    return [float(x) - float(s) for x, s in zip(first, scales)]
+
+
+def scaled_contribution(
+    buffer: Sequence[Point], point: Point, reference: Point, scales: Sequence[float]
+) -> float:
+    """HVC of ``point`` with every objective divided by its scale s_k first: the plain contribution
+    divided by Π s_k (a point that beats the front by one scale unit in one objective, and ties it
+    in the others, adds about one unit per unit of the others' extent)."""
+    if len(reference) != len(scales) or any(s <= 0 for s in scales):
+        raise ValueError(f"scaled_contribution: need one scale > 0 per objective, got {list(scales)}")
+
+    def unit(p: Point) -> list[float]:
+        return [float(x) / float(s) for x, s in zip(p, scales)]
+
+    return hypervolume_contribution([unit(p) for p in buffer], unit(point), unit(reference))
+
+
+def scaled_hypervolume(points: Sequence[Point], reference: Point, scales: Sequence[float]) -> float:
+    """HV of ``points`` above ``reference`` in units of Π s_k (see :func:`scaled_contribution`)."""
+    volume = hypervolume(points, reference)
+    for s in scales:
+        volume /= float(s)
+    return volume
+
+
+def gdpo_advantages(
+    scores: Sequence[Sequence[float]],
+    weights: Sequence[float],
+    group_index: Sequence[int],
+    *,
+    eps: float = 1e-6,
+    batch_normalize: bool = True,
+) -> list[float]:
+    """GDPO (arXiv 2601.05242): group reward-decoupled normalisation.
+
+    ``scores[k][i]`` is objective k's score of response i, ``group_index[i]`` its prompt. For every
+    objective, A_k = (r_k − mean_g r_k) / (std_g r_k + ε) within each group (GRPO's normalisation:
+    unbiased std, an all-equal group gets 0); then S = Σ_k w_k A_k, and with ``batch_normalize``
+    (the paper's last step, kept by TRL's ``normalize_then_sum``) Â = (S − mean S) / (std S + ε)
+    over the batch, each response counted once (0 everywhere when S is constant). Returns one
+    advantage per response.
+    """
+    if len(scores) != len(weights):
+        raise ValueError(f"gdpo_advantages: {len(scores)} objectives but {len(weights)} weights")
+    count = len(group_index)
+    if count == 0:
+        return []
+    index = torch.as_tensor(list(group_index), dtype=torch.long)
+    total = torch.zeros(count, dtype=torch.float32)
+    for w, values in zip(weights, scores):
+        if len(values) != count:
+            raise ValueError(f"gdpo_advantages: {len(values)} scores for {count} responses")
+        total += float(w) * compute_advantages(
+            "grpo", torch.tensor(list(values), dtype=torch.float32), index, eps=eps
+        )
+    if batch_normalize:
+        total = whiten(total, torch.ones(count), eps)
+    return total.tolist()
 
 
 def mirror_descent_weights(

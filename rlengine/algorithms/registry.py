@@ -134,12 +134,14 @@ class PolicyLoss:
                 )
             lower, upper = float(clip_low), float(clip_high)
         else:
-            if clip_low > 1:
+            # cispo's lower bound only truncates a detached IS weight, and the paper runs without one
+            # (verl writes that as clip_ratio_low: 10): any clip_low >= 1 is "no lower bound", 0
+            if clip_low > 1 and name != "cispo":
                 raise ValueError(
                     f"{name}: clip_low is an epsilon below a ratio of 1 (the bound is 1 - clip_low), so it "
                     f"must be <= 1, got {clip_low}"
                 )
-            lower, upper = 1.0 - float(clip_low), 1.0 + float(clip_high)
+            lower, upper = max(1.0 - float(clip_low), 0.0), 1.0 + float(clip_high)
         dual_clip = self.default_dual_clip if dual_clip is None else dual_clip
         if dual_clip is not None:
             if not self.dual_clip:

@@ -191,6 +191,8 @@ class MicroBatch:
     """``[B]`` whether the sample brought ``old_logprobs`` (else the current policy's are used)."""
     has_rollout: Tensor
     """``[B]`` whether the sample brought rollout logprobs."""
+    stale: Tensor
+    """``[B]`` whether an older policy sampled it (:attr:`Sample.stale`)."""
     advantages: Tensor
     """``[B]`` one advantage per sample."""
     lengths: list[int]
@@ -200,6 +202,8 @@ class MicroBatch:
     rollout_tokens: int
     """Loss tokens of the on-policy samples (no ``old_logprobs``) that brought rollout logprobs
     (host-side): where the learner and vLLM held the same weights."""
+    stale_tokens: int = 0
+    """Loss tokens of the stale samples (host-side)."""
 
     def to(self, device: torch.device) -> MicroBatch:
         moved = {}
@@ -333,8 +337,10 @@ def make_micro_batch(
         old_logprobs=old_lp,
         has_old=has_old,
         has_rollout=has_rollout,
+        stale=torch.tensor([s.stale for s in samples], dtype=torch.bool),
         advantages=torch.tensor([s.advantage for s in samples], dtype=torch.float32),
         lengths=lengths,
         loss_counts=[s.loss_tokens for s in samples],
         rollout_tokens=sum(s.loss_tokens for s in samples if s.rollout_logprobs and s.old_logprobs is None),
+        stale_tokens=sum(s.loss_tokens for s in samples if s.stale),
     )

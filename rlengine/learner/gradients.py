@@ -2,11 +2,13 @@
 (``reward_weighting.name: gradient``, arXiv 2509.11452).
 
 For each objective k the gradient g_k of the update's own policy loss (the same ratio, TIS weights
-and step clip bounds as :meth:`LearnerRank.policy_loss`) under objective k's advantages is taken
-on the last ``layers`` transformer blocks; the rank returns the Gram matrix G_kj = ⟨g_k, g_j⟩,
-summed over ranks. No optimizer state changes: gradients are taken with ``torch.autograd.grad``
-through the bare module, so nothing reaches ``.grad`` or DeepSpeed's gradient buffers (the
-engine's forward hooks would start ZeRO's gradient reduction).
+and step clip bounds as :meth:`LearnerRank.policy_loss` and :meth:`LearnerRank.step_clip`; the KL
+and entropy terms, which do not depend on the objective, are left out) under objective k's
+advantages is taken on the chosen transformer blocks (``layers``: the last N, or a list of block
+ids); the rank returns the Gram matrix G_kj = ⟨g_k, g_j⟩, summed over ranks. No optimizer state
+changes: gradients are taken with ``torch.autograd.grad`` through the bare module, so nothing
+reaches ``.grad`` or DeepSpeed's gradient buffers (the engine's forward hooks would start ZeRO's
+gradient reduction).
 """
 
 from __future__ import annotations
@@ -24,16 +26,35 @@ LearnerRank = Any
 """A :class:`rlengine.learner.rank.LearnerRank` (not imported: the rank imports this module)."""
 
 
-def last_blocks(rank: LearnerRank, layers: int) -> list[torch.nn.Parameter]:
-    """Trainable parameters of the last ``layers`` transformer blocks (0 = all of them)."""
-    named = [(n, p) for n, p in rank.engine.module.model.named_parameters() if p.requires_grad]
-    if layers == 0:
+def last_blocks(rank: LearnerRank, layers: int | list[int]) -> list[torch.nn.Parameter]:
+    """Trainable parameters of the chosen transformer blocks: ``layers`` an int N, the last N
+    blocks (0 = every parameter); a list, the blocks with those ids (0-based, as in the
+    parameter names ``...layers.<id>...``)."""
+    return chosen_parameters(list(rank.engine.module.model.named_parameters()), layers)
+
+
+def chosen_parameters(
+    named: list[tuple[str, torch.nn.Parameter]], layers: int | list[int]
+) -> list[torch.nn.Parameter]:
+    """The trainable parameters of ``named`` in the blocks ``layers`` chooses (see :func:`last_blocks`)."""
+    named = [(n, p) for n, p in named if p.requires_grad]
+    if isinstance(layers, int) and layers == 0:
         return [p for _, p in named]
     index = {n: int(m.group(1)) for n, _ in named if (m := re.search(r"\.layers\.(\d+)\.", n))}
     if not index:
         raise ValueError("reward_weighting.layers: the model has no '.layers.N.' parameters; use 0 (all)")
-    first = max(index.values()) + 1 - layers
-    return [p for n, p in named if index.get(n, -1) >= first]
+    count = max(index.values()) + 1
+    if isinstance(layers, int):
+        wanted = set(range(max(0, count - layers), count))
+    else:
+        missing = sorted(set(layers) - set(index.values()))
+        if not layers or missing:
+            raise ValueError(
+                f"reward_weighting.layers: block ids {missing or layers} are not blocks of this model, "
+                f"which has blocks 0..{count - 1}"
+            )
+        wanted = set(layers)
+    return [p for n, p in named if index.get(n, -1) in wanted]
 
 
 def objective_gradients(
@@ -42,11 +63,11 @@ def objective_gradients(
     micro_batches: list[list[int]],
     denominator: float,
     advantages: list[list[float]],
-    layers: int,
+    layers: int | list[int],
 ) -> dict:
     """Gram matrix of the per-objective policy gradients g_k (``advantages[k]``: one per sample) on
-    the last ``layers`` blocks, summed over ranks; with the current learning rate and the seconds
-    taken. Every rank calls it with its micro-batches of the step (``denominator``: the step's
+    the ``layers`` blocks (:func:`last_blocks`), summed over ranks; with the current learning rate
+    and the seconds taken. Every rank calls it with its micro-batches of the step (``denominator``: the step's
     aggregation denominator over all ranks)."""
     import torch.distributed as dist
 
@@ -86,7 +107,9 @@ def _add_micro_batch(
     the rows of ``flat``."""
     zero3 = rank.opts.zero_stage == 3
     batch = rank.micro_batch(samples, indices)
-    share = float(sequence_weights(torch.tensor(batch.loss_counts), rank.algo.agg).sum()) / max(denominator, 1e-8)
+    share = float(sequence_weights(torch.tensor(batch.loss_counts), rank.algo.agg).sum()) / max(
+        denominator, 1e-8
+    )
     logprobs = None
     for k, per_sample in enumerate(advantages):
         if logprobs is None or zero3:  # ZeRO-3's backward hooks hold for one backward pass per forward

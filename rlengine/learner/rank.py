@@ -146,7 +146,7 @@ class LearnerRank(GuestHost):
         )
         if not indices:  # keeps the ranks' collectives in step; contributes nothing
             batch.mask.zero_()
-            batch.loss_counts, batch.rollout_tokens = [0] * len(batch.loss_counts), 0
+            batch.loss_counts, batch.rollout_tokens, batch.stale_tokens = [0] * len(batch.loss_counts), 0, 0
         return batch.to(self.device)
 
     def response_logprobs(
@@ -202,6 +202,7 @@ class LearnerRank(GuestHost):
             if self.algo.loss == "bapo" and self.algo.bapo_adaptive:
                 metrics.add("actor/bapo_low", clip[0])
                 metrics.add("actor/bapo_high", clip[1])
+                metrics.add("actor/bapo_positive_share", self._bapo_share)  # set by step_clip's search
             for m, indices in enumerate(micro_batches):
                 batch = self.micro_batch(samples, indices)
                 total, policy_loss, share = self._micro_batch_loss(batch, denominator, metrics, clip)
@@ -250,12 +251,14 @@ class LearnerRank(GuestHost):
             metrics.add(f"actor/{key}", loss_metrics[key], tokens)
         if tokens > 0:
             metrics.max("actor/ratio_max", loss_metrics["ratio/max"])
-        stale = mask * batch.has_old.unsqueeze(-1)
-        stale_tokens = float(stale.sum())
-        if stale_tokens > 0:  # replayed or carried samples: how far the policy moved since they were sampled
-            ratio = torch.exp((logprobs.detach() - batch.old_logprobs).clamp(-20.0, 20.0))
-            deviation = ((ratio - 1).abs() * stale).sum() / stale_tokens
-            metrics.add("actor/stale_ratio_deviation", deviation, stale_tokens)
+        stale = mask * (batch.stale & batch.has_rollout).unsqueeze(-1)
+        if batch.stale_tokens > 0:  # stale samples: how far the policy moved since vLLM sampled them
+            stale_tokens = stale.sum().clamp(min=1)
+            ratio = torch.exp((logprobs.detach() - batch.rollout_logprobs).clamp(-20.0, 20.0))
+            metrics.add("actor/stale_ratio_deviation", ((ratio - 1).abs() * stale).sum() / stale_tokens, batch.stale_tokens)
+            if self.algo.off_policy_correction == "decoupled":
+                behaviour = off_policy_weights(batch, self.algo)
+                metrics.add("actor/behaviour_weight_mean", (behaviour * stale).sum() / stale_tokens, batch.stale_tokens)
         if batch.rollout_tokens > 0:  # |vLLM - learner| logprob gap of on-policy samples (same weights)
             valid = (mask > 0) & batch.has_rollout.unsqueeze(-1) & ~batch.has_old.unsqueeze(-1)
             gap = torch.where(valid, (logprobs.detach() - batch.rollout_logprobs).abs(), 0.0)
@@ -267,12 +270,24 @@ class LearnerRank(GuestHost):
         self, batch: MicroBatch, logprobs: torch.Tensor, advantages: torch.Tensor, clip: tuple[float, float]
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """The update's policy loss on one micro-batch, ``advantages`` ``[B]``: the ratio against the
-        samples' old logprobs (stale samples bring theirs; on-policy ones use the current, detached),
-        TIS weights against vLLM's logprobs (``algorithm.tis_cap``) and the step's ratio bounds
-        ``clip`` (BAPO's adapted ones). The update and the per-objective gradients both use it."""
+        samples' old logprobs (on-policy ones without use the current, detached), TIS weights against
+        vLLM's logprobs for fresh samples (``algorithm.tis_cap``), the decoupled objective's behaviour
+        weights for stale ones (``off_policy_correction: decoupled``: their old logprobs are π_prox)
+        and the step's ratio bounds ``clip`` (BAPO's adapted ones). The update and the per-objective
+        gradients both use it."""
         algo = self.algo
         old = torch.where(batch.has_old.unsqueeze(-1), batch.old_logprobs, logprobs.detach())
-        token_weights = tis_weights(old, batch.rollout_logprobs, algo.tis_cap) if algo.tis_cap else None
+        token_weights = None
+        if algo.tis_cap:  # fresh samples: the vLLM/learner mismatch (π_old_learner / π_vllm)
+            token_weights = torch.where(
+                batch.has_rollout.unsqueeze(-1), tis_weights(old, batch.rollout_logprobs, algo.tis_cap), 1.0
+            )
+        if algo.off_policy_correction == "decoupled" and batch.stale_tokens > 0:
+            token_weights = torch.where(
+                batch.stale.unsqueeze(-1),
+                off_policy_weights(batch, algo),
+                1.0 if token_weights is None else token_weights,
+            )
         return compute_policy_loss(
             algo.loss,
             logprobs,
@@ -300,8 +315,12 @@ class LearnerRank(GuestHost):
         (:func:`rlengine.algorithms.bapo_adapt_bounds` with the sums all-reduced, so all ranks agree).
 
         The ratio is π_θ / π_old: samples without old logprobs are on-policy (ratio 1), so the
-        extra forward pass runs only when some rank has stale samples in this step."""
+        extra forward pass runs only when some rank has stale samples in this step. The positive
+        share at the chosen bounds is kept in ``self._bapo_share`` (logged as
+        ``actor/bapo_positive_share``)."""
         import torch.distributed as dist
+
+        from rlengine.algorithms.losses import BAPO_DUAL_CLIP, bapo_positive_share
 
         algo = self.algo
         start_low, start_high = algo.clip_low, algo.clip_high  # build_config filled the loss's defaults
@@ -327,18 +346,34 @@ class LearnerRank(GuestHost):
             dist.all_reduce(stats)
             return stats
 
-        return bapo_adapt_bounds(
+        flat_advantages, flat_mask = torch.cat(advantages).unsqueeze(0), torch.ones_like(flat_ratios)
+        dual_clip = BAPO_DUAL_CLIP if algo.dual_clip is None else algo.dual_clip  # as the loss uses
+        low, high = bapo_adapt_bounds(
             flat_ratios,
-            torch.cat(advantages).unsqueeze(0),
-            torch.ones_like(flat_ratios),
+            flat_advantages,
+            flat_mask,
             c_low=start_low,
             c_high=start_high,
             rho0=algo.bapo_target,
-            delta=algo.bapo_step,
+            delta_low=algo.bapo_step_low,
+            delta_high=algo.bapo_step_high,
             c_low_max=algo.bapo_max_low,
             c_high_max=algo.bapo_max_high,
+            share=algo.bapo_share,
+            dual_clip=dual_clip,
             reduce_fn=global_sums,
         )
+        self._bapo_share = bapo_positive_share(
+            flat_ratios,
+            flat_advantages,
+            flat_mask,
+            low,
+            high,
+            share=algo.bapo_share,
+            dual_clip=dual_clip,
+            reduce_fn=global_sums,
+        )
+        return low, high
 
     def _step(self, finite: bool) -> tuple[float, bool]:
         """Optimizer step on every rank, or on none: when any rank saw a non-finite loss the
@@ -452,3 +487,13 @@ class LearnerRank(GuestHost):
         if client_state and "torch_rng" in client_state:
             torch.set_rng_state(client_state["torch_rng"])
         return True
+
+
+def off_policy_weights(batch: MicroBatch, algo: Any) -> torch.Tensor:
+    """``[B, T]`` the decoupled objective's behaviour weights min(π_prox / π_behaviour, C) (AReaL,
+    arXiv 2505.24298) with π_prox the samples' ``old_logprobs`` (recomputed by the trainer with the
+    current weights) and π_behaviour vLLM's ``rollout_logprobs``; 1 where a sample has no behaviour
+    logprobs or is not stale. Detached."""
+    rows = (batch.stale & batch.has_rollout & batch.has_old).unsqueeze(-1)
+    weights = tis_weights(batch.old_logprobs, batch.rollout_logprobs, algo.off_policy_cap)
+    return torch.where(rows, weights, 1.0)

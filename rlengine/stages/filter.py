@@ -19,9 +19,9 @@ Carry-over (``carry_over: true``; off by default, as in DAPO, which drops surplu
 groups beyond ``target`` go to a buffer (at most ``max_carry`` groups, oldest dropped first) that
 is part of the stage state, so it is checkpointed, and that is used first at the next step.
 Carried groups are older than the current policy (one version with the default ``max_carry``), so
-the trainer gives their samples their behaviour logprobs (vLLM's, recorded at sampling) as
-``old_logprobs``: the PPO ratio then measures how far the policy has moved since they were
-sampled and clipping acts on them. ``algorithm.tis_cap`` adds truncated importance weights on top.
+their samples are stale and trained with ``algorithm.off_policy_correction`` (default
+``decoupled``: ratio against the learner's proximal logprobs, tokens weighted by
+min(π_prox / π_behaviour, C); ``behaviour_as_old``: vLLM's behaviour logprobs as π_old).
 Their scalar rewards are recomputed with the current reward weights.
 """
 

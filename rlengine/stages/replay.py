@@ -10,9 +10,10 @@
 
 A replayed group keeps what it was sampled with: prompt and response token ids, vLLM's behaviour
 logprobs, the reward **vector**, the pass rate and the policy version. The trainer recomputes its
-scalar reward with the current weights and its advantages, and trains it with the behaviour
-logprobs as ``old_logprobs`` so the ratio measures real staleness (use ``algorithm.loss: bapo``
-or ``ppo`` with ``tis_cap``). See docs/replay.md.
+scalar reward with the current weights and its advantages. It is a stale sample, trained with
+``algorithm.off_policy_correction`` (default ``decoupled``: the ratio against the proximal policy
+recomputed by the learner, each token weighted by min(π_prox / π_behaviour, C); see
+docs/algorithms.md). See docs/replay.md.
 """
 
 from __future__ import annotations
