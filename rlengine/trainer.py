@@ -162,13 +162,13 @@ class Trainer:
 
     def before_update(self, groups: list[Group], samples: list[Sample]) -> tuple[list[Sample], dict[str, float]]:
         """The replay and reward-weighting stages' hooks between the samples and the update, in that
-        order; each may return new advantages (RECAP's per-objective terms, hypervolume's multiplier)."""
+        order; each may return new advantages (RECAP's per-objective terms, hypervolume's multiplier).
+        They run on every step, also one with no samples, so the stages' step counters stay in step."""
         metrics: dict[str, float] = {}
         for stage in (self.replay, self.reward_weighting):
-            if samples:
-                values, stage_metrics = stage.before_update(groups, samples)
-                samples = with_advantages(samples, values)
-                metrics.update(stage_metrics)
+            values, stage_metrics = stage.before_update(groups, samples)
+            samples = with_advantages(samples, values)
+            metrics.update(stage_metrics)
         return samples, metrics
 
     # ------------------------------------------------------------------ after the update

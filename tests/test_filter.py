@@ -270,9 +270,20 @@ def test_trainer_step_survives_empty_batch(tmp_path: Path) -> None:
     assert m["rollouts/kept"] == 0 and m["effective_ratio"] == 0.0 and m["rollouts/generated"] == 4 * (4 + 16)
     # no update happened: the learner's metrics are missing values (null in metrics.jsonl), not zeros
     assert all(math.isnan(m[k]) for k in LEARNER_METRICS) and math.isnan(m["reward/mean"])
+
     nan_free = {k: v for k, v in m.items() if k not in (*LEARNER_METRICS, "reward/mean")}
     assert all(not (isinstance(v, float) and math.isnan(v)) for v in nan_free.values())
     json.dumps({k: clean(v) for k, v in m.items()}, allow_nan=False)
+
+
+def test_stage_hooks_run_on_a_step_without_samples(tmp_path: Path) -> None:
+    """before_update runs on an empty step too, so a stage's step counter does not shift."""
+    t = filter_trainer(tmp_path, lambda pid: 0, "filter.name=nonzero_variance", "filter.max_rounds=1")
+    calls: list[int] = []
+    before = t.reward_weighting.before_update
+    t.reward_weighting.before_update = lambda groups, samples: (calls.append(len(samples)), before(groups, samples))[1]
+    t.step()
+    assert calls == [0] and t.learner.trained == []
 
 
 # The filter on the real stack (refill, carry-over, resume): tests/test_e2e.py.
