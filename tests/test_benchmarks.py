@@ -36,6 +36,11 @@ SMOKE_TABLES = {
         {"rollout", "pcl (cold)", "pcl (cached)", "random choice"},
         ["mean \\|p̂ − 0.5\\| of the chosen"],
     ),
+    "pcl_value_model.py": (
+        "value model",
+        {"head, linear, 1 layers", "full, mlp, 1 layers"},
+        ["MB added (peak RSS)"],
+    ),
 }
 SCRIPTS = list(SMOKE_TABLES)
 
@@ -43,7 +48,9 @@ SCRIPTS = list(SMOKE_TABLES)
 def number(cell: str) -> float | None:
     """``"1,234"``, ``"0.29 ms"``, ``"8.8 %"``, ``"1.38x"`` -> the number; None for ``"-"`` or text."""
     try:
-        return float(cell.replace(",", "").removesuffix("x").removesuffix("%").removesuffix("s").removesuffix("m"))
+        return float(
+            cell.replace(",", "").removesuffix("x").removesuffix("%").removesuffix("s").removesuffix("m")
+        )
     except ValueError:
         return None
 
@@ -126,7 +133,9 @@ def test_curriculum_efficiency_reports_time_to_plain_grpos_best(tmp_path) -> Non
     training itself is the trainer's, covered by the end-to-end tests."""
     fake_run(tmp_path / "uniform", [0.1, 0.2, 0.3, 0.3], {0: 0.1, 2: 0.2, 4: 0.4}, [0.4, 0.4, 0.4, 0.35])
     fake_run(tmp_path / "balanced", [0.3, 0.3, 0.3], {0: 0.1, 3: 0.3}, [0.3, 0.2, 0.1])
-    fake_run(tmp_path / "pcl", [0.2, 0.4, 0.5, 0.1, 0.2], {0: 0.1, 2: 0.45, 4: 0.3}, [0.4, 0.3, 0.2, 0.1, 0.2])
+    fake_run(
+        tmp_path / "pcl", [0.2, 0.4, 0.5, 0.1, 0.2], {0: 0.1, 2: 0.45, 4: 0.3}, [0.4, 0.3, 0.2, 0.1, 0.2]
+    )
     rows = report_rows("curriculum_efficiency.py", "--out-dir", str(tmp_path))
     # plain GRPO's best held-out is 0.4 (reached at 40 s); its best 3-step mean reward is 0.2667 (at 40 s);
     # the prompts it trained on after 3 warm-up steps were 0.35 from a pass rate of 1/2

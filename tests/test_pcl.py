@@ -17,8 +17,10 @@ from rlengine.config import ConfigError, load_config
 from rlengine.stages import Curriculum, StageContext, build_stage
 from rlengine.stages.pcl import (
     PCLCurriculum,
+    Selection,
     explained_variance,
     select_nearest,
+    take_selections,
     within_step_explained_variance,
 )
 from rlengine.stages.value_model import (
@@ -147,6 +149,76 @@ def test_pcl_fit_history_refits_the_last_steps() -> None:
     assert window == pytest.approx(expected)
 
 
+class DriftingModel(ScriptedModel):
+    """A scripted model that moves with every fit (its prediction is the prompt's rate plus 0.1 per
+    fit so far), so a prediction made before a fit differs from one made after it. Records what
+    each ``predict`` returned."""
+
+    def __init__(self, rates: dict[str, float]) -> None:
+        super().__init__(rates)
+        self.returned: list[dict[str, float]] = []
+
+    def call(self, method: str, *args):
+        if method != "predict":
+            return super().call(method, *args)
+        self.scored.append([p[0] for p in args[0]])
+        values = {p[0]: min(1.0, self.rates[p[0]] + 0.1 * len(self.fits)) for p in args[0]}
+        self.returned.append(values)
+        return [values[p[0]] for p in args[0]]
+
+
+@pytest.mark.parametrize("n_rows", [40, 4])  # 4 rows: consecutive steps select the same prompt ids
+def test_pcl_one_step_off_observes_each_step_with_its_own_predictions(n_rows) -> None:
+    """The one-step-off producer's order: select(t + 1) runs before observe(t). Each observe must
+    report on the predictions that chose its own step's prompts (made before its rollouts), never
+    the next step's, and keep the next step's for it, through a checkpoint too."""
+    model = DriftingModel({f"p{i}": 0.2 + 0.15 * (i % 4) for i in range(n_rows)})
+    stage = pcl_stage(model, n_rows=n_rows, candidates_factor=2, fit_history=2)
+    realised = {0: [0.25, 1.0], 1: [0.0, 0.5], 2: [0.75, 0.25]}
+    selected = {0: stage.select(2), 1: stage.select(2)}  # take(0), then run_ahead(0)
+    steps: dict[int, dict] = {0: stage.observe(selected[0], realised[0])}
+    selected[2] = stage.select(2)  # run_ahead(1), after the first fit
+    buffer = io.BytesIO()
+    torch.save(stage.state_dict(), buffer)  # a checkpoint while steps 1 and 2 are pending
+    buffer.seek(0)
+    restored = pcl_stage(model, n_rows=n_rows, candidates_factor=2, fit_history=2)
+    restored.load_state_dict(torch.load(buffer, weights_only=False))
+    steps[1] = restored.observe(selected[1], realised[1])
+    steps[2] = restored.observe(selected[2], realised[2])  # the last step: nothing runs ahead
+    for step, metrics in steps.items():
+        predicted = [model.returned[step][r["id"]] for r in selected[step]]
+        assert all(math.isfinite(metrics[k]) for k in metrics if k != "curriculum/explained_variance_window")
+        assert metrics["curriculum/value_mse"] == pytest.approx(
+            statistics.fmean((p - r) ** 2 for p, r in zip(predicted, realised[step]))
+        )
+        assert metrics["curriculum/predicted_pass_rate"] == pytest.approx(statistics.fmean(predicted))
+        assert metrics["curriculum/explained_variance"] == pytest.approx(
+            explained_variance(predicted, realised[step])
+        )
+        assert metrics["curriculum/candidates"] == 4
+    # the fits: each step's prompts and pass rates (fit_history 2), and the window's predictions
+    ids = {step: [r["id"] for r in rows] for step, rows in selected.items()}
+    assert [f[0] for f in model.fits] == [ids[0], ids[0] + ids[1], ids[1] + ids[2]]
+    assert [f[1] for f in model.fits] == [realised[0], realised[0] + realised[1], realised[1] + realised[2]]
+    assert [[e[2] for e in step] for step in restored.history] == [
+        [model.returned[s][i] for i in ids[s]] for s in (1, 2)
+    ]
+    assert restored.pending == []  # observed predictions are dropped
+
+
+def test_take_selections_counts_repeats_and_drops_selections_never_rolled_out() -> None:
+    def sel(*ids: str) -> Selection:
+        return Selection(list(ids), [0.5] * len(ids), 2 * len(ids), 0.0)
+
+    this, refill, ahead = sel("a", "b"), sel("b"), sel("a", "c")
+    # this step drew b twice (a refill after an epoch end); the next step's a stays pending
+    assert take_selections([this, refill, ahead], ["a", "b", "b"]) == ([this, refill], [ahead])
+    # a selection older than the observed one that no observe covers is dropped
+    orphan = sel("x")
+    assert take_selections([orphan, this, ahead], ["a", "b"]) == ([this], [ahead])
+    assert take_selections([this], ["z"]) == ([], [this])
+
+
 def test_within_step_explained_variance_by_hand() -> None:
     # step 1: realised 0 / 1 around mean 0.5 (SS 0.5); predictions 0.2 / 0.6: residuals -0.2 / 0.4,
     # around their mean 0.1: SS 0.09 + 0.09 = 0.18. Step 2 adds a common shift of +0.3 only:
@@ -222,6 +294,46 @@ def test_value_model_head_training_caches_features_and_full_training_moves_the_b
     full.fit(prompts, targets)
     assert not full.cache
     assert any(not torch.equal(v, full.backbone.state_dict()[k]) for k, v in before.items())
+
+
+def test_full_training_keeps_fp32_master_weights_under_a_bf16_model(tiny_model_dir, monkeypatch) -> None:
+    """``train: full`` with ``model.dtype: bfloat16``: AdamW at the default lr of 1e-5 moves each
+    weight by about 1e-5, far below bf16's spacing, so bf16 weights would never change. The
+    trained backbone keeps fp32 weights and computes in bf16 under autocast."""
+    weight = torch.tensor([0.02, -0.05, 1.0], dtype=torch.bfloat16)
+    assert torch.equal(weight.clone().add_(torch.full((3,), 1e-5)), weight)  # the problem: rounded away
+    from rlengine.stages import value_model
+
+    assert value_model.precision("bfloat16", "cuda", True) == (torch.float32, torch.bfloat16)
+    assert value_model.precision("bfloat16", "cuda", False) == (torch.bfloat16, torch.bfloat16)
+    assert value_model.precision("float16", "cuda", True) == (torch.float32, torch.float16)
+    assert value_model.precision("bfloat16", "cpu", True) == (torch.float32, torch.float32)
+    prompts, targets = difficulty_prompts(8)
+
+    def fraction_moved(rule: tuple[torch.dtype, torch.dtype]) -> float:
+        """One full fit at lr 1e-5 (two epochs of two steps: the head's last layer starts at zero,
+        so the backbone gets no gradient before the second step) under a patched precision rule."""
+        monkeypatch.setattr(value_model, "precision", lambda *_: rule)
+        model = ValueModel(spec_for(tiny_model_dir, train="full", batch_size=4, epochs_per_step=2))
+        assert (model.weight_dtype, model.compute_dtype) == rule
+        before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+        model.fit(prompts, targets)
+        after = model.backbone.state_dict()
+        assert all(v.dtype == rule[0] for v in after.values())
+        assert max((after[k] - before[k]).abs().max().item() for k in before) < 1e-4  # ~lr per step
+        layers = [k for k in before if "embed" not in k]  # most embedding rows are of unused tokens
+        moved = sum((after[k] != before[k]).sum().item() for k in layers)
+        return moved / sum(before[k].numel() for k in layers)
+
+    # the GPU rule exercised on CPU (bf16 forward under CPU autocast), against bf16 weights
+    fp32_master, bf16_weights = (
+        fraction_moved((torch.float32, torch.bfloat16)),
+        fraction_moved((torch.bfloat16,) * 2),
+    )
+    assert fp32_master > 0.9 and bf16_weights < 0.25, (
+        fp32_master,
+        bf16_weights,
+    )  # bf16: only near-zero weights
 
 
 def test_value_model_layers_option_cuts_the_backbone(tiny_model_dir) -> None:

@@ -7,6 +7,13 @@ smallest: prompts of intermediate difficulty, where the GRPO gradient is largest
 :meth:`PCLCurriculum.observe` fits V by MSE to the pass rate each selected prompt's group really had
 (refill rounds included), so the model needs no extra rollouts and lags the policy by one step.
 
+Predictions belong to the step whose prompts they chose. Under ``rollout.mode: one_step_off_policy``
+the next step's prompts are selected before this step is observed, so every :meth:`select` is kept
+as a selection of its own (ids, predictions, candidates scored, seconds), and :meth:`observe` takes
+the oldest pending selections that its prompts cover (:func:`take_selections`): exactly the ones
+rolled out for the step observed. They are dropped once observed; the others wait (and are
+checkpointed) for their own step.
+
 Candidates come from the same seeded, epoch-shuffled walk over the data as ``uniform`` (each
 prompt is a candidate once per epoch); the candidates not chosen are skipped for that epoch, as in
 the paper's uniform candidate draw. Only the candidate rows are touched, never the whole set.
@@ -86,6 +93,62 @@ def within_step_explained_variance(steps: list[list[tuple[float, float]]]) -> fl
     return 1.0 - residual_ss / realised_ss if realised_ss > 0 else math.nan
 
 
+@dataclass
+class Selection:
+    """One :meth:`PCLCurriculum.select`: the prompt ids it returned (repeats included, in order),
+    the prediction each was chosen by, and what choosing them cost."""
+
+    ids: list[str]
+    predictions: list[float]
+    candidates: int
+    seconds: float
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "ids": list(self.ids),
+            "predictions": list(self.predictions),
+            "candidates": self.candidates,
+            "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> Selection:
+        return cls(
+            list(state["ids"]), list(state["predictions"]), int(state["candidates"]), float(state["seconds"])
+        )
+
+
+def take_selections(
+    pending: list[Selection], observed_ids: list[str]
+) -> tuple[list[Selection], list[Selection]]:
+    """Split ``pending`` (oldest first) into the selections an observe of ``observed_ids`` covers
+    and those still waiting for their step.
+
+    A selection is taken when every id it returned is among the observed ids not yet claimed by an
+    older taken selection (a multiset: a prompt drawn twice must be observed twice). So a step's
+    first selection and its refills are taken, and the next step's selection (one-step-off) stays,
+    even when it drew some of the same prompts. Selections older than the newest taken one that
+    were not taken were never rolled out (nothing will observe them): they are dropped.
+    """
+    left: dict[str, int] = {}
+    for prompt_id in observed_ids:
+        left[prompt_id] = left.get(prompt_id, 0) + 1
+    taken_at: list[int] = []
+    for index, selection in enumerate(pending):
+        wanted: dict[str, int] = {}
+        for prompt_id in selection.ids:
+            wanted[prompt_id] = wanted.get(prompt_id, 0) + 1
+        if all(left.get(k, 0) >= v for k, v in wanted.items()):
+            for k, v in wanted.items():
+                left[k] -= v
+            taken_at.append(index)
+    if not taken_at:
+        return [], list(pending)
+    taken = [pending[i] for i in taken_at]
+    waiting = [s for i, s in enumerate(pending) if i > taken_at[-1]]
+    return taken, waiting
+
+
 def _mean(values: list[float]) -> float:
     return statistics.fmean(values) if values else math.nan
 
@@ -111,10 +174,9 @@ class PCLCurriculum(Curriculum):
             context.learner,
             init_pass_rate=config.tau,
         )
-        self.predicted: dict[str, float] = {}
-        """Prediction for every prompt selected since the last observe (refills included), by id."""
-        self.candidates = 0
-        self.seconds = 0.0
+        self.pending: list[Selection] = []
+        """Selections not observed yet, oldest first: this step's (refills included) and, under
+        one-step-off rollouts, the next step's."""
         self.history: list[list[tuple[tuple[str, str, list[int]], float, float | None]]] = []
         """The last ``fit_history`` steps' (prompt key, realised pass rate, prediction) triples."""
 
@@ -136,19 +198,32 @@ class PCLCurriculum(Curriculum):
         candidates = self.candidates_for(num_prompts)
         predictions = self.model.predict([prompt_key(row) for row in candidates])
         chosen = select_nearest(predictions, num_prompts, self.config.tau)
-        for i in chosen:
-            self.predicted[str(candidates[i]["id"])] = predictions[i]
-        self.candidates += len(candidates)
-        self.seconds += time.perf_counter() - start
-        rows = [candidates[i] for i in chosen]
-        return [rows[i % len(rows)] for i in range(num_prompts)]  # repeats only when data < B
+        # repeats only when the data has fewer than B rows
+        picked = [chosen[i % len(chosen)] for i in range(num_prompts)] if chosen else []
+        self.pending.append(
+            Selection(
+                [str(candidates[i]["id"]) for i in picked],
+                [predictions[i] for i in picked],
+                len(candidates),
+                time.perf_counter() - start,
+            )
+        )
+        return [candidates[i] for i in picked]
 
     def observe(self, prompts: list[dict], pass_rates: list[float]) -> dict[str, float]:
-        """Report how well the predictions matched, then fit the value model to the observed pass rates."""
+        """Report how well the predictions matched, then fit the value model to the observed pass rates.
+
+        The predictions compared are those of the selections that chose these prompts
+        (:func:`take_selections`), never a later step's selection of the same prompt ids."""
         start = time.perf_counter()
-        selected = [(p, r) for p, r in zip(prompts, pass_rates) if str(p["id"]) in self.predicted]
-        predicted = [self.predicted[str(p["id"])] for p, _ in selected]
-        realised = [r for _, r in selected]
+        taken, self.pending = take_selections(self.pending, [str(p["id"]) for p in prompts])
+        queued: dict[str, list[float]] = {}
+        for selection in taken:
+            for prompt_id, prediction in zip(selection.ids, selection.predictions):
+                queued.setdefault(prompt_id, []).append(prediction)
+        chosen_by = [queued[str(p["id"])].pop(0) if queued.get(str(p["id"])) else None for p in prompts]
+        predicted = [v for v in chosen_by if v is not None]
+        realised = [float(r) for r, v in zip(pass_rates, chosen_by) if v is not None]
         tau = self.config.tau
         metrics = {
             "curriculum/value_mse": _mean([(p - r) ** 2 for p, r in zip(predicted, realised)]),
@@ -156,11 +231,9 @@ class PCLCurriculum(Curriculum):
             "curriculum/predicted_pass_rate": _mean(predicted),
             "curriculum/realised_pass_rate": _mean(realised),
             "curriculum/distance_to_tau": _mean([abs(r - tau) for r in realised]),
-            "curriculum/candidates": float(self.candidates),
+            "curriculum/candidates": float(sum(s.candidates for s in taken)),
         }
-        step = [
-            (prompt_key(p), float(r), self.predicted.get(str(p["id"]))) for p, r in zip(prompts, pass_rates)
-        ]
+        step = [(prompt_key(p), float(r), v) for p, r, v in zip(prompts, pass_rates, chosen_by)]
         self.history = [*self.history, step][-self.config.fit_history :]
         metrics["curriculum/explained_variance_window"] = within_step_explained_variance(
             [[(e[2], e[1]) for e in step if e[2] is not None] for step in self.history]
@@ -168,8 +241,7 @@ class PCLCurriculum(Curriculum):
         pairs = [entry for step in self.history for entry in step]
         fit = self.model.fit([e[0] for e in pairs], [e[1] for e in pairs]) if prompts else {}
         metrics["curriculum/fit_loss"] = fit.get("loss", math.nan)
-        metrics["time/curriculum"] = self.seconds + time.perf_counter() - start
-        self.predicted, self.candidates, self.seconds = {}, 0, 0.0
+        metrics["time/curriculum"] = sum(s.seconds for s in taken) + time.perf_counter() - start
         return metrics
 
     def state_dict(self) -> dict:
@@ -177,11 +249,14 @@ class PCLCurriculum(Curriculum):
             "dataset": self.dataset.state_dict(),
             "value_model": self.model.state_dict(),
             "history": self.history,
+            "pending": [s.state_dict() for s in self.pending],
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.dataset.load_state_dict(state["dataset"])
         self.history = state["history"]
+        # older checkpoints hold no pending selection: the step observed next reports no prediction metrics
+        self.pending = [Selection.from_state_dict(s) for s in state.get("pending", [])]
         self.model.load_state_dict(state["value_model"])
 
     def close(self) -> None:

@@ -10,6 +10,12 @@ With ``train: head`` the backbone is frozen, so each prompt's pooled features ar
 and cached by prompt id (scoring a prompt seen before costs one head evaluation). With
 ``train: full`` the backbone is trained too and nothing can be cached.
 
+Precision (:func:`precision`): on CPU everything is fp32. On GPU the backbone computes in
+``model.dtype``; a frozen backbone (``train: head``) is also stored in it, but a trained one
+(``train: full``) keeps fp32 master weights and runs its forward under autocast to ``model.dtype``:
+AdamW's updates at the default lr of 1e-5 are far below bf16's spacing (2^-8 relative: about 8e-5
+for a weight of 0.02), so bf16 weights would round every update away and the backbone never moves.
+
 :class:`ValueModel` is a plain class. :func:`build_value_model` places it in the driver, in a Ray
 actor of its own, or inside the learner's rank-0 process, and returns a :class:`ValueModelHandle`
 whose methods block until the result is back.
@@ -103,6 +109,17 @@ class ValueHead(nn.Module):
         return self.layers(self.norm(features.float())).squeeze(-1)
 
 
+def precision(dtype: str, device_type: str, train_backbone: bool) -> tuple[torch.dtype, torch.dtype]:
+    """(dtype the backbone's weights are stored in, dtype its forward computes in).
+
+    CPU: fp32 for both. GPU: the forward runs in ``dtype`` (``model.dtype``); the weights are stored
+    in it when the backbone is frozen, and in fp32 (master weights, the forward under autocast) when
+    it is trained, since updates smaller than half a bf16 / fp16 step would be rounded away.
+    """
+    compute = getattr(torch, dtype) if device_type == "cuda" else torch.float32
+    return (torch.float32 if train_backbone else compute), compute
+
+
 class ValueModel:
     """Backbone + head. Prompts are ``(id, text, prompt_ids)`` triples."""
 
@@ -111,9 +128,10 @@ class ValueModel:
 
         self.spec, self.config = spec, spec.config
         self.device = torch.device("cuda" if spec.gpu and torch.cuda.is_available() else "cpu")
-        dtype = getattr(torch, spec.dtype) if self.device.type == "cuda" else torch.float32
+        full = self.config.train == "full"
+        self.weight_dtype, self.compute_dtype = precision(spec.dtype, self.device.type, full)
         self.backbone = AutoModel.from_pretrained(
-            spec.backbone_path, dtype=dtype, trust_remote_code=spec.trust_remote_code
+            spec.backbone_path, dtype=self.weight_dtype, trust_remote_code=spec.trust_remote_code
         ).to(self.device)
         if self.config.layers is not None:
             keep_first_layers(self.backbone, self.config.layers)
@@ -127,7 +145,6 @@ class ValueModel:
             torch.manual_seed(spec.seed)
             self.head = ValueHead(hidden, self.config.head, self.config.hidden_size, init_pass_rate)
         self.head.to(self.device)
-        full = self.config.train == "full"
         self.backbone.train(False)
         self.backbone.requires_grad_(full)
         params = list(self.head.parameters()) + (list(self.backbone.parameters()) if full else [])
@@ -160,7 +177,9 @@ class ValueModel:
             ids[i, : len(r)] = torch.tensor(r)
             mask[i, : len(r)] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
-        hidden = self.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+        mixed = self.compute_dtype != self.weight_dtype  # fp32 master weights, low-precision forward
+        with torch.autocast(self.device.type, dtype=self.compute_dtype, enabled=mixed):
+            hidden = self.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
         weights = mask.unsqueeze(-1).to(hidden.dtype)
         return ((hidden * weights).sum(1) / weights.sum(1)).float()
 
