@@ -21,7 +21,7 @@ from rlengine import placement
 from rlengine.algorithms.registry import with_absolute_plugins
 from rlengine.checkpoint import load_trainer_state
 from rlengine.config import RunConfig, dump_yaml, to_dict
-from rlengine.data.prompts import load_prompt_rows, split_validation
+from rlengine.data.prompts import load_prompt_rows, load_replay_sources, split_validation
 from rlengine.producer import Rollouts
 from rlengine.resume import checkpoint_to_resume
 from rlengine.runlog import MetricsLogger
@@ -44,7 +44,9 @@ def build_model(cfg: RunConfig) -> tuple[str, Any]:
 
     from rlengine.models import resolve_model
 
-    path = resolve_model(cfg.model.name, cache_dir=cfg.model.cache_dir, trust_remote_code=cfg.model.trust_remote_code)
+    path = resolve_model(
+        cfg.model.name, cache_dir=cfg.model.cache_dir, trust_remote_code=cfg.model.trust_remote_code
+    )
     return path, AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
 
 
@@ -65,8 +67,15 @@ def build_learner(cfg: RunConfig, model_path: str, gpu: bool, backend: str, lear
 
 
 def build_stages(
-    cfg: RunConfig, rows: Any, validation_rows: list[dict], specs: list[Any], rollouts: Rollouts, learner: Any,
-    model_path: str, gpu: bool,
+    cfg: RunConfig,
+    rows: Any,
+    validation_rows: list[dict],
+    specs: list[Any],
+    rollouts: Rollouts,
+    learner: Any,
+    model_path: str,
+    gpu: bool,
+    source_rows: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The four stages, each with its narrow handles on the rollouts and the learner."""
     stages: dict[str, Any] = {}
@@ -84,6 +93,7 @@ def build_stages(
         policy_path=model_path,
         model=cfg.model,
         gpu=gpu,
+        source_rows=source_rows or {},
     )
     for kind in STAGE_KINDS:
         stages[kind] = build_stage(kind, getattr(cfg, kind), context, cfg.config_dir)
@@ -111,6 +121,7 @@ def build_trainer(cfg: RunConfig, trainer_class: type) -> Any:
     seed_everything(cfg.trainer.seed)
     model_path, tokenizer = build_model(cfg)
     rows, validation_rows = split_validation(load_prompt_rows(cfg, tokenizer), cfg.data.validation_size)
+    source_rows = load_replay_sources(cfg, tokenizer)  # RECAP's other domains, read before anything starts
     specs = parse_reward_specs(cfg.reward.functions)
     init_ray(cfg.trainer.ray_address)
     gpu = use_gpu()
@@ -139,7 +150,9 @@ def build_trainer(cfg: RunConfig, trainer_class: type) -> Any:
         started.callback(sync.close)
         pool.on_restart = lambda engine: sync([engine])
         rollouts = Rollouts(cfg, pool, rewards, [spec.name for spec in specs])
-        stages = build_stages(cfg, rows, validation_rows, specs, rollouts, learner, model_path, gpu)
+        stages = build_stages(
+            cfg, rows, validation_rows, specs, rollouts, learner, model_path, gpu, source_rows
+        )
         for stage in stages.values():
             started.callback(stage.close)
         state = load_trainer_state(checkpoint) if checkpoint is not None else None
@@ -159,4 +172,3 @@ def build_trainer(cfg: RunConfig, trainer_class: type) -> Any:
             trainer.load_state_dict(state)
         started.pop_all()  # the trainer owns them now (Trainer.close)
     return trainer
-

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import typing
 
 from rlengine import config
 from rlengine.schema import yaml_key
@@ -69,11 +70,17 @@ def table(cls: type, skip: tuple[str, ...] = ()) -> str:
 
 
 def nested_sections(cls: type) -> list[tuple[str, type]]:
-    """Fields of ``cls`` that are themselves sections (dataclass defaults), as ``(name, class)``."""
+    """Fields of ``cls`` that are themselves sections (dataclass defaults), as ``(name, class)``, and
+    lists of sections (``list[SomeConfig]``), as ``(name[i], class)``."""
     out = []
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(f.default_factory):
             out.append((f.name, f.default_factory))
+        elif typing.get_origin(hints[f.name]) is list:
+            (item,) = typing.get_args(hints[f.name]) or (None,)
+            if dataclasses.is_dataclass(item):
+                out.append((f"{f.name}[i]", item))
     return out
 
 

@@ -55,6 +55,15 @@ class Sample:
     stale: bool = False
     """Sampled by an older policy version than the one being trained (carried over, replayed,
     prefetched): what ``train/stale_fraction`` counts and the off-policy correction acts on."""
+    source: str = "task"
+    """The data source the sample comes from: ``task`` (the run's data) or a ``replay.sources``
+    name (RECAP). Every source's loss term is aggregated over its own samples, so the update
+    minimises Σ_k source_weight_k · L_k; with one source it is the plain loss."""
+    source_weight: float = 1.0
+    """λ_k of the sample's source (RECAP), the same for every sample of a source; 1 otherwise."""
+    supervised: bool = False
+    """The response is a reference completion (a supervised source): its loss is the NLL of the
+    response tokens, not the policy loss; it has no advantage, old or rollout logprobs."""
 
     @property
     def loss_tokens(self) -> int:
@@ -146,7 +155,9 @@ def advantages(algorithm: Any, rewards: Tensor, groups: list[Group], samples: Se
     """``[N]`` advantages of ``rewards`` (one per sample) under ``algorithm.advantage``, with the
     groups as baselines and the loss-token counts as whitening weights."""
     lengths = torch.tensor([s.loss_tokens for s in samples], dtype=torch.long)
-    return compute_advantages(algorithm.advantage, rewards, group_ids(groups), eps=algorithm.eps, lengths=lengths)
+    return compute_advantages(
+        algorithm.advantage, rewards, group_ids(groups), eps=algorithm.eps, lengths=lengths
+    )
 
 
 def objective_advantages(
@@ -173,11 +184,16 @@ def with_advantages(samples: list[Sample], values: Sequence[float] | Tensor) -> 
     return [dataclasses.replace(s, advantage=float(v)) for s, v in zip(samples, values)]
 
 
+def needs_old_logprobs(sample: Sample) -> bool:
+    """An on-policy policy-gradient sample without old logprobs (a supervised one has no ratio)."""
+    return sample.old_logprobs is None and not sample.supervised
+
+
 def with_old_logprobs(samples: list[Sample], logprobs: list[list[float]]) -> list[Sample]:
-    """The on-policy samples (``old_logprobs is None``) get ``logprobs`` (one list per such sample,
-    in order) as their ``old_logprobs``; stale ones keep theirs."""
+    """The on-policy samples (:func:`needs_old_logprobs`) get ``logprobs`` (one list per such
+    sample, in order) as their ``old_logprobs``; stale and supervised ones keep theirs."""
     fresh = iter(logprobs)
-    return [s if s.old_logprobs is not None else dataclasses.replace(s, old_logprobs=next(fresh)) for s in samples]
+    return [dataclasses.replace(s, old_logprobs=next(fresh)) if needs_old_logprobs(s) else s for s in samples]
 
 
 def with_proximal_logprobs(samples: list[Sample], logprobs: list[list[float]]) -> list[Sample]:

@@ -7,6 +7,7 @@ batch    = replay.mix(groups)                  # + k past groups
 scalars  = reward_weighting.combine(scores)    # fresh, and past groups re-scalarised
 samples  = build_samples(batch) with advantages
 replay.before_update(...); reward_weighting.before_update(...)   # may return new advantages
+samples  = replay.sources(generated, samples)  # RECAP: + other domains' samples, λ_k per loss term
 producer.run_ahead(step)                       # one_step_off_policy: the next batch generates now
 metrics  = learner.update(samples)             # (colocated: the engines sleep meanwhile)
 producer.settle(); sync_weights()
@@ -43,6 +44,7 @@ from rlengine.samples import (
     episode_rewards,
     kl_in_reward,
     logprob_gap,
+    needs_old_logprobs,
     set_scalar_rewards,
     with_advantages,
     with_old_logprobs,
@@ -109,10 +111,15 @@ class Trainer:
             # fresh groups, and carried or replayed ones re-scalarised with the current weights
             stale = [g for g in batch if g.policy_version < step]
             combine = self.reward_weighting.combine
-            set_scalar_rewards(state.generated + stale, combine, self.objectives, self.algorithm, self.cfg.rollout.max_tokens)
+            set_scalar_rewards(
+                state.generated + stale, combine, self.objectives, self.algorithm, self.cfg.rollout.max_tokens
+            )
         samples, sample_metrics = self.prepare_samples(batch, state)
         with state.timer("time/reward_weighting"):
             samples, hook_metrics = self.before_update(batch, samples)
+        with state.timer("time/stages"):  # RECAP: other domains' samples, λ_k on every loss term
+            samples, source_metrics = self.replay.sources(list(state.generated), samples, step)
+        samples = self.with_old_logprobs(samples, state, sample_metrics)
         self.producer.run_ahead(step)  # one_step_off_policy: the next batch generates during the update
         with state.timer("time/update"), self.pool.asleep():  # colocated: the engines free the GPUs
             train_metrics = self.learner.train(samples, seed=self.cfg.trainer.seed + step) if samples else {}
@@ -122,7 +129,14 @@ class Trainer:
         self.step_index = self.rollouts.version = step + 1
         with state.timer("time/stages"):
             stage_metrics = self.observe(state.generated, batch)
-        extra = {**train_metrics, **sample_metrics, **filter_metrics, **hook_metrics, **stage_metrics}
+        extra = {
+            **train_metrics,
+            **sample_metrics,
+            **filter_metrics,
+            **hook_metrics,
+            **source_metrics,
+            **stage_metrics,
+        }
         return self.step_metrics(state, batch, extra)
 
     # ------------------------------------------------------------------ rewards -> samples
@@ -130,8 +144,8 @@ class Trainer:
     def prepare_samples(self, batch: list[Group], state: StepState) -> tuple[list[Sample], dict[str, float]]:
         """The learner samples of ``batch`` with their advantages (rlengine/samples.py). The learner
         is asked for reference logprobs (``kl_placement: reward``, timed ``time/ref``), for the stale
-        samples' proximal logprobs (``off_policy_correction: decoupled``) and for the on-policy
-        samples' old logprobs (``ppo_epochs > 1`` or mini-batches); both timed ``time/old_logprobs``."""
+        samples' proximal logprobs (``off_policy_correction: decoupled``, timed ``time/old_logprobs``);
+        the on-policy samples' old logprobs come after the stage hooks (:meth:`with_old_logprobs`)."""
         algo = self.algorithm
         samples = build_samples(batch, self.step_index, algo.mask_truncated)
         if not samples:
@@ -143,24 +157,37 @@ class Trainer:
             with state.timer("time/ref"):
                 kl = kl_in_reward(samples, self.learner.compute_logprobs(samples, "ref"), algo.kl_kind)
             rewards = rewards - algo.kl_coef * kl
-            metrics["kl/mean"] = statistics.fmean(k / max(1, len(s.response_ids)) for k, s in zip(kl.tolist(), samples))
+            metrics["kl/mean"] = statistics.fmean(
+                k / max(1, len(s.response_ids)) for k, s in zip(kl.tolist(), samples)
+            )
         values = advantages(algo, rewards, batch, samples)
         samples = with_advantages(samples, values)
         stale = [s for s in samples if s.stale]
         if stale and algo.off_policy_correction == "decoupled":  # π_prox under the current weights
             with state.timer("time/old_logprobs"):
                 samples = with_proximal_logprobs(samples, self.learner.compute_logprobs(stale, "policy"))
-        if self.cfg.learner.ppo_epochs > 1 or self.cfg.learner.mini_batch_size:
-            fresh = [s for s in samples if s.old_logprobs is None]
-            with state.timer("time/old_logprobs"):
-                old = self.learner.compute_logprobs(fresh, "policy") if fresh else []
-            samples = with_old_logprobs(samples, old)
-            metrics.update(logprob_gap(fresh, old))  # under the engines' weights, unlike the update's
         metrics["advantage/mean_abs"] = float(values.abs().mean())
-        metrics["train/stale_fraction"] = statistics.fmean(s.stale for s in samples)  # from the policy version
+        metrics["train/stale_fraction"] = statistics.fmean(
+            s.stale for s in samples
+        )  # from the policy version
         return samples, metrics
 
-    def before_update(self, groups: list[Group], samples: list[Sample]) -> tuple[list[Sample], dict[str, float]]:
+    def with_old_logprobs(
+        self, samples: list[Sample], state: StepState, metrics: dict[str, float]
+    ) -> list[Sample]:
+        """With ``ppo_epochs > 1`` or mini-batches, the on-policy samples' old logprobs (timed
+        ``time/old_logprobs``), and the vLLM/learner gap they show in ``metrics``."""
+        if not (self.cfg.learner.ppo_epochs > 1 or self.cfg.learner.mini_batch_size):
+            return samples
+        fresh = [s for s in samples if needs_old_logprobs(s)]
+        with state.timer("time/old_logprobs"):
+            old = self.learner.compute_logprobs(fresh, "policy") if fresh else []
+        metrics.update(logprob_gap(fresh, old))  # under the engines' weights, unlike the update's
+        return with_old_logprobs(samples, old)
+
+    def before_update(
+        self, groups: list[Group], samples: list[Sample]
+    ) -> tuple[list[Sample], dict[str, float]]:
         """The replay and reward-weighting stages' hooks between the samples and the update, in that
         order; each may return new advantages (RECAP's per-objective terms, hypervolume's multiplier).
         They run on every step, also one with no samples, so the stages' step counters stay in step."""
@@ -175,7 +202,9 @@ class Trainer:
 
     def observe(self, generated: list[Group], batch: list[Group]) -> dict[str, float]:
         """Feedback to the stages: every rolled-out prompt's pass rate, the trained scores and groups."""
-        metrics = dict(self.curriculum.observe([g.prompt for g in generated], [g.pass_rate for g in generated]))
+        metrics = dict(
+            self.curriculum.observe([g.prompt for g in generated], [g.pass_rate for g in generated])
+        )
         scores = {k: [e.scores[k] for g in batch for e in g.episodes] for k in self.objectives}
         metrics.update(self.reward_weighting.observe(scores))
         metrics.update(self.replay.observe(batch, self.step_index))
@@ -306,7 +335,11 @@ class Trainer:
         """Stop every stage, pool and actor; each part is stopped even if another fails. ``quick``
         (after Ctrl-C or a failure) gives the rollout engines seconds, not a minute, to stop."""
         parts = [stage.close for stage in self.stages.values()]
-        parts += [self.logger.close, self.rollouts.rewards.close, lambda: self.pool.shutdown(10 if quick else 60)]
+        parts += [
+            self.logger.close,
+            self.rollouts.rewards.close,
+            lambda: self.pool.shutdown(10 if quick else 60),
+        ]
         parts += [self.learner.shutdown, self.sync_weights.close]
         parts += [lambda: placements.remove(self.placement and self.placement.group)]
         with sigint_ignored():
@@ -327,4 +360,3 @@ def train(cfg: RunConfig) -> list[dict[str, Any]]:
         return history
     finally:
         trainer.close(quick=not finished)
-

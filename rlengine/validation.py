@@ -31,15 +31,6 @@ def validate(cfg: Any) -> None:
     """The rules between fields and sections (ranges and enums are on the fields themselves and
     were checked when the sections were built, rlengine/schema.py), plus existence checks for data
     files, reward functions, plug-ins and benchmarks."""
-    if getattr(cfg.replay, "name", None) == "recap" and (
-        cfg.algorithm.overlong_shaping
-        or (cfg.algorithm.kl_coef > 0 and cfg.algorithm.kl_placement == "reward")
-    ):
-        raise ConfigError(
-            "replay.name: recap sets the advantages from the per-objective rewards, so a reward term "
-            "outside the objectives would be lost: turn off algorithm.overlong_shaping and use "
-            "algorithm.kl_placement: loss"
-        )
     if cfg.rollout.mode == "one_step_off_policy":
         for kind in ("filter", "replay"):
             name = getattr(getattr(cfg, kind), "name", "none")
@@ -71,7 +62,8 @@ def validate(cfg: Any) -> None:
         )
     _check_algorithm(cfg)
     _check_learner(cfg)
-    _check_data(cfg)
+    _check_data(cfg.data.source, "data.source", cfg.config_dir)
+    _check_replay_sources(cfg)
     _check_rewards(cfg)
     _check_reward_weighting(cfg)
     _check_benchmarks(cfg)
@@ -125,7 +117,9 @@ def _check_algorithm(cfg: Any) -> None:
 def _check_learner(cfg: Any) -> None:
     opts = cfg.learner
     if len(opts.betas) != 2:
-        raise ConfigError(f"learner.betas: expected two AdamW betas in [0, 1), e.g. [0.9, 0.999], got {opts.betas}")
+        raise ConfigError(
+            f"learner.betas: expected two AdamW betas in [0, 1), e.g. [0.9, 0.999], got {opts.betas}"
+        )
     responses = cfg.trainer.batch_size * cfg.rollout.n
     if opts.mini_batch_size is not None and opts.mini_batch_size > responses:
         raise ConfigError(
@@ -147,22 +141,62 @@ def _check_bapo(algo: Any) -> None:
         )
 
 
-def _check_data(cfg: Any) -> None:
-    source = cfg.data.source
+def _check_data(source: str, key: str, config_dir: str | None) -> None:
+    """``source`` (the value of config key ``key``) names a shipped set, an existing file or folder,
+    or a hub id."""
     if source in SHIPPED or source in BENCHMARKS or source == "synthetic_arithmetic":
         return
-    candidates = [Path(source)] + ([Path(cfg.config_dir) / source] if cfg.config_dir else [])
+    candidates = [Path(source)] + ([Path(config_dir) / source] if config_dir else [])
     if source.endswith((".jsonl", ".json", ".parquet")):
         if not any(c.is_file() for c in candidates):
             tried = ", ".join(str(c) for c in candidates)
-            raise ConfigError(f"data.source: file '{source}' not found (tried {tried})")
+            raise ConfigError(f"{key}: file '{source}' not found (tried {tried})")
     elif "/" not in source and not any(c.is_dir() for c in candidates):
         names = [*SHIPPED, *BENCHMARKS, "synthetic_arithmetic"]
         raise ConfigError(
-            f"data.source: unknown dataset '{source}'{did_you_mean(source, names)}; shipped: "
+            f"{key}: unknown dataset '{source}'{did_you_mean(source, names)}; shipped: "
             f"{', '.join(names)}; or a .jsonl/.json/.parquet file, a dataset folder, or a Hugging Face "
             "hub id of the form org/name"
         )
+
+
+def _check_replay_sources(cfg: Any) -> None:
+    """``replay.sources`` (RECAP's other domains): named, unique, not ``task``, with data that
+    exists and reward weights over the objectives of ``reward.functions``."""
+    sources = getattr(cfg.replay, "sources", None) or []
+    objectives = [spec.name for spec in parse_reward_specs(cfg.reward.functions)] if sources else []
+    seen: set[str] = set()
+    for i, source in enumerate(sources):
+        key = f"replay.sources[{i}]"
+        if not source.name or source.name == "task" or source.name in seen or "/" in source.name:
+            raise ConfigError(
+                f"{key}.name: expected a unique name other than 'task' (no '/'), got {source.name!r}"
+            )
+        seen.add(source.name)
+        if not source.data:
+            raise ConfigError(
+                f"{key}.data: required (a shipped set name, a .jsonl/.json/.parquet file or a dataset)"
+            )
+        if source.data == "synthetic_arithmetic":
+            raise ConfigError(
+                f"{key}.data: synthetic_arithmetic is only a data.source; write the rows to a file"
+            )
+        _check_data(source.data, f"{key}.data", cfg.config_dir)
+        if source.rewards is not None:
+            if source.kind == "supervised":
+                raise ConfigError(
+                    f"{key}.rewards: a supervised source has no reward (its loss is the NLL); remove it"
+                )
+            for name, weight in source.rewards.items():
+                if name not in objectives:
+                    raise ConfigError(
+                        f"{key}.rewards: unknown objective '{name}'{did_you_mean(name, objectives)}; "
+                        f"the objectives of reward.functions are {objectives}"
+                    )
+                if not weight >= 0:
+                    raise ConfigError(f"{key}.rewards.{name}: expected a weight >= 0, got {weight}")
+            if not sum(source.rewards.values()) > 0:
+                raise ConfigError(f"{key}.rewards: the weights must sum to > 0, got {source.rewards}")
 
 
 def _check_rewards(cfg: Any) -> None:
@@ -232,11 +266,6 @@ def _check_reward_weighting(cfg: Any) -> None:
         raise ConfigError(
             f"reward_weighting: the objective weights are normalised to sum to 1, so their sum must be > 0; "
             f"got {weights}"
-        )
-    if section.name in ("gdpo", "gradient") and getattr(cfg.replay, "name", None) == "recap":
-        raise ConfigError(
-            f"reward_weighting.name: {section.name} sets the advantages of the batch, and so does "
-            "replay.name: recap (from its per-objective terms); use one of them"
         )
     if section.name == "gdpo":
         _check_gdpo(cfg)

@@ -15,7 +15,7 @@ from typing import Any
 
 from rlengine.config import RunConfig
 from rlengine.producer import Rollouts
-from rlengine.samples import Sample
+from rlengine.samples import Sample, objective_weights
 from rlengine.stages import STAGE_KINDS, StageContext, build_stage
 from rlengine.trainer import Trainer
 from rlengine.weight_sync import WeightSync
@@ -39,7 +39,7 @@ class StubPool:
 
     def collect(self, chunks: list[Any]) -> list[list[dict]]:
         self.events.append("collect")
-        (count, n), = chunks
+        ((count, n),) = chunks
         response = {"token_ids": [1, 2, 3], "logprobs": [-1.0] * 3, "finish_reason": "stop"}
         return [[{**response, "text": str(k)} for k in range(n)] for _ in range(count)]
 
@@ -133,17 +133,30 @@ def stub_trainer(
     reward_weights: tuple[float, ...] = (1.0,),
     rewards: Any = None,
     learner: Any = None,
+    source_rows: dict[str, tuple[list[dict], list[dict]]] | None = None,
 ) -> Trainer:
-    """A real Trainer over stub parts: the config's stages (built for real), a stub pool, stub
-    rewards and a stub learner; the file weight sync writes into ``tmp_path``."""
+    """A real Trainer over stub parts: the config's stages (built for real, with handles on the
+    stub rollouts and learner, as rlengine/build.py gives them), a stub pool, stub rewards and a
+    stub learner; the file weight sync writes into ``tmp_path``."""
     pool, learner = StubPool(), learner or StubLearner()
     rollouts = Rollouts(cfg, pool, rewards or StubRewards(passes), list(objectives))
+    stages: dict[str, Any] = {}
     context = StageContext(
-        rows=rows, seed=cfg.trainer.seed, objectives=list(objectives), reward_weights=list(reward_weights)
+        rows=rows,
+        seed=cfg.trainer.seed,
+        objectives=list(objectives),
+        reward_weights=list(reward_weights),
+        algorithm=cfg.algorithm,
+        objective_weights=lambda: objective_weights(stages["reward_weighting"].combine, list(objectives)),
+        rollout=rollouts.handle(),
+        learner=learner,
+        source_rows=source_rows or {},
     )
-    stages = {kind: build_stage(kind, getattr(cfg, kind), context) for kind in STAGE_KINDS}
+    stages.update({kind: build_stage(kind, getattr(cfg, kind), context) for kind in STAGE_KINDS})
     sync = WeightSync("file", learner, pool, tensor_parallel_size=1)
     shutil.rmtree(sync.weights_dir)
     sync.weights_dir = tmp_path / "weights"
     sync.weights_dir.mkdir(parents=True, exist_ok=True)
-    return Trainer(cfg, rollouts=rollouts, learner=learner, stages=stages, logger=StubLogger(), sync_weights=sync)
+    return Trainer(
+        cfg, rollouts=rollouts, learner=learner, stages=stages, logger=StubLogger(), sync_weights=sync
+    )

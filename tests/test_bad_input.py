@@ -128,8 +128,20 @@ BAD_OVERRIDES = [
         r"unknown key 'reward_weighting.lamda'.*did you mean 'lambda'",
     ),
     (
-        ["replay.name=recap", "algorithm.overlong_shaping=true", "algorithm.overlong_cache=8"],
-        r"replay.name: recap sets the advantages.*overlong_shaping",
+        ["replay.name=recap", "replay.sources=[{name: task, data: gsm8k_train}]"],
+        r"replay.sources\[0\].name: expected a unique name other than 'task'",
+    ),
+    (
+        ["replay.name=recap", "replay.sources=[{name: gsm, data: gsm8k_trian}]"],
+        r"replay.sources\[0\].data: unknown dataset 'gsm8k_trian'.*did you mean 'gsm8k_train'",
+    ),
+    (
+        ["replay.name=recap", "replay.sources=[{name: gsm, data: gsm8k_train, rewards: {math_verfy: 1.0}}]"],
+        r"replay.sources\[0\].rewards: unknown objective 'math_verfy'.*did you mean 'math_verify'",
+    ),
+    (
+        ["replay.name=recap", "replay.sources=[{name: gsm, data: gsm8k_train, kind: sft}]"],
+        r"replay.sources\[0\].kind: invalid value 'sft'; allowed: 'rl', 'supervised'",
     ),
     (["replay.name=unifrom"], r"unknown replay 'unifrom'.*did you mean 'uniform'"),
     (["filter.name=balanced", "filter.low=0.9", "filter.high=0.1"], r"filter"),

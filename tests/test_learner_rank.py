@@ -368,7 +368,9 @@ def test_objective_gradient_is_the_gradient_of_the_update(in_process_rank_spec, 
         sample.rollout_logprobs = [lp + 0.6 for lp in sample.old_logprobs]  # TIS weights capped or not
     denominators = step_denominators(samples, [plan], "token_mean")
     micro = [i for step in plan for i in step]
-    gram = rank.objective_gradients(samples, micro, denominators[0], [[s.advantage for s in samples]], 0)["gram"]
+    gram = rank.objective_gradients(samples, micro, denominators[0], [[s.advantage for s in samples]], 0)[
+        "gram"
+    ]
     metrics = rank.train(samples, plan, denominators)
     assert gram[0][0] == pytest.approx(metrics["grad_norm"] ** 2, rel=1e-4) and gram[0][0] > 0
     if "algorithm.loss=bapo" in overrides:
@@ -387,7 +389,9 @@ def test_off_policy_weights_are_the_truncated_proximal_over_behaviour_ratio() ->
         dataclasses.replace(base, old_logprobs=[-0.5, -1.5], stale=True),  # π_prox / π_b = e^0.5
         dataclasses.replace(base, old_logprobs=[-3.0, 0.0], stale=True),  # e^-2 and e^2 (capped)
         dataclasses.replace(base, old_logprobs=[-0.5, -1.5]),  # fresh: 1
-        dataclasses.replace(base, rollout_logprobs=[], old_logprobs=[-0.5, -1.5], stale=True),  # no behaviour: 1
+        dataclasses.replace(
+            base, rollout_logprobs=[], old_logprobs=[-0.5, -1.5], stale=True
+        ),  # no behaviour: 1
     ]
     weights = off_policy_weights(make_micro_batch(samples, 0), SimpleNamespace(off_policy_cap=2.0))
     expected = [[math.exp(0.5)] * 2, [math.exp(-2.0), 2.0], [1.0, 1.0], [1.0, 1.0]]
@@ -395,7 +399,9 @@ def test_off_policy_weights_are_the_truncated_proximal_over_behaviour_ratio() ->
 
 
 @pytest.mark.slow
-def test_decoupled_correction_weights_stale_tokens_and_behaviour_as_old_clips_them(in_process_rank_spec) -> None:
+def test_decoupled_correction_weights_stale_tokens_and_behaviour_as_old_clips_them(
+    in_process_rank_spec,
+) -> None:
     """A stale sample whose behaviour logprobs are log π − 0.5 (π_prox / π_behaviour = e^0.5):
     decoupled trains at ratio 1 with weight min(e^0.5, C); behaviour-as-old sees ratio e^0.5 and
     clips it, and TIS against the same behaviour logprobs adds a weight of exactly 1 (no correction)."""
@@ -409,7 +415,11 @@ def test_decoupled_correction_weights_stale_tokens_and_behaviour_as_old_clips_th
     current = rank.compute_logprobs(samples, plan[0], "policy")
     stale = [
         dataclasses.replace(
-            s, advantage=1.0, stale=True, rollout_logprobs=[x - 0.5 for x in current[i]], old_logprobs=current[i]
+            s,
+            advantage=1.0,
+            stale=True,
+            rollout_logprobs=[x - 0.5 for x in current[i]],
+            old_logprobs=current[i],
         )
         for i, s in enumerate(samples)
     ]
@@ -418,7 +428,9 @@ def test_decoupled_correction_weights_stale_tokens_and_behaviour_as_old_clips_th
     weight = min(math.exp(0.5), spec.algorithm.off_policy_cap)
     assert decoupled["loss/policy"] == pytest.approx(-weight, rel=1e-5)  # -w·r·A with r = 1, A = 1
     assert decoupled["actor/behaviour_weight_mean"] == pytest.approx(weight, rel=1e-5)
-    assert decoupled["actor/stale_ratio_deviation"] == pytest.approx(math.exp(0.5) - 1, rel=1e-4)  # π_θ / π_behaviour - 1
+    assert decoupled["actor/stale_ratio_deviation"] == pytest.approx(
+        math.exp(0.5) - 1, rel=1e-4
+    )  # π_θ / π_behaviour - 1
 
     as_old = [dataclasses.replace(s, old_logprobs=s.rollout_logprobs) for s in stale]
     for tis in (None, 2.0):
@@ -426,3 +438,51 @@ def test_decoupled_correction_weights_stale_tokens_and_behaviour_as_old_clips_th
         metrics = rank.train(as_old, plan, denominators)
         assert metrics["loss/policy"] == pytest.approx(-1.2, rel=1e-5)  # ratio e^0.5 clipped at 1 + 0.2
         assert metrics["actor/clipfrac"] == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("agg", ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"])
+def test_source_terms_are_aggregated_on_their_own_and_weighted_by_lambda(in_process_rank_spec, agg) -> None:
+    """RECAP's loss Σ_k λ_k · L_k: a step over task samples and a supervised source's reference
+    completions, mixed within micro-batches, has the loss λ_task · L_task + λ_sup · L_sup, with each
+    L_k the step's loss over source k alone (the policy loss; the NLL, checked by hand), under every
+    aggregation. λ = 1 on one source is the plain loss, bit for bit."""
+    from rlengine.algorithms import aggregate_loss
+    from rlengine.learner.batching import source_scales, step_denominators
+    from rlengine.learner.rank import LearnerRank
+
+    rank = LearnerRank(in_process_rank_spec(f"algorithm.agg={agg}", "algorithm.kl_coef=0.0"))
+    task = [s for s in random_samples(7) if s.response_ids]
+    supervised = [
+        Sample(s.prompt_ids, s.response_ids[: 2 + i], source="sft", supervised=True)
+        for i, s in enumerate(random_samples(8, count=4))
+        if s.response_ids
+    ]
+
+    def step_loss(samples: list[Sample], micro_batches: list[list[int]]) -> float:
+        plan = [[micro_batches]]  # one rank, one optimizer step
+        denominators = step_denominators(samples, plan, agg)
+        return rank.train(samples, plan[0], denominators, source_scales(samples, plan, agg))["loss/total"]
+
+    def halves(count: int) -> list[list[int]]:
+        return [list(range(0, count, 2)), list(range(1, count, 2))]
+
+    plain_plan = [[halves(len(task))]]
+    plain = rank.train(task, plain_plan[0], step_denominators(task, plain_plan, agg))["loss/total"]
+    task_loss = step_loss(task, halves(len(task)))
+    assert task_loss == plain and plain != 0.0  # one source, λ = 1: exactly the plain loss
+    logprobs = rank.compute_logprobs(supervised, [list(range(len(supervised)))], "policy")
+    width = max(len(s.response_ids) for s in supervised)
+    nll = torch.zeros(len(supervised), width)
+    mask = torch.zeros(len(supervised), width)
+    for i, s in enumerate(supervised):
+        nll[i, : len(s.response_ids)] = -torch.tensor(logprobs[i])
+        mask[i, : len(s.response_ids)] = 1.0
+    sft_loss = float(aggregate_loss(nll, mask, agg, rank.spec.max_response_length))
+    assert step_loss(supervised, halves(len(supervised))) == pytest.approx(sft_loss, rel=1e-5)
+    lambdas = {"task": 0.7, "sft": 1.3}
+    mixed = [dataclasses.replace(s, source_weight=lambdas[s.source]) for s in task + supervised]
+    combined = step_loss(mixed, halves(len(mixed)))  # each micro-batch holds both sources
+    assert combined == pytest.approx(0.7 * task_loss + 1.3 * sft_loss, rel=1e-5)
+    ones = [dataclasses.replace(s, source_weight=1.0) for s in mixed]
+    assert step_loss(ones, halves(len(ones))) == pytest.approx(task_loss + sft_loss, rel=1e-5)

@@ -111,3 +111,63 @@ def split_validation(rows: Sequence[dict | None], size: int) -> tuple[Sequence[d
     cut = len(rows) - size
     training = RowRange(rows, 0, cut) if isinstance(rows, LazyRows) else rows[:cut]
     return training, [row for row in RowRange(rows, cut, len(rows)) if row is not None]
+
+
+def load_replay_sources(cfg: Any, tokenizer: Any) -> dict[str, tuple[list[dict], list[dict]]]:
+    """The rows of every ``replay.sources`` entry (RECAP's other domains), read before anything
+    starts: ``{name: (training rows, held-out rows)}``, the held-out rows being the last
+    ``heldout`` of the source.
+
+    RL rows are rendered as the run's prompts (``data.chat_template``, ``data.system_prompt``; the
+    source's ``template``, default ``data.template``) and tokenised. Supervised rows get
+    ``response_ids``: the reference completion (``answer_field``) tokenised, with the EOS token,
+    cut at ``rollout.max_tokens`` (the learner's response length). Prompts that do not fit in
+    ``rollout.max_model_len - rollout.max_tokens`` are dropped.
+
+    Raises:
+        DataError: ``replay.sources[i].data: <file>:<line>: ...``, or no row that fits.
+    """
+    data, result = cfg.data, {}
+    budget = cfg.rollout.max_model_len - cfg.rollout.max_tokens
+    for i, spec in enumerate(getattr(cfg.replay, "sources", None) or []):
+        where = f"replay.sources[{i}]"
+        try:
+            rows = load_prompt_source(
+                spec.data,
+                split=spec.split,
+                problem_field=spec.problem_field,
+                answer_field=spec.answer_field,
+                limit=spec.limit,
+                base_dir=cfg.config_dir,
+            )
+        except DataError as e:
+            raise DataError(f"{where}.data: {e}") from None
+        supervised = spec.kind == "supervised"
+        template = spec.template or ("{problem}" if supervised else data.template)
+        prepared = []
+        for row in rows:
+            text = render_prompt(
+                row["problem"],
+                tokenizer,
+                template=template,
+                chat_template=data.chat_template,
+                system_prompt=data.system_prompt,
+                row=row,
+            )
+            ids = tokenizer(text, add_special_tokens=not data.chat_template)["input_ids"]
+            if len(ids) > budget:
+                continue
+            row = {**row, "id": f"{spec.name}/{row['id']}", "prompt": text, "prompt_ids": ids}
+            if supervised:
+                response = tokenizer(str(row["answer"]), add_special_tokens=False)["input_ids"]
+                eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+                row["response_ids"] = (response + eos)[: cfg.rollout.max_tokens]
+            prepared.append(row)
+        if len(prepared) <= spec.heldout:
+            raise DataError(
+                f"{where}.data '{spec.data}': {len(prepared)} rows fit in {budget} prompt tokens, "
+                f"not more than {where}.heldout = {spec.heldout}; nothing is left to train on"
+            )
+        cut = len(prepared) - spec.heldout
+        result[spec.name] = (prepared[:cut], prepared[cut:])
+    return result

@@ -158,6 +158,46 @@ def step_denominators(samples: list[Sample], plan: Plan, agg: str) -> list[float
     return result
 
 
+def source_scales(samples: list[Sample], plan: Plan, agg: str) -> list[dict[str, float]]:
+    """Per optimizer step, each data source's loss scale D / D_k: D the step's aggregation
+    denominator, D_k the part of it from source k's samples (:attr:`Sample.source`).
+
+    A row's loss is scaled by ``source_weight · D / D_k``, so the step's loss, aggregated as usual
+    over all its rows, is Σ_k λ_k · L_k with every L_k aggregated (``agg``) over source k alone,
+    RECAP's weighted sum of per-objective losses. With one source the scale is exactly 1.
+    """
+    result = []
+    for step in range(len(plan[0])):
+        indices = [i for rank_plan in plan for micro in rank_plan[step] for i in micro]
+        counts = torch.tensor([samples[i].loss_tokens for i in indices], dtype=torch.float32)
+        weights = sequence_weights(counts, agg).tolist()
+        parts: dict[str, float] = {}
+        for i, weight in zip(indices, weights):
+            parts[samples[i].source] = parts.get(samples[i].source, 0.0) + weight
+        total = sum(weights)
+        result.append({k: total / v if v > 0 else 0.0 for k, v in parts.items()} if len(parts) > 1 else {})
+    return result
+
+
+def subset_share(counts: list[int], selected: list[bool], agg: str) -> float:
+    """The selected rows' part of a micro-batch's aggregation denominator (``sequence_weights``).
+
+    :func:`aggregate_loss` over the selected rows alone, times this, is their contribution to the
+    aggregate over all rows: tokens for ``token_mean``, non-empty rows for ``seq_mean_*``, and 1 for
+    ``seq_mean_token_sum_norm``, whose denominator counts every row whatever the mask."""
+    every = torch.tensor(counts, dtype=torch.float32)
+    chosen = every * torch.tensor(selected, dtype=torch.float32)
+    total = float(sequence_weights(every, agg).sum())
+    return float(sequence_weights(chosen, agg).sum()) / total if total > 0 else 0.0
+
+
+def row_scales(samples: list[Sample], indices: list[int], scales: dict[str, float]) -> Tensor | None:
+    """``[B]`` the loss scale ``source_weight · D / D_k`` of each row (:func:`source_scales`); None
+    when every row's is 1 (the plain loss, untouched)."""
+    values = [samples[i].source_weight * scales.get(samples[i].source, 1.0) for i in indices]
+    return None if all(v == 1.0 for v in values) else torch.tensor(values, dtype=torch.float32)
+
+
 @dataclass
 class MicroBatch:
     """One micro-batch as tensors. The loss works on ``[B, T]`` response-token tensors (``B``
@@ -204,6 +244,11 @@ class MicroBatch:
     (host-side): where the learner and vLLM held the same weights."""
     stale_tokens: int = 0
     """Loss tokens of the stale samples (host-side)."""
+    supervised: Tensor | None = None
+    """``[B]`` whether the response is a reference completion (NLL, not the policy loss); None when
+    the micro-batch has none."""
+    scale: Tensor | None = None
+    """``[B]`` each row's loss scale for this optimizer step (:func:`source_scales`); None: all 1."""
 
     def to(self, device: torch.device) -> MicroBatch:
         moved = {}
@@ -225,9 +270,7 @@ def _padded_layout(samples: list[Sample], pad_id: int) -> tuple:
     input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     for i, q in enumerate(seqs):
         input_ids[i, : len(q)] = torch.tensor(q, dtype=torch.long)
-    predict = [
-        _predicting(i * width, len(s.prompt_ids), len(s.response_ids)) for i, s in enumerate(samples)
-    ]
+    predict = [_predicting(i * width, len(s.prompt_ids), len(s.response_ids)) for i, s in enumerate(samples)]
     return input_ids, None, None, predict
 
 
@@ -343,4 +386,7 @@ def make_micro_batch(
         loss_counts=[s.loss_tokens for s in samples],
         rollout_tokens=sum(s.loss_tokens for s in samples if s.rollout_logprobs and s.old_logprobs is None),
         stale_tokens=sum(s.loss_tokens for s in samples if s.stale),
+        supervised=torch.tensor([s.supervised for s in samples])
+        if any(s.supervised for s in samples)
+        else None,
     )

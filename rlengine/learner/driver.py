@@ -12,7 +12,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from rlengine.learner.batching import plan_updates, planning_lengths, prompt_groups, step_denominators
+from rlengine.learner.batching import (
+    plan_updates,
+    planning_lengths,
+    prompt_groups,
+    source_scales,
+    step_denominators,
+)
 from rlengine.learner.metrics import merge_rank_metrics
 from rlengine.learner.spec import LearnerSpec
 from rlengine.samples import Sample
@@ -57,7 +63,9 @@ class LearnerDriver:
         """Per-sample response-token logprobs under the policy or the reference model."""
         plan = self.plan(samples, mini_batch_size=None, ppo_epochs=1, seed=0)
         ref = self.share(samples)
-        parts = self.call("compute_logprobs", what=f"{which} logprobs", per_rank=[(ref, p[0], which) for p in plan])
+        parts = self.call(
+            "compute_logprobs", what=f"{which} logprobs", per_rank=[(ref, p[0], which) for p in plan]
+        )
         merged: dict[int, list] = {}
         for part in parts:
             merged.update(part)
@@ -68,8 +76,10 @@ class LearnerDriver:
         opts = self.spec.learner
         plan = self.plan(samples, mini_batch_size=opts.mini_batch_size, ppo_epochs=opts.ppo_epochs, seed=seed)
         denominators = step_denominators(samples, plan, self.spec.algorithm.agg)
+        scales = source_scales(samples, plan, self.spec.algorithm.agg)  # RECAP's sources (else empty)
         ref = self.share(samples)
-        results = self.call("train", what="the policy update", per_rank=[(ref, p, denominators) for p in plan])
+        per_rank = [(ref, p, denominators, scales) for p in plan]
+        results = self.call("train", what="the policy update", per_rank=per_rank)
         return merge_rank_metrics(results)
 
     def objective_gradients(self, samples: list[Sample], advantages: list[list[float]], layers: int) -> dict:
@@ -117,7 +127,6 @@ class LearnerDriver:
     def unhost(self, name: str) -> None:
         if self.ranks:
             self.call_first("unhost", name, what=f"removing {name}")
-
 
 
 class LocalLearner(LearnerDriver):

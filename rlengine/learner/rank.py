@@ -25,7 +25,7 @@ from rlengine.algorithms import (
     sequence_weights,
     tis_weights,
 )
-from rlengine.learner.batching import MicroBatch, make_micro_batch
+from rlengine.learner.batching import MicroBatch, make_micro_batch, row_scales, subset_share
 from rlengine.learner.export import (
     Counted,
     full_shape,
@@ -188,15 +188,23 @@ class LearnerRank(GuestHost):
     # ------------------------------------------------------------------ update
 
     def train(
-        self, samples: list[Sample], plan: list[list[list[int]]], denominators: list[float]
+        self,
+        samples: list[Sample],
+        plan: list[list[list[int]]],
+        denominators: list[float],
+        scales: list[dict[str, float]] | None = None,
     ) -> dict[str, float]:
-        """Run every optimizer step of ``plan`` (this rank's micro-batches) and return metrics."""
+        """Run every optimizer step of ``plan`` (this rank's micro-batches) and return metrics.
+        ``scales``: per step, each data source's D / D_k (rlengine/learner/batching.py:
+        ``source_scales``; empty or None with one source)."""
         self.engine.train()
         metrics = Metrics()
         start = time.perf_counter()
         for step_index, micro_batches in enumerate(plan):
             denominator = max(denominators[step_index], 1e-8)
+            step_scales = scales[step_index] if scales else {}
             step_loss = torch.zeros((), device=self.device)
+            step_total = torch.zeros((), device=self.device)
             finite = torch.ones((), dtype=torch.bool, device=self.device)
             clip = self.step_clip(samples, micro_batches)
             if self.algo.loss == "bapo" and self.algo.bapo_adaptive:
@@ -205,16 +213,21 @@ class LearnerRank(GuestHost):
                 metrics.add("actor/bapo_positive_share", self._bapo_share)  # set by step_clip's search
             for m, indices in enumerate(micro_batches):
                 batch = self.micro_batch(samples, indices)
+                batch.scale = row_scales(samples, indices, step_scales) if indices else None
+                if batch.scale is not None:
+                    batch.scale = batch.scale.to(self.device)
                 total, policy_loss, share = self._micro_batch_loss(batch, denominator, metrics, clip)
                 finite &= torch.isfinite(total.detach())
                 total = torch.nan_to_num(total, nan=0.0, posinf=0.0, neginf=0.0)
                 self.engine.set_gradient_accumulation_boundary(m == len(micro_batches) - 1)
                 self.engine.backward(total * share * self.world_size)  # DeepSpeed averages over ranks
                 step_loss = step_loss + policy_loss * share
+                step_total = step_total + total.detach() * share
             grad_norm, skipped = self._step(bool(finite))
             metrics.add("learner/skipped_steps", float(skipped))
             if not skipped:
                 metrics.add("loss/policy", step_loss)
+                metrics.add("loss/total", step_total)  # + KL - entropy bonus (+ NLL of supervised rows)
                 metrics.add("grad_norm", grad_norm)
         result = metrics.result()
         result["lr"] = float(self.scheduler.get_last_lr()[0])
@@ -228,25 +241,51 @@ class LearnerRank(GuestHost):
         metrics: Metrics,
         clip: tuple[float | None, float | None],
     ) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """The micro-batch's total loss (policy + KL - entropy bonus), its policy loss (detached)
-        and its share of the optimizer step's aggregation denominator. ``clip``: (low, high)."""
+        """The micro-batch's total loss (policy + KL - entropy bonus, + the NLL of supervised rows),
+        its policy loss (detached) and its share of the optimizer step's aggregation denominator.
+        ``clip``: (low, high).
+
+        Rows of a supervised source (RECAP) are split off: the policy, KL and entropy terms are
+        aggregated over the other rows, the NLL over them, and each term is rescaled by its rows'
+        share of the micro-batch's denominator (:func:`subset_share`), so the terms add up as if
+        aggregated over the whole micro-batch. ``batch.scale`` (the rows' λ_k · D / D_k) multiplies
+        each row's per-token loss. Without supervised rows or scales this is the plain loss."""
         algo, L = self.algo, self.spec.max_response_length
-        mask = batch.mask
+        mask, supervised, scale = batch.mask, batch.supervised, batch.scale
+        policy_mask, policy_share = mask, 1.0
+        if supervised is not None:
+            policy_mask = mask * (~supervised).unsqueeze(-1)
+            policy_share = subset_share(batch.loss_counts, (~supervised).tolist(), algo.agg)
+
+        def scaled(per_token: torch.Tensor) -> torch.Tensor:
+            return per_token if scale is None else per_token * scale.unsqueeze(-1)
+
         logprobs, entropy = self.response_logprobs(self.engine, batch, with_entropy=True)
-        loss, loss_metrics = self.policy_loss(batch, logprobs, batch.advantages, clip)
+        loss, loss_metrics = self.policy_loss(batch, logprobs, batch.advantages, clip, mask=policy_mask)
+        loss = loss * policy_share if supervised is not None else loss
         weight = float(sequence_weights(torch.tensor(batch.loss_counts), algo.agg).sum())
         total = loss
+        tokens = int(policy_mask.sum().item()) if supervised is not None else sum(batch.loss_counts)
         if self.ref is not None and algo.kl_placement == "loss":
             with torch.no_grad():
                 ref_logprobs, _ = self.response_logprobs(self.ref, batch, with_entropy=False)
-            kl = aggregate_loss(kl_penalty(logprobs, ref_logprobs, algo.kl_kind), mask, algo.agg, L)
+            per_token_kl = kl_penalty(logprobs, ref_logprobs, algo.kl_kind)
+            kl = aggregate_loss(scaled(per_token_kl), policy_mask, algo.agg, L) * policy_share
             total = total + algo.kl_coef * kl
-            metrics.add("kl/mean", kl.detach(), weight)
+            metrics.add("kl/mean", aggregate_loss(per_token_kl.detach(), policy_mask, algo.agg, L), weight)
         if algo.entropy_coef > 0:
-            total = total - algo.entropy_coef * aggregate_loss(entropy, mask, algo.agg, L)
-        tokens = sum(batch.loss_counts)
+            total = (
+                total
+                - algo.entropy_coef * aggregate_loss(scaled(entropy), policy_mask, algo.agg, L) * policy_share
+            )
+        if supervised is not None:  # reference completions: -log π(y_t | ...), aggregated as the policy loss
+            nll_mask = mask * supervised.unsqueeze(-1)
+            nll_share = subset_share(batch.loss_counts, supervised.tolist(), algo.agg)
+            total = total + aggregate_loss(scaled(-logprobs), nll_mask, algo.agg, L) * nll_share
+            nll_tokens = int(nll_mask.sum().item())
+            metrics.add("loss/nll", aggregate_loss(-logprobs.detach(), nll_mask, "token_mean"), nll_tokens)
         # reported per token, so the figure does not depend on how the batch was cut into micro-batches
-        metrics.add("entropy/mean", aggregate_loss(entropy.detach(), mask, "token_mean"), tokens)
+        metrics.add("entropy/mean", aggregate_loss(entropy.detach(), policy_mask, "token_mean"), tokens)
         for key in ("clipfrac", "approx_kl", "ratio/mean"):
             metrics.add(f"actor/{key}", loss_metrics[key], tokens)
         if tokens > 0:
@@ -255,10 +294,18 @@ class LearnerRank(GuestHost):
         if batch.stale_tokens > 0:  # stale samples: how far the policy moved since vLLM sampled them
             stale_tokens = stale.sum().clamp(min=1)
             ratio = torch.exp((logprobs.detach() - batch.rollout_logprobs).clamp(-20.0, 20.0))
-            metrics.add("actor/stale_ratio_deviation", ((ratio - 1).abs() * stale).sum() / stale_tokens, batch.stale_tokens)
+            metrics.add(
+                "actor/stale_ratio_deviation",
+                ((ratio - 1).abs() * stale).sum() / stale_tokens,
+                batch.stale_tokens,
+            )
             if self.algo.off_policy_correction == "decoupled":
                 behaviour = off_policy_weights(batch, self.algo)
-                metrics.add("actor/behaviour_weight_mean", (behaviour * stale).sum() / stale_tokens, batch.stale_tokens)
+                metrics.add(
+                    "actor/behaviour_weight_mean",
+                    (behaviour * stale).sum() / stale_tokens,
+                    batch.stale_tokens,
+                )
         if batch.rollout_tokens > 0:  # |vLLM - learner| logprob gap of on-policy samples (same weights)
             valid = (mask > 0) & batch.has_rollout.unsqueeze(-1) & ~batch.has_old.unsqueeze(-1)
             gap = torch.where(valid, (logprobs.detach() - batch.rollout_logprobs).abs(), 0.0)
@@ -267,14 +314,20 @@ class LearnerRank(GuestHost):
         return total, loss.detach(), weight / denominator
 
     def policy_loss(
-        self, batch: MicroBatch, logprobs: torch.Tensor, advantages: torch.Tensor, clip: tuple[float, float]
+        self,
+        batch: MicroBatch,
+        logprobs: torch.Tensor,
+        advantages: torch.Tensor,
+        clip: tuple[float, float],
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """The update's policy loss on one micro-batch, ``advantages`` ``[B]``: the ratio against the
         samples' old logprobs (on-policy ones without use the current, detached), TIS weights against
         vLLM's logprobs for fresh samples (``algorithm.tis_cap``), the decoupled objective's behaviour
         weights for stale ones (``off_policy_correction: decoupled``: their old logprobs are π_prox)
-        and the step's ratio bounds ``clip`` (BAPO's adapted ones). The update and the per-objective
-        gradients both use it."""
+        and the step's ratio bounds ``clip`` (BAPO's adapted ones), over ``mask`` (default: the
+        batch's). ``batch.scale`` (RECAP's per-source scales) multiplies each row's loss. The update
+        and the per-objective gradients both use it."""
         algo = self.algo
         old = torch.where(batch.has_old.unsqueeze(-1), batch.old_logprobs, logprobs.detach())
         token_weights = None
@@ -288,12 +341,15 @@ class LearnerRank(GuestHost):
                 off_policy_weights(batch, algo),
                 1.0 if token_weights is None else token_weights,
             )
+        if batch.scale is not None:
+            rows = batch.scale.unsqueeze(-1).expand_as(logprobs)
+            token_weights = rows if token_weights is None else token_weights * rows
         return compute_policy_loss(
             algo.loss,
             logprobs,
             old,
             advantages,
-            batch.mask,
+            batch.mask if mask is None else mask,
             algo.agg,
             clip_low=clip[0],
             clip_high=clip[1],

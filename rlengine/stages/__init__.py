@@ -6,7 +6,7 @@ interface, with no-op defaults for the optional hooks), the registry and plug-in
 :mod:`rlengine.stages.registry`.
 """
 
-from rlengine.stages import curriculum, filter, pcl, replay, reward_weighting  # noqa: F401  (registers built-ins)
+from rlengine.stages import curriculum, filter, pcl, recap, replay, reward_weighting  # noqa: F401  (registers built-ins)
 from rlengine.stages.registry import (
     BASES,
     DEFAULT_STAGE,

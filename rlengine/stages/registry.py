@@ -93,7 +93,9 @@ class RewardWeighting(Stage):
         """Feedback after the step (scores of the trained responses); returns metrics."""
         return {}
 
-    def before_update(self, groups: list[Group], samples: list[Sample]) -> tuple[list[float], dict[str, float]]:
+    def before_update(
+        self, groups: list[Group], samples: list[Sample]
+    ) -> tuple[list[float], dict[str, float]]:
         """Called after the learner samples are built (each with its ``advantage``, in the order of
         ``groups``' episodes) and before the update: the advantages to train with, one per sample,
         and metrics. It may rescale them or measure per-objective gradients through
@@ -117,9 +119,21 @@ class Replay(Stage):
         """Feedback after the update with the trained groups; returns metrics."""
         return {}
 
-    def before_update(self, groups: list[Group], samples: list[Sample]) -> tuple[list[float], dict[str, float]]:
+    def before_update(
+        self, groups: list[Group], samples: list[Sample]
+    ) -> tuple[list[float], dict[str, float]]:
         """As :meth:`RewardWeighting.before_update` (it runs first)."""
         return unchanged_advantages(samples), {}
+
+    def sources(
+        self, generated: list[Group], samples: list[Sample], step: int
+    ) -> tuple[list[Sample], dict[str, float]]:
+        """Called after both ``before_update`` hooks, before the update: the samples to train on
+        and metrics. ``samples`` (the batch's, final advantages) must be returned in order,
+        unchanged but for ``source_weight``; samples of the stage's own data sources (RECAP's
+        other domains, with ``Sample.source`` set) may follow. ``generated``: every task group
+        rolled out this step (refills included, before the filter). Timed as ``time/stages``."""
+        return samples, {}
 
 
 BASES: dict[str, type[Stage]] = {
@@ -202,6 +216,9 @@ class StageContext:
     """The run's :class:`rlengine.config.ModelConfig` (dtype, cache_dir, trust_remote_code)."""
     gpu: bool = False
     """Whether the run uses CUDA."""
+    source_rows: dict[str, tuple[list[dict], list[dict]]] = field(default_factory=dict)
+    """``replay.sources`` rows by source name: (training rows, held-out rows), rendered and
+    tokenised (rlengine/data/prompts.py: ``load_replay_sources``)."""
 
 
 # --------------------------------------------------------------------------- registry
@@ -270,7 +287,9 @@ def interface_problems(cls: type, base: type, required: tuple[str, ...]) -> list
     problems = []
     for name in _methods(base):
         method = getattr(cls, name, None)
-        if method is None or (name in required and getattr(method, "__qualname__", "").startswith(f"{base.__name__}.")):
+        if method is None or (
+            name in required and getattr(method, "__qualname__", "").startswith(f"{base.__name__}.")
+        ):
             if name in required:
                 problems.append(f"lacks {name}()")
             continue

@@ -4,9 +4,9 @@
 - ``uniform``: a buffer of past groups; each step ``ratio`` of the batch's groups are drawn from
   it uniformly (among those at most ``max_staleness`` policy versions old), and that many fewer
   fresh prompts are rolled out.
-- ``recap``: ``uniform`` plus RECAP objective reweighting (arXiv 2510.21978): per-objective
-  weights λ_k from each objective's convergence and instability over a window, applied to the
-  per-objective advantage terms A = Σ_k λ_k · w_k · A(r_k).
+- ``recent``: as ``uniform``, drawing the newest eligible groups instead.
+- ``recap`` (rlengine/stages/recap.py): RECAP's replay of other domains (RL and supervised
+  sources) with λ_k on every objective's loss term; self-replay composes with it.
 
 A replayed group keeps what it was sampled with: prompt and response token ids, vLLM's behaviour
 logprobs, the reward **vector**, the pass rate and the policy version. The trainer recomputes its
@@ -27,9 +27,7 @@ from typing import Annotated, Literal
 
 import numpy as np
 
-from rlengine.algorithms.multi_objective import recap_weights
 from rlengine.episode import Group, pack_groups, unpack_groups
-from rlengine.samples import Sample, objective_advantages
 from rlengine.schema import Count, Positive, Range
 from rlengine.stages.registry import Replay, StageContext, register
 
@@ -72,13 +70,9 @@ class UniformReplayConfig:
 
 
 @dataclass
-class RecapReplayConfig(UniformReplayConfig):
-    name: str = "recap"
+class RecentReplayConfig(UniformReplayConfig):
+    name: str = "recent"
     """Stage name."""
-    window: Count = 10
-    """RECAP's window W: convergence compares the mean loss of the last W steps with the W before."""
-    temperature: Positive = 5.0
-    """RECAP's softmax temperature T."""
 
 
 class ReplayBuffer:
@@ -105,6 +99,10 @@ class ReplayBuffer:
         """``count`` distinct groups, uniformly (fewer if the buffer holds fewer)."""
         return rng.sample(list(self.groups), min(count, len(self.groups)))
 
+    def newest(self, count: int) -> list[Group]:
+        """The ``count`` most recently added groups, oldest first (fewer if the buffer holds fewer)."""
+        return list(self.groups)[len(self.groups) - min(count, len(self.groups)) :]
+
 
 def packed_bytes(packed: dict) -> int:
     return sum(v.nbytes if isinstance(v, np.ndarray) else len(str(v)) for v in packed.values())
@@ -128,10 +126,13 @@ class UniformReplay(Replay):
         return self.pending
 
     def mix(self, groups: list[Group], step: int) -> list[Group]:
-        rng = random.Random(self.context.seed * 1_000_003 + step)
-        self.used = self.buffer.sample(self.pending, rng)
+        self.used = self.sample_buffer(self.pending, step)
         self.pending = 0
         return groups + self.used
+
+    def sample_buffer(self, count: int, step: int) -> list[Group]:
+        """The ``count`` past groups replayed this step: drawn uniformly, seeded by the step."""
+        return self.buffer.sample(count, random.Random(self.context.seed * 1_000_003 + step))
 
     def observe(self, groups: list[Group], step: int) -> dict[str, float]:
         """Store the fresh groups just trained (``step`` is the new policy version)."""
@@ -169,45 +170,9 @@ class UniformReplay(Replay):
         self.buffer.add(unpack_groups(state["buffer"]))
 
 
-@register("replay", "recap", RecapReplayConfig)
-class RecapReplay(UniformReplay):
-    """Uniform replay plus RECAP's per-objective weights on the advantage terms."""
+@register("replay", "recent", RecentReplayConfig)
+class RecentReplay(UniformReplay):
+    """As ``uniform``, but each step replays the newest eligible groups of the buffer."""
 
-    def __init__(self, config: RecapReplayConfig, context: StageContext) -> None:
-        super().__init__(config, context)
-        self.losses: dict[str, deque[float]] = {
-            k: deque(maxlen=2 * config.window) for k in context.objectives
-        }
-
-    def weights(self) -> dict[str, float]:
-        """λ_k per objective (all 1 until 2W steps of history)."""
-        names = list(self.losses)
-        values = recap_weights(
-            [list(self.losses[k]) for k in names], self.config.window, self.config.temperature
-        )
-        return dict(zip(names, values))
-
-    def before_update(self, groups: list[Group], samples: list[Sample]) -> tuple[list[float], dict[str, float]]:
-        """Each sample's advantage becomes Σ_k λ_k · w_k · A(r_k)."""
-        objectives = self.context.objectives
-        weights = self.context.objective_weights()
-        lambdas = self.weights()
-        per_objective = objective_advantages(self.context.algorithm, groups, samples, objectives)
-        values = sum(lambdas[k] * weights[k] * per_objective[j] for j, k in enumerate(objectives))
-        return values.tolist(), {f"replay/weight/{k}": v for k, v in lambdas.items()}
-
-    def observe(self, groups: list[Group], step: int) -> dict[str, float]:
-        """Also record each objective's loss L_k = 1 − mean score over the trained batch."""
-        responses = [e for g in groups for e in g.episodes]
-        if responses:
-            for k, history in self.losses.items():
-                history.append(1.0 - statistics.fmean(r.scores[k] for r in responses))
-        return super().observe(groups, step)
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "losses": {k: list(v) for k, v in self.losses.items()}}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        for k, values in state["losses"].items():
-            self.losses[k] = deque(values, maxlen=2 * self.config.window)
+    def sample_buffer(self, count: int, step: int) -> list[Group]:
+        return self.buffer.newest(count)
