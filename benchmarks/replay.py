@@ -1,11 +1,12 @@
-"""Replay: ``none`` vs ``uniform`` vs ``recap`` — reward against wall-clock time at equal steps.
+"""Self-replay: ``none`` vs ``uniform`` vs ``recent`` — reward against wall-clock time at equal steps.
 
     python benchmarks/replay.py [--config configs/arith_replay.yaml] [--steps 10]
 
 Three ``rlengine train`` runs of the same config (arithmetic, the built-in model, ``loss: bapo``),
 same seed and step budget, one after the other, differing only in the ``replay`` section
-(``uniform`` and ``recap`` take ``ratio`` of every batch's groups from the buffer, so they roll
-out that many fewer fresh prompts). Every run evaluates a held-out set (problems from the training
+(``uniform`` and ``recent`` take ``ratio`` of every batch's groups from the buffer, uniformly or the
+newest, so they roll out that many fewer fresh prompts). RECAP's replay of other domains is a
+different question (forgetting), measured on its own recipe, configs/arith_recap.yaml. Every run evaluates a held-out set (problems from the training
 generator with another seed) before training and at the end.
 
 The table gives, per run: training seconds and seconds per step (the sum of ``time/step``, so the
@@ -71,20 +72,16 @@ def main() -> int:
 
     base = yaml.safe_load(Path(args.config).read_text())
     section = base.get("replay") or {}
-    if section.get("name") not in ("uniform", "recap"):
-        raise SystemExit(f"{args.config}: its replay section must be uniform or recap")
+    if section.get("name") not in ("uniform", "recent"):
+        raise SystemExit(f"{args.config}: its replay section must be uniform or recent")
     out = Path(args.out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     write_heldout(out / "heldout.jsonl", base.get("data") or {}, args.heldout)
-    options = {k: v for k, v in section.items() if k not in ("name", "window", "temperature")}
+    options = {k: v for k, v in section.items() if k != "name"}
     variants = {
         "none": {"name": "none"},
         "uniform": {**options, "name": "uniform"},
-        "recap": {
-            **options,
-            "name": "recap",
-            **{k: section[k] for k in ("window", "temperature") if k in section},
-        },
+        "recent": {**options, "name": "recent"},
     }
     results = {
         name: summarise(run(name, {**base, "replay": replay}, out, args)) for name, replay in variants.items()
@@ -135,7 +132,7 @@ def main() -> int:
             "training and at the end. Training reward is the scalar over the trained groups (replayed ones "
             "included, re-scalarised with the current weights)."
         )
-        update_benchmarks_md("replay", "Replay: none vs uniform vs recap", text + note)
+        update_benchmarks_md("replay", "Self-replay: none vs uniform vs recent", text + note)
     return 0
 
 

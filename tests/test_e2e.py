@@ -203,6 +203,10 @@ def test_every_stage_checkpoints_and_a_resume_continues_exactly(tiny_model_dir, 
         "replay.name=recap",
         "replay.ratio=0.25",
         "replay.store=all",
+        "replay.window=1",
+        "replay.eval_every=2",
+        "replay.sources=[{name: gsm, data: gsm8k_train, limit: 24, share: 0.25, heldout: 4},"
+        " {name: sft, kind: supervised, data: gsm8k_train, answer_field: solution, limit: 24, share: 0.5, heldout: 4}]",
         "algorithm.loss=bapo",
         "algorithm.kl_coef=0.05",
         "trainer.max_steps=3",
@@ -221,6 +225,15 @@ def test_every_stage_checkpoints_and_a_resume_continues_exactly(tiny_model_dir, 
         assert 0.6 <= m["actor/bapo_low"] <= 0.9 and 1.2 <= m["actor/bapo_high"] <= 3.0
     assert metrics[0]["curriculum/predicted_pass_rate"] == pytest.approx(0.5)  # untrained: every prompt at tau
     assert metrics[1]["curriculum/predicted_pass_rate"] != pytest.approx(0.5)  # fitted after step 1
+    # RECAP's other domains: a GSM8K RL group and two reference solutions (NLL) every step, each
+    # objective's loss on its own fresh data, λ from the losses once 2W = 2 steps are in
+    assert all(m["replay/sft/loss"] > 0 and 0 <= m["replay/gsm/loss"] <= 1 and m["loss/nll"] > 0 for m in metrics)
+    assert all(m["replay/gsm/share"] > 0 and m["replay/sft/share"] > 0 for m in metrics)
+    assert [m["replay/task/lambda"] for m in metrics[:1]] == [1.0]
+    lambdas = [metrics[2][f"replay/{k}/lambda"] for k in ("task", "gsm", "sft")]
+    assert sum(lambdas) == pytest.approx(3.0) and any(abs(x - 1.0) > 1e-4 for x in lambdas)
+    assert "replay/gsm/heldout_accuracy" in metrics[0] and "replay/sft/heldout_nll" not in metrics[1]
+    assert metrics[2]["replay/sft/heldout_nll"] < metrics[0]["replay/sft/heldout_nll"]  # it learns the domain
     for m in metrics[1:]:  # the replayed group: one version old, trained against its behaviour logprobs
         assert m["replay/max_staleness"] >= 1 and m["train/stale_fraction"] >= 0.25
         assert m["actor/stale_ratio_deviation"] > 0  # the policy moved since it was sampled
@@ -231,7 +244,7 @@ def test_every_stage_checkpoints_and_a_resume_continues_exactly(tiny_model_dir, 
     state = torch.load(run / "checkpoints/step_3/trainer_state.pt", weights_only=False)
     assert len(unpack_groups(state["stages"]["filter"]["buffer"])) == metrics[-1]["filter/carry_buffer"]
     assert state["stages"]["curriculum"]["value_model"]["fits"] == 3
-    assert len(state["stages"]["replay"]["losses"]["even_length"]) == 3  # RECAP's loss history
+    assert {k: len(v) for k, v in state["stages"]["replay"]["losses"].items()} == {"task": 2, "gsm": 2, "sft": 2}  # 2W steps kept
 
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)
@@ -252,7 +265,18 @@ def test_every_stage_checkpoints_and_a_resume_continues_exactly(tiny_model_dir, 
         "tokens/generated",
     ):
         assert resumed[2][key] == metrics[2][key], key
-    for key in ("curriculum/predicted_pass_rate", "curriculum/fit_loss", "actor/bapo_low", "loss/policy"):
+    for key in (
+        "curriculum/predicted_pass_rate",
+        "curriculum/fit_loss",
+        "actor/bapo_low",
+        "loss/policy",
+        "loss/nll",
+        "replay/gsm/loss",
+        "replay/sft/loss",
+        "replay/sft/heldout_nll",
+        "replay/task/lambda",
+        "replay/sft/lambda",
+    ):
         assert resumed[2][key] == pytest.approx(metrics[2][key], rel=1e-4), key
     state_b = torch.load(copy / "checkpoints/step_3/trainer_state.pt", weights_only=False)
     assert state_b["step"] == 3 and same_state(state_b["stages"], state["stages"]) == []

@@ -137,9 +137,9 @@ def load_replay_sources(cfg: Any, tokenizer: Any) -> dict[str, tuple[list[dict],
                 split=spec.split,
                 problem_field=spec.problem_field,
                 answer_field=spec.answer_field,
-                limit=spec.limit,
+                limit=None if spec.limit is None else spec.offset + spec.limit,
                 base_dir=cfg.config_dir,
-            )
+            )[spec.offset :]
         except DataError as e:
             raise DataError(f"{where}.data: {e}") from None
         supervised = spec.kind == "supervised"

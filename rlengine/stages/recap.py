@@ -71,8 +71,10 @@ class ReplaySourceConfig:
     """RL: the gold answer the reward functions grade against. Supervised: the reference completion."""
     split: str | None = None
     """Split for ``datasets`` sources and benchmark names."""
+    offset: NonNegativeInt = 0
+    """Skip the first N rows (two sources can then take disjoint rows of one set)."""
     limit: Count | None = None
-    """Use only the first N rows."""
+    """Use only the first N rows (after ``offset``)."""
     template: str | None = None
     """Prompt template (``{problem}`` and any row field); default ``data.template`` for RL sources
     and ``{problem}`` for supervised ones. The chat template and system prompt are the run's."""
