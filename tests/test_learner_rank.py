@@ -382,7 +382,7 @@ def test_off_policy_weights_are_the_truncated_proximal_over_behaviour_ratio() ->
     fresh rows and on rows without behaviour logprobs."""
     from types import SimpleNamespace
 
-    from rlengine.learner.rank import off_policy_weights
+    from rlengine.learner.off_policy import off_policy_weights
 
     base = Sample(prompt_ids=[1], response_ids=[5, 6], rollout_logprobs=[-1.0, -2.0])
     samples = [

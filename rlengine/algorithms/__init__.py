@@ -21,8 +21,10 @@ from .advantages import (
 from .kl import KL_KINDS, KL_PLACEMENTS, entropy_from_logits, kl_penalty
 from .losses import (
     AGGREGATIONS,
+    BAPO_SHARES,
     aggregate_loss,
     bapo_adapt_bounds,
+    bapo_positive_share,
     clipped_surrogate,
     compute_policy_loss,
     sequence_weights,
@@ -66,7 +68,9 @@ __all__ = [
     "advantage_estimator",
     "aggregate_loss",
     "apply_preset",
+    "BAPO_SHARES",
     "bapo_adapt_bounds",
+    "bapo_positive_share",
     "clipped_surrogate",
     "compute_advantages",
     "compute_policy_loss",

@@ -82,7 +82,7 @@ class LearnerDriver:
         results = self.call("train", what="the policy update", per_rank=per_rank)
         return merge_rank_metrics(results)
 
-    def objective_gradients(self, samples: list[Sample], advantages: list[list[float]], layers: int) -> dict:
+    def objective_gradients(self, samples: list[Sample], advantages: list[list[float]], layers: int | list[int]) -> dict:
         """Gram matrix of per-objective policy gradients over all ranks (see
         :meth:`LearnerRank.objective_gradients`), with the current learning rate."""
         plan = self.plan(samples, mini_batch_size=None, ppo_epochs=1, seed=0)

@@ -36,6 +36,7 @@ from rlengine.learner.export import (
 from rlengine.learner.guests import GuestHost
 from rlengine.learner.logprobs import PolicyModel
 from rlengine.learner.metrics import Metrics
+from rlengine.learner.off_policy import add_off_policy_metrics, off_policy_weights
 from rlengine.learner.spec import LearnerSpec, lr_lambda, single_process_env
 from rlengine.samples import Sample
 
@@ -290,27 +291,7 @@ class LearnerRank(GuestHost):
             metrics.add(f"actor/{key}", loss_metrics[key], tokens)
         if tokens > 0:
             metrics.max("actor/ratio_max", loss_metrics["ratio/max"])
-        stale = mask * (batch.stale & batch.has_rollout).unsqueeze(-1)
-        if batch.stale_tokens > 0:  # stale samples: how far the policy moved since vLLM sampled them
-            stale_tokens = stale.sum().clamp(min=1)
-            ratio = torch.exp((logprobs.detach() - batch.rollout_logprobs).clamp(-20.0, 20.0))
-            metrics.add(
-                "actor/stale_ratio_deviation",
-                ((ratio - 1).abs() * stale).sum() / stale_tokens,
-                batch.stale_tokens,
-            )
-            if self.algo.off_policy_correction == "decoupled":
-                behaviour = off_policy_weights(batch, self.algo)
-                metrics.add(
-                    "actor/behaviour_weight_mean",
-                    (behaviour * stale).sum() / stale_tokens,
-                    batch.stale_tokens,
-                )
-        if batch.rollout_tokens > 0:  # |vLLM - learner| logprob gap of on-policy samples (same weights)
-            valid = (mask > 0) & batch.has_rollout.unsqueeze(-1) & ~batch.has_old.unsqueeze(-1)
-            gap = torch.where(valid, (logprobs.detach() - batch.rollout_logprobs).abs(), 0.0)
-            metrics.add("rollout/logprob_diff_mean", gap.sum() / batch.rollout_tokens, batch.rollout_tokens)
-            metrics.max("rollout/logprob_diff_max", gap.max())
+        add_off_policy_metrics(metrics, batch, logprobs.detach(), self.algo)
         return total, loss.detach(), weight / denominator
 
     def policy_loss(
@@ -454,7 +435,7 @@ class LearnerRank(GuestHost):
         micro_batches: list[list[int]],
         denominator: float,
         advantages: list[list[float]],
-        layers: int,
+        layers: int | list[int],
     ) -> dict:
         """Gram matrix of the per-objective policy gradients (rlengine/learner/gradients.py)."""
         from rlengine.learner.gradients import objective_gradients
@@ -543,13 +524,3 @@ class LearnerRank(GuestHost):
         if client_state and "torch_rng" in client_state:
             torch.set_rng_state(client_state["torch_rng"])
         return True
-
-
-def off_policy_weights(batch: MicroBatch, algo: Any) -> torch.Tensor:
-    """``[B, T]`` the decoupled objective's behaviour weights min(π_prox / π_behaviour, C) (AReaL,
-    arXiv 2505.24298) with π_prox the samples' ``old_logprobs`` (recomputed by the trainer with the
-    current weights) and π_behaviour vLLM's ``rollout_logprobs``; 1 where a sample has no behaviour
-    logprobs or is not stale. Detached."""
-    rows = (batch.stale & batch.has_rollout & batch.has_old).unsqueeze(-1)
-    weights = tis_weights(batch.old_logprobs, batch.rollout_logprobs, algo.off_policy_cap)
-    return torch.where(rows, weights, 1.0)

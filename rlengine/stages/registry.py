@@ -183,9 +183,11 @@ class LearnerHandle(Protocol):
     def unhost(self, name: str) -> None:
         """Drop the hosted object ``name``."""
 
-    def objective_gradients(self, samples: list[dict], advantages: list[list[float]], layers: int) -> dict:
+    def objective_gradients(
+        self, samples: list[dict], advantages: list[list[float]], layers: int | list[int]
+    ) -> dict:
         """Per objective k, the gradient g_k of the policy loss with ``advantages[k]`` (one per sample)
-        on the last ``layers`` blocks (0 = all), over all ranks; returns ``{"gram": G, "lr": η}`` with
+        on the last ``layers`` blocks (an int N: the last N, 0 = all; a list: those block ids), over all ranks; returns ``{"gram": G, "lr": η}`` with
         G_kj = ⟨g_k, g_j⟩ and η the current learning rate. No optimizer state changes."""
 
 
