@@ -88,7 +88,11 @@ def test_uniform_reserve_mix_observe_and_store_rule() -> None:
 
 
 def test_state_is_compact_arrays_and_round_trips_exactly() -> None:
-    stage = replay({"name": "recap", "window": 2})
+    assert replay({"name": "recap"}).config.ratio == 0.0
+    unused = replay({"name": "recap"})
+    unused.observe([group("z", 0, MIXED)], step=1)
+    assert len(unused.buffer) == 0  # no self-replay: nothing is stored
+    stage = replay({"name": "recap", "window": 2, "ratio": 0.25})
     groups = [group(str(i), 0, [(0.25 * i, 0.5), (1.0, 1.0 / 3.0)]) for i in range(4)]
     stage.observe(groups, step=1)
     assert len(stage.buffer) == 4
@@ -97,7 +101,7 @@ def test_state_is_compact_arrays_and_round_trips_exactly() -> None:
         state["buffer"]["token_ids"].dtype.name == "int32"
         and state["buffer"]["logprobs"].dtype.name == "float32"
     )
-    restored = replay({"name": "recap", "window": 2})
+    restored = replay({"name": "recap", "window": 2, "ratio": 0.25})
     restored.load_state_dict(state)
     for a, b in zip(stage.buffer.groups, restored.buffer.groups):
         assert (a.prompt, a.prompt_ids, a.policy_version) == (b.prompt, b.prompt_ids, b.policy_version)

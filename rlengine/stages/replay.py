@@ -139,7 +139,8 @@ class UniformReplay(Replay):
         fresh = [g for g in groups if g.policy_version == step - 1]
         if self.config.store == "informative":
             fresh = [g for g in fresh if g.informative]
-        self.buffer.add(fresh)
+        if self.config.ratio > 0:  # nothing is stored when nothing will be replayed (recap's default)
+            self.buffer.add(fresh)
         staleness = [step - 1 - g.policy_version for g in self.used]
         metrics = {
             "replay/size": float(len(self.buffer)),
