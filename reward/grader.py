@@ -5,7 +5,10 @@ Extraction order used everywhere in rlengine (training rewards and evaluation):
 1. the content of the last complete ``\\boxed{...}`` (nested braces handled; ``\\boxed 5`` without
    braces and ``\\fbox{...}`` count too);
 2. the last match of a configurable regex ``answer_pattern`` (group 1 when it has groups);
-3. the last number in the text (integers, decimals, negatives, ``1,000`` -> ``1000``, ``3/4``).
+3. the span after the last "answer is" / "answer:" / "final answer =" (a ``$...$`` there, else a
+   number there, else the words up to the end of the sentence);
+4. the last ``$...$`` / ``\\(...\\)`` / ``$$...$$`` span, unless a number follows it in the text;
+5. the last number in the text (integers, decimals, negatives, ``1,000`` -> ``1000``, ``3/4``).
 
 Steps 1 and 3 take time linear in the length of the completion, whatever its content (e.g. thousands
 of unclosed ``\\boxed{``): extraction runs before, and so outside, math-verify's timeout.
@@ -45,6 +48,15 @@ _SPACES_RE = re.compile(r"\s*")
 _BOX_TOKEN_RE = re.compile(r"\s+([^\s$]+)")  # ``\boxed 42``
 _BRACE_TOKEN_RE = re.compile(r"\\.|[{}]", re.DOTALL)  # an escaped character, or a brace
 _SCI_RE = re.compile(r"^(-?\d+(?:\.\d+)?)[eE]([+-]?\d+)$")
+_ANSWER_IS_RE = re.compile(r"\banswer\s*(?:is|:|=)\s*:?\s*", re.IGNORECASE)
+_MATH_SPAN_RE = re.compile(r"\$\$(.+?)\$\$|\$([^$]+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
+_SENTENCE_RE = re.compile(r"[^\n]*?(?=\.\s|\.$|[\n;]|$)")
+_FLOAT_RE = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_TIMES_TEN_RE = re.compile(r"(-?(?:\d+\.?\d*|\.\d+))\s*(?:\\times|\\cdot|\*|x)\s*10\^\{?([+-]?\d+)\}?")
+TINY = 1e-6
+"""Below this magnitude two numbers are compared relatively (math-verify treats any two values
+below about 1e-15 as equal, and rounds small ones to a few decimals)."""
+RELATIVE_TOLERANCE = 1e-4
 
 
 @dataclass(frozen=True)
@@ -155,8 +167,44 @@ def _extract_last_number(text: str) -> str | None:
     return matches[-1].replace(",", "")
 
 
+def _span_content(match: re.Match[str]) -> str:
+    return next(g for g in match.groups() if g is not None).strip()
+
+
+def _extract_answer_is(text: str) -> str | None:
+    """The answer stated after the last "answer is" / "answer:" / "answer =": a math span right
+    there, else a number right there, else the rest of the sentence (at most 80 characters)."""
+    last = None
+    for last in _ANSWER_IS_RE.finditer(text):
+        pass
+    if last is None:
+        return None
+    rest = text[last.end() :]
+    span = _MATH_SPAN_RE.match(rest)
+    if span:
+        return _span_content(span) or None
+    number = _NUMBER_RE.match(rest)
+    if number:
+        return number.group(0).replace(",", "")
+    sentence = _SENTENCE_RE.match(rest)
+    value = sentence.group(0).strip().rstrip(".") if sentence else ""
+    return value if 0 < len(value) <= 80 else None
+
+
+def _extract_last_math_span(text: str) -> str | None:
+    """The content of the last inline math span, unless a number follows it (then the number is
+    the later statement: "let $x$ be ..., so x = 18")."""
+    last = None
+    for last in _MATH_SPAN_RE.finditer(text):
+        pass
+    if last is None or _NUMBER_RE.search(text, last.end()):
+        return None
+    return _span_content(last) or None
+
+
 def extract_answer(text: str, answer_pattern: str | None = None) -> str | None:
-    """Extract the final answer of a completion: last box, then ``answer_pattern``, then last number.
+    """Extract the final answer of a completion: last box, then ``answer_pattern``, then an "answer
+    is" span, then the last math span, then the last number (module docstring).
 
     Args:
         text: the model's completion.
@@ -173,7 +221,7 @@ def extract_answer(text: str, answer_pattern: str | None = None) -> str | None:
         found = _extract_by_pattern(text, answer_pattern)
         if found is not None:
             return found
-    return _extract_last_number(text)
+    return _extract_answer_is(text) or _extract_last_math_span(text) or _extract_last_number(text)
 
 
 def normalize_answer(answer: str) -> str:
@@ -183,10 +231,13 @@ def normalize_answer(answer: str) -> str:
     s = re.sub(r"\\[dt]frac", r"\\frac", s)
     s = re.sub(r"\\[,!;: ]", "", s)
     s = re.sub(r"\\(?:text|textbf|mathrm|mbox)\s*\{\s*([^{}]*?)\s*\}", r"\1", s)
-    s = s.replace("$", "").replace("\\%", "").replace("%", "")
-    s = re.sub(r"\s+", "", s)
+    s = s.replace("$", "").replace("\\%", "").replace("%", "").strip()
+    # a comma is a thousands separator only in "1,000" written without spaces; "81, 256" is a list
+    thousands = re.fullmatch(r"-?(?:\d{1,3}(?:,\d{3})+)(?:\.\d+)?\.?", s) is not None
+    s = re.sub(r"(?<=\d)\s+(?=\d)", "\u2423", s)  # "1 2" stays two numbers, not 12
+    s = re.sub(r"\s+", "", s).replace("\u2423", " ")
     s = s.rstrip(".")
-    if re.fullmatch(r"-?(?:\d{1,3}(?:,\d{3})+)(?:\.\d+)?", s):
+    if thousands:
         s = s.replace(",", "")
     if re.fullmatch(r"-?\d+\.\d*", s):
         s = s.rstrip("0").rstrip(".")
@@ -203,6 +254,28 @@ def _int_key(number: str) -> str:
         digits = "".join(str(unicodedata.decimal(ch)) for ch in digits)
     digits = digits.lstrip("0") or "0"
     return "-" + digits if negative and digits != "0" else digits
+
+
+def _as_float(text: str) -> float | None:
+    """A plain number: ``4.6e-24``, ``-0.5``, ``4.6\\times10^{-24}``; None for anything else."""
+    if _FLOAT_RE.fullmatch(text):
+        return float(text)
+    times = _TIMES_TEN_RE.fullmatch(text)
+    if times:
+        return float(times.group(1)) * 10.0 ** int(times.group(2))
+    return None
+
+
+def _tiny_comparison(pred: str, gold: str) -> bool | None:
+    """Whether two plain numbers are equal within :data:`RELATIVE_TOLERANCE`, when either is below
+    :data:`TINY` in magnitude (math-verify's absolute rounding cannot tell 4.6e-24 from 4.6e-23);
+    None when this rule does not apply."""
+    a, b = _as_float(pred), _as_float(gold)
+    if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)):
+        return None
+    if max(abs(a), abs(b)) >= TINY and min(abs(a), abs(b)) >= TINY:
+        return None
+    return math.isclose(a, b, rel_tol=RELATIVE_TOLERANCE, abs_tol=0.0)
 
 
 def _alarm_timeout(timeout_s: float | None) -> int | None:
@@ -275,6 +348,11 @@ def grade(
         return GradeResult(True, extracted, False)
     if _INT_RE.fullmatch(norm_pred) and _INT_RE.fullmatch(norm_gold):  # fast path, exact
         return GradeResult(_int_key(norm_pred) == _int_key(norm_gold), extracted, False)
+    if " " in norm_pred and re.fullmatch(r"[-\d. ]+", norm_pred):  # "1 2": digits apart, not one number
+        return GradeResult(False, extracted, False)
+    small = _tiny_comparison(norm_pred, norm_gold)
+    if small is not None:
+        return GradeResult(small, extracted, False)
     timeout = _alarm_timeout(timeout_s)
     mv = _math_verify()
     timed_out = False

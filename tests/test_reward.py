@@ -28,12 +28,13 @@ PLUGINS = Path(__file__).parent / "fixtures" / "reward_plugins.py"
 
 
 # ---------------------------------------------------------------- extraction
-def test_boxed_beats_pattern_beats_last_number() -> None:
+def test_boxed_beats_pattern_beats_answer_is_beats_math_span_beats_last_number() -> None:
     text = "Answer: 7. Then 9. \\boxed{5} and finally 11"
     assert extract_answer(text, r"Answer: (\d+)") == "5"
-    assert extract_answer("Answer: 7. Then 9.", r"Answer: (\d+)") == "7"
-    assert extract_answer("Answer: 7. Then 9.") == "9"
-    assert extract_answer("Answer: 7. Then 9.", r"Final: (\d+)") == "9"  # pattern without a match
+    assert extract_answer("Answer: 7. Then 9.", r"Result: (\d+)") == "7"  # the stated answer, not the last number
+    assert extract_answer("So 7 then 9.", r"Final: (\d+)") == "9"  # pattern without a match, nothing stated
+    assert extract_answer("We get $x^2$ and so on") == "x^2"
+    assert extract_answer("Let $x$ be the count. Then x = 18.") == "18"  # a number after the span wins
 
 
 def test_last_box_nested_braces_and_variants() -> None:
@@ -466,3 +467,29 @@ def test_import_off_the_main_thread_has_no_time_limit(tmp_path: Path) -> None:
     thread.start()
     thread.join(timeout=10)
     assert len(loaded) == 1 and loaded[0]("p", "c", "a", {}) == 3.0  # type: ignore[operator]
+
+
+# Answer classes math-verify's own extraction gets right and a last-number fallback does not, plus
+# the comparison classes of issue 22 (lists, digits apart, tiny magnitudes). Each failed before.
+UNBOXED_AND_COMPARISON_CASES = [
+    ("The answer is 18. That took 3 steps to find.", "18", True),
+    ("The answer is $\\frac{3}{4}$.", "\\frac{3}{4}", True),
+    ("The answer is 18. I am 95 % sure.", "18", True),
+    ("So the circumference is $2\\pi$", "2\\pi", True),
+    ("The point is $(3, 4)$", "(3,4)", True),
+    ("Thus the length is $\\sqrt{5}$", "\\sqrt{5}", True),
+    ("Final answer: 42 apples", "42", True),
+    ("\\boxed{81256}", "81, 256", False),  # a list of two solutions is not 81,256
+    ("\\boxed{256, 81}", "81, 256", True),
+    ("\\boxed{1 2}", "12", False),  # digits apart are two numbers
+    ("\\boxed{1,000}", "1000", True),  # a thousands separator still is one
+    ("\\boxed{4.6e-23}", "4.6e-24", False),  # tiny magnitudes compare relatively
+    ("\\boxed{4.60 \\times 10^{-24}}", "4.6 \\times 10^{-24}", True),
+    ("\\boxed{4.6 \\times 10^{-23}}", "4.6 \\times 10^{-24}", False),
+    ("\\boxed{0}", "4.6e-24", False),
+]
+
+
+@pytest.mark.parametrize(("completion", "gold", "correct"), UNBOXED_AND_COMPARISON_CASES)
+def test_unboxed_answers_lists_and_tiny_magnitudes(completion: str, gold: str, correct: bool) -> None:
+    assert grade(completion, gold).correct is correct
