@@ -5,8 +5,8 @@ Extraction order used everywhere in rlengine (training rewards and evaluation):
 1. the content of the last complete ``\\boxed{...}`` (nested braces handled; ``\\boxed 5`` without
    braces and ``\\fbox{...}`` count too);
 2. the last match of a configurable regex ``answer_pattern`` (group 1 when it has groups);
-3. the span after the last "answer is" / "answer:" / "final answer =" (a ``$...$`` there, else a
-   number there, else the words up to the end of the sentence);
+3. the span after the last "answer is" / "answer:" / "final answer =" (a ``$...$`` there, else the
+   rest of the sentence, or its leading number when words follow it: "42 apples");
 4. the last ``$...$`` / ``\\(...\\)`` / ``$$...$$`` span, unless a number follows it in the text;
 5. the last number in the text (integers, decimals, negatives, ``1,000`` -> ``1000``, ``3/4``).
 
@@ -50,6 +50,7 @@ _BRACE_TOKEN_RE = re.compile(r"\\.|[{}]", re.DOTALL)  # an escaped character, or
 _SCI_RE = re.compile(r"^(-?\d+(?:\.\d+)?)[eE]([+-]?\d+)$")
 _ANSWER_IS_RE = re.compile(r"\banswer\s*(?:is|:|=)\s*:?\s*", re.IGNORECASE)
 _MATH_SPAN_RE = re.compile(r"\$\$(.+?)\$\$|\$([^$]+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
+_NUMBER_WORD_RE = re.compile(r"(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)\s+[A-Za-z]{2,}")
 _SENTENCE_RE = re.compile(r"[^\n]*?(?=\.\s|\.$|[\n;]|$)")
 _FLOAT_RE = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _TIMES_TEN_RE = re.compile(r"(-?(?:\d+\.?\d*|\.\d+))\s*(?:\\times|\\cdot|\*|x)\s*10\^\{?([+-]?\d+)\}?")
@@ -167,36 +168,40 @@ def _extract_last_number(text: str) -> str | None:
     return matches[-1].replace(",", "")
 
 
+def _last_match(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
+    last = None
+    for match in pattern.finditer(text):
+        last = match
+    return last
+
+
 def _span_content(match: re.Match[str]) -> str:
     return next(g for g in match.groups() if g is not None).strip()
 
 
 def _extract_answer_is(text: str) -> str | None:
     """The answer stated after the last "answer is" / "answer:" / "answer =": a math span right
-    there, else a number right there, else the rest of the sentence (at most 80 characters)."""
-    last = None
-    for last in _ANSWER_IS_RE.finditer(text):
-        pass
+    there, else the rest of the sentence (at most 300 characters), or only its leading number when
+    words follow it ("42 apples")."""
+    last = _last_match(_ANSWER_IS_RE, text)
     if last is None:
         return None
     rest = text[last.end() :]
     span = _MATH_SPAN_RE.match(rest)
     if span:
         return _span_content(span) or None
-    number = _NUMBER_RE.match(rest)
-    if number:
-        return number.group(0).replace(",", "")
     sentence = _SENTENCE_RE.match(rest)
     value = sentence.group(0).strip().rstrip(".") if sentence else ""
-    return value if 0 < len(value) <= 80 else None
+    with_unit = _NUMBER_WORD_RE.match(value)  # "42 apples": the number; "3\\sqrt{13}", "4.5e33": all of it
+    if with_unit:
+        return with_unit.group(1).replace(",", "")
+    return value if 0 < len(value) <= 300 else None
 
 
 def _extract_last_math_span(text: str) -> str | None:
     """The content of the last inline math span, unless a number follows it (then the number is
     the later statement: "let $x$ be ..., so x = 18")."""
-    last = None
-    for last in _MATH_SPAN_RE.finditer(text):
-        pass
+    last = _last_match(_MATH_SPAN_RE, text)
     if last is None or _NUMBER_RE.search(text, last.end()):
         return None
     return _span_content(last) or None

@@ -36,6 +36,11 @@ SMOKE_TABLES = {
         {"rollout", "pcl (cold)", "pcl (cached)", "random choice"},
         ["mean \\|p̂ − 0.5\\| of the chosen"],
     ),
+    "grading_accuracy.py": (
+        "class",
+        {"boxed", "answer is", "answer is, then text", "other gold", "off by one", "stress", "all"},
+        ["pairs"],
+    ),
     "pcl_value_model.py": (
         "value model",
         {"head, linear, 1 layers", "full, mlp, 1 layers"},

@@ -493,3 +493,17 @@ UNBOXED_AND_COMPARISON_CASES = [
 @pytest.mark.parametrize(("completion", "gold", "correct"), UNBOXED_AND_COMPARISON_CASES)
 def test_unboxed_answers_lists_and_tiny_magnitudes(completion: str, gold: str, correct: bool) -> None:
     assert grade(completion, gold).correct is correct
+
+
+def test_grader_agrees_with_the_labels_at_least_as_often_as_math_verify_on_the_corpus() -> None:
+    """The differential check of benchmarks/grading_accuracy.py on a slice of its corpus (golds of
+    every shipped benchmark, boxed and unboxed, right and wrong, plus the stress cases): accuracy
+    at least 98 %, and no more false positives than math-verify called directly."""
+    from benchmarks.grading_accuracy import corpus, evaluate
+
+    classes = evaluate(corpus(12))["classes"]
+    pairs = sum(row["pairs"] for row in classes.values())
+    ours, theirs = sum(row["ours"] for row in classes.values()), sum(row["mv"] for row in classes.values())
+    assert ours / pairs >= 0.98 and ours >= theirs, classes
+    assert sum(row["ours_fp"] for row in classes.values()) <= sum(row["mv_fp"] for row in classes.values()), classes
+    assert classes["answer is, then text"]["ours"] == classes["answer is, then text"]["pairs"]
