@@ -73,6 +73,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from reward.loader import RewardConfigError, load_reward_function
     from rlengine.eval import format_table
     from rlengine.eval.runner import EvalSettings, compare_runs, evaluate_model
     from rlengine.validation import check_benchmark_names, writable_directory
@@ -92,8 +93,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         seed=args.seed,
         num_engines=args.num_engines,
         ray_address=args.ray_address,
+        objectives=[o.strip() for o in args.objectives.split(",") if o.strip()] if args.objectives else None,
     )
     check_benchmark_names(settings.benchmarks, "--benchmarks", args.benchmarks)
+    for function in settings.objectives or []:  # before vLLM starts
+        try:
+            load_reward_function(function)
+        except (RewardConfigError, ValueError, TypeError) as e:
+            raise ConfigError(f"--objectives: {function!r}: {e}") from None
     if args.compare:
         print(compare_runs(args.compare[0], args.compare[1], settings))
         return 0
@@ -168,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--compare", nargs=2, metavar=("A", "B"), help="compare two summary/step JSON files or two models"
     )
     ev.add_argument("--ray-address", default=None)
+    ev.add_argument(
+        "--objectives",
+        default=None,
+        help="comma-separated reward functions also scored on every completion (e.g. math_verify,format,conciseness)",
+    )
     ev.set_defaults(func=cmd_eval)
 
     rep = sub.add_parser("report", help="a run's reward curves and evaluations, as text")

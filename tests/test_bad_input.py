@@ -524,6 +524,7 @@ def test_resume_refuses_changes_the_checkpoint_cannot_continue(
         ),
         (["eval", "--model", "smollm2-135m-instruct", "--benchmarks", "gsm8kk"], "did you mean 'gsm8k'"),
         (["eval", "--model", "no-such-model"], "model 'no-such-model' not found"),
+        (["eval", "--model", "smollm2-135m-instruct", "--objectives", "math_verfy"], "--objectives: 'math_verfy'"),
         (
             ["eval", "--compare", "BAD_JSON", "BAD_JSON"],
             "--compare: '.*bad.json' is not an evaluation result",

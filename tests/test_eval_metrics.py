@@ -229,9 +229,44 @@ def test_write_and_load_round_trip(tmp_path: Path, records: list[ProblemResult])
 def test_format_table(records: list[ProblemResult]) -> None:
     table = format_table({"benchmarks": {"toy": summarize(records)}})
     header, _, line = table.splitlines()
-    columns = "benchmark problems n avg@n pass@1 pass@2 pass@4 maj@n mean_len truncated"
+    columns = "benchmark problems n avg@n pass@1 pass@2 pass@4 maj@n mean_len truncated grading_timeouts grading_errors"
     assert header.split() == columns.split()
-    assert line.split() == ["toy", "3", "4", "58.3", "58.3", "77.8", "100.0", "66.7", "12", "8.3"]
+    summary = summarize(records)
+    timeouts, errors = str(summary["grading_timeouts"]), str(summary["grading_errors"])
+    assert line.split() == [
+        "toy",
+        "3",
+        "4",
+        "58.3",
+        "58.3",
+        "77.8",
+        "100.0",
+        "66.7",
+        "12",
+        "8.3",
+        timeouts,
+        errors,
+    ]
+    scored = format_table({"benchmarks": {"toy": {**summary, "objectives": {"format": 0.25}}}})
+    assert (
+        scored.splitlines()[0].split()[-1] == "objective/format"
+        and scored.splitlines()[2].split()[-1] == "0.250"
+    )
+
+
+def test_standalone_eval_scores_training_objectives_with_the_real_reward_pool(
+    records: list[ProblemResult],
+) -> None:
+    """``rlengine eval --objectives``: the mean of each reward function over every completion."""
+    from rlengine.eval.runner import score_objectives
+
+    rows = [{"id": r.id, "prompt": "p", "problem": "q", "answer": r.answer} for r in records]
+    means = score_objectives(["math_verify", "format"], rows, records)
+    completions = [c for r in records for c in r.completions]
+    assert set(means) == {"math_verify", "format"}
+    assert means["math_verify"] == pytest.approx(
+        sum(bool(c["correct"]) for c in completions) / len(completions)
+    )
 
 
 def _fake_run(

@@ -101,13 +101,15 @@ def _render(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def format_table(summary: dict[str, Any]) -> str:
-    """Plain-text table (accuracies in %): benchmark, problems, n, avg@n, pass@k..., maj@n, length, truncated."""
+    """Plain-text table (accuracies in %): benchmark, problems, n, avg@n, pass@k..., maj@n, length,
+    truncated, grading timeouts and errors (samples scored wrong because grading timed out or
+    failed), and the mean of every scored objective."""
     benches = _benchmarks_of(summary)
     ks = sorted({int(k[5:]) for b in benches.values() for k in b if k.startswith("pass@")})
     headers = (
         ["benchmark", "problems", "n", "avg@n"]
         + [f"pass@{k}" for k in ks]
-        + ["maj@n", "mean_len", "truncated"]
+        + ["maj@n", "mean_len", "truncated", "grading_timeouts", "grading_errors"]
     )
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
     rows = [
@@ -117,9 +119,16 @@ def format_table(summary: dict[str, Any]) -> str:
             pct(_metric(b, "maj")),
             f"{b.get('mean_response_tokens', 0.0):.0f}",
             pct(b.get("truncated_fraction")),
+            str(b.get("grading_timeouts", 0)),
+            str(b.get("grading_errors", 0)),
         ]
         for name, b in benches.items()
     ]
+    objectives = sorted({k for b in benches.values() for k in (b.get("objectives") or {})})
+    if objectives:  # rlengine eval --objectives / evaluation during training
+        headers += [f"objective/{k}" for k in objectives]
+        for row, b in zip(rows, benches.values()):
+            row += [f"{(b.get('objectives') or {}).get(k, float('nan')):.3f}" for k in objectives]
     return _render(headers, rows)
 
 

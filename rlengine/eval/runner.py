@@ -7,6 +7,7 @@ Both use the same ``RolloutPool`` and reward code that training uses. ``rlengine
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -104,6 +105,39 @@ def make_generate(
     return generate
 
 
+def score_objectives(
+    functions: list[str], rows: list[dict], records: list[ProblemResult]
+) -> dict[str, float]:
+    """Mean of each reward function in ``functions`` over every completion of one benchmark (a
+    reward pool of its own; the metadata a training reward sees, without running length means)."""
+    from reward import RewardItem, RewardPool, parse_reward_specs
+
+    specs = parse_reward_specs(functions)
+    items = [
+        RewardItem(
+            row["prompt"],
+            c["text"],
+            str(row["answer"]),
+            {
+                **{k: v for k, v in row.items() if k != "prompt_ids"},
+                "response_tokens": c.get("num_tokens") or 0,
+                "mean_correct_length": None,
+                "mean_length": None,
+            },
+        )
+        for row, record in zip(rows, records)
+        for c in record.completions
+    ]
+    if not items:
+        return {}
+    pool = RewardPool(specs, num_workers=2)
+    try:
+        scores = pool.score(items).scores
+    finally:
+        pool.close()
+    return {spec.name: statistics.fmean(scores[spec.name]) for spec in specs if scores.get(spec.name)}
+
+
 def summary_metrics(result: dict[str, Any], prefix: str = "eval") -> dict[str, float]:
     """``<prefix>/<benchmark>/<metric>`` scalars of an evaluation result, for the metrics log."""
     metrics = {}
@@ -184,6 +218,10 @@ class EvalSettings:
     seed: int = 0
     num_engines: int = 1
     ray_address: str | None = None
+    objectives: list[str] | None = None
+    """Reward functions (names as in ``reward.functions``: built-ins or ``file.py:fn``) whose mean
+    over every completion is added to each benchmark's summary as ``objectives``, as evaluation
+    during training does."""
 
     def sampling(self) -> tuple[float, float]:
         temperature = (
@@ -246,6 +284,11 @@ def evaluate_model(
         )
     finally:
         pool.shutdown()
+    if settings.objectives:
+        for name, records in result["records"].items():
+            result["benchmarks"][name]["objectives"] = score_objectives(
+                settings.objectives, benchmarks[name], records
+            )
     output = Path(output) if output else default_output_dir(model)
     meta = {
         "model": model,
