@@ -49,15 +49,18 @@ _BOX_TOKEN_RE = re.compile(r"\s+([^\s$]+)")  # ``\boxed 42``
 _BRACE_TOKEN_RE = re.compile(r"\\.|[{}]", re.DOTALL)  # an escaped character, or a brace
 _SCI_RE = re.compile(r"^(-?\d+(?:\.\d+)?)[eE]([+-]?\d+)$")
 _ANSWER_IS_RE = re.compile(r"\banswer\s*(?:is|:|=)\s*:?\s*", re.IGNORECASE)
-_MATH_SPAN_RE = re.compile(r"\$\$(.+?)\$\$|\$([^$]+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
+_MATH_SPAN_RE = re.compile(  # $$...$$, $...$ (an escaped \\$ inside is a dollar sign), \\(...\\), \\[...\\]
+    r"\$\$(.+?)\$\$|(?<!\\)\$((?:\\\$|[^$])+?)(?<!\\)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL
+)
+_BASE_RE = re.compile(r"[0-9A-Za-z]+_\{?\d+\}?")  # a numeral in a base: 2516_8, 101_{2}
 _NUMBER_WORD_RE = re.compile(r"(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)\s+[A-Za-z]{2,}")
 _SENTENCE_RE = re.compile(r"[^\n]*?(?=\.\s|\.$|[\n;]|$)")
 _FLOAT_RE = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _TIMES_TEN_RE = re.compile(r"(-?(?:\d+\.?\d*|\.\d+))\s*(?:\\times|\\cdot|\*|x)\s*10\^\{?([+-]?\d+)\}?")
-TINY = 1e-6
-"""Below this magnitude two numbers are compared relatively (math-verify treats any two values
-below about 1e-15 as equal, and rounds small ones to a few decimals)."""
-RELATIVE_TOLERANCE = 1e-4
+TINY = 1e-3
+"""Below this magnitude two plain numbers are compared to the gold's significant digits
+(math-verify rounds to a fixed number of decimals, so it cannot tell .0000673 from .0000672, and
+treats any two values below about 1e-15 as equal)."""
 
 
 @dataclass(frozen=True)
@@ -271,16 +274,26 @@ def _as_float(text: str) -> float | None:
     return None
 
 
+def _significant_digits(number: str) -> int:
+    """Significant digits of a plain number's mantissa: ``4.60e-24`` → 3, ``.0000672`` → 3."""
+    mantissa = re.split(r"[eE]|\\times|\\cdot|\*|x", number)[0]
+    digits = re.sub(r"\D", "", mantissa).lstrip("0")
+    return max(1, len(digits))
+
+
 def _tiny_comparison(pred: str, gold: str) -> bool | None:
-    """Whether two plain numbers are equal within :data:`RELATIVE_TOLERANCE`, when either is below
-    :data:`TINY` in magnitude (math-verify's absolute rounding cannot tell 4.6e-24 from 4.6e-23);
-    None when this rule does not apply."""
+    """Whether two plain numbers agree to the gold's significant digits, when either is below
+    :data:`TINY` in magnitude (the prediction rounded to as many significant digits as the gold
+    states must equal the gold); None when this rule does not apply."""
     a, b = _as_float(pred), _as_float(gold)
     if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)):
         return None
-    if max(abs(a), abs(b)) >= TINY and min(abs(a), abs(b)) >= TINY:
+    if min(abs(a), abs(b)) >= TINY:
         return None
-    return math.isclose(a, b, rel_tol=RELATIVE_TOLERANCE, abs_tol=0.0)
+    if a == 0 or b == 0:
+        return a == b
+    digits = _significant_digits(gold) - 1
+    return f"{a:.{digits}e}" == f"{b:.{digits}e}"
 
 
 def _alarm_timeout(timeout_s: float | None) -> int | None:
@@ -354,6 +367,8 @@ def grade(
     if _INT_RE.fullmatch(norm_pred) and _INT_RE.fullmatch(norm_gold):  # fast path, exact
         return GradeResult(_int_key(norm_pred) == _int_key(norm_gold), extracted, False)
     if " " in norm_pred and re.fullmatch(r"[-\d. ]+", norm_pred):  # "1 2": digits apart, not one number
+        return GradeResult(False, extracted, False)
+    if _BASE_RE.fullmatch(norm_pred) or _BASE_RE.fullmatch(norm_gold):  # 2516_9 is not 2516_8
         return GradeResult(False, extracted, False)
     small = _tiny_comparison(norm_pred, norm_gold)
     if small is not None:

@@ -487,6 +487,10 @@ UNBOXED_AND_COMPARISON_CASES = [
     ("\\boxed{4.60 \\times 10^{-24}}", "4.6 \\times 10^{-24}", True),
     ("\\boxed{4.6 \\times 10^{-23}}", "4.6 \\times 10^{-24}", False),
     ("\\boxed{0}", "4.6e-24", False),
+    ("\\boxed{.0000673}", ".0000672", False),  # small: to the gold's significant digits
+    ("\\boxed{0.00006724}", ".0000672", True),
+    ("\\boxed{2516_9}", "2516_8", False),  # a numeral in another base
+    ("The answer is $\\$36$.", "\\$36", True),  # an escaped dollar inside a math span
 ]
 
 
