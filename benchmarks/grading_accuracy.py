@@ -1,26 +1,19 @@
 """Grading accuracy: rlengine's grader against math-verify called directly, on labelled
 (completion, gold) pairs, per answer class.
 
-    python benchmarks/grading_accuracy.py [--per-set 200] [--no-write]
+    python benchmarks/grading_accuracy.py [--no-write]
 
-The corpus (:func:`corpus`) is built here, deterministically, from the golds of the shipped
-benchmarks (MATH-500, GSM8K test, Minerva, OlympiadBench, AIME 24/25, AMC 23) plus hand-written
-stress cases (tests/test_reward.py ``UNBOXED_AND_COMPARISON_CASES``):
-
-- ``boxed``: the gold in ``\\boxed{}`` at the end of a short solution (label: right);
-- ``answer is``: "... the answer is $gold$." with no box (right);
-- ``answer is, then text``: "The answer is gold. That took 3 steps." with no box (right);
-- ``other gold``: another problem's gold of the same set, boxed (wrong; pairs whose two golds
-  normalise to the same string are left out);
-- ``off by one``: an integer gold plus one, boxed (wrong);
-- ``stress``: the hand-written cases, with their labels.
-
-The labels of the generated pairs follow from their construction, so "accuracy" here means
-agreement with the construction; two different golds can still be equivalent (rare: reported as
-the false positives both graders make). math-verify is called as a user would call it:
+The corpus is tests/fixtures/grading_corpus.jsonl (built by tests/fixtures/make_grading_corpus.py
+from the golds of the shipped benchmarks: right answers boxed, in equivalent forms, unboxed after
+"the answer is", in the last math span, after an earlier wrong guess; wrong answers near the gold:
+off by one, sign, a digit changed, a fraction inverted, an exponent shifted, a list concatenated,
+digits apart, another gold, last-number traps), plus the hand-written stress cases of
+tests/test_reward.py (``UNBOXED_AND_COMPARISON_CASES``). Labels come from the construction; two
+constructed answers can still be equivalent (rare). math-verify is called as a user would call it:
 ``verify(parse("$" + gold + "$"), parse(completion))``. The per-call median is measured over the
 pairs our grader settles before math-verify (equal strings and integers). Writes the
-``grading_accuracy`` section of BENCHMARKS.md unless ``--no-write`` (or ``--smoke``).
+``grading_accuracy`` section of BENCHMARKS.md unless ``--no-write`` (or ``--smoke``: every 40th
+pair).
 """
 
 from __future__ import annotations
@@ -36,42 +29,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import machine, render_table, update_benchmarks_md  # noqa: E402
 
-SETS = (
-    "math500_test",
-    "gsm8k_test",
-    "minerva_math_test",
-    "olympiadbench_test",
-    "aime24_test",
-    "aime25_test",
-    "amc23_test",
-)
-STEM = "We compute step by step. First 2 + 3 = 5, then we simplify."
+CORPUS = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "grading_corpus.jsonl"
 
 
-def corpus(per_set: int) -> list[tuple[str, str, str, bool]]:
-    """``(class, completion, gold, label)`` pairs (module docstring)."""
-    from reward.grader import normalize_answer
-    from rlengine.data.sources import shipped_path
+def corpus(every: int = 1) -> list[tuple[str, str, str, bool]]:
+    """``(class, completion, gold, label)``: every ``every``-th pair of the fixture corpus, then
+    the stress cases."""
     from tests.test_reward import UNBOXED_AND_COMPARISON_CASES
 
-    pairs: list[tuple[str, str, str, bool]] = []
-    for name in SETS:
-        lines = shipped_path(name).read_text().splitlines()[:per_set]
-        golds = [str(json.loads(line)["answer"]).strip() for line in lines]
-        golds = [g for g in golds if g]
-        for i, gold in enumerate(golds):
-            pairs.append(("boxed", f"{STEM} So the answer is \\boxed{{{gold}}}.", gold, True))
-            pairs.append(("answer is", f"{STEM} Therefore the answer is ${gold}$.", gold, True))
-            pairs.append(("answer is, then text", f"The answer is {gold}. That took 3 steps.", gold, True))
-            other = golds[(i + 1) % len(golds)]
-            if normalize_answer(other) != normalize_answer(gold):
-                pairs.append(("other gold", f"{STEM} So the answer is \\boxed{{{other}}}.", gold, False))
-            if gold.lstrip("-").isdigit():
-                pairs.append(
-                    ("off by one", f"{STEM} So the answer is \\boxed{{{int(gold) + 1}}}.", gold, False)
-                )
-    pairs += [("stress", c, g, label) for c, g, label in UNBOXED_AND_COMPARISON_CASES]
-    return pairs
+    rows = [json.loads(line) for line in CORPUS.read_text().splitlines()[::every]]
+    pairs = [(r["class"], r["completion"], r["gold"], bool(r["label"])) for r in rows]
+    return pairs + [("stress", c, g, label) for c, g, label in UNBOXED_AND_COMPARISON_CASES]
 
 
 def math_verify_direct(completion: str, gold: str) -> bool:
@@ -113,13 +81,12 @@ def evaluate(pairs: list[tuple[str, str, str, bool]]) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--per-set", type=int, default=200, help="golds taken from each shipped set")
     parser.add_argument("--no-write", action="store_true")
-    parser.add_argument("--smoke", action="store_true", help="5 golds a set, no BENCHMARKS.md")
+    parser.add_argument("--smoke", action="store_true", help="every 40th pair, no BENCHMARKS.md")
     args = parser.parse_args()
-    if args.smoke:
-        args.per_set, args.no_write = 5, True
-    pairs = corpus(args.per_set)
+    every = 40 if args.smoke else 1
+    args.no_write = args.no_write or args.smoke
+    pairs = corpus(every)
     start = time.perf_counter()
     result = evaluate(pairs)
     seconds = time.perf_counter() - start
@@ -138,7 +105,7 @@ def main() -> int:
     ]
     body = render_table(headers, rows)
     body += (
-        f"\n\n{len(pairs)} pairs, {args.per_set} golds from each of {', '.join(SETS)}; "
+        f"\n\n{len(pairs)} pairs (tests/fixtures/grading_corpus.jsonl, every {every}, and the stress cases); "
         f"median per call on pairs settled before math-verify: {result['fast_median_ms']:.3f} ms; "
         f"{seconds:.0f} s for both graders over the corpus"
     )

@@ -24,6 +24,8 @@ from reward import (
 )
 from reward import grader as grader_module
 
+ROOT = Path(__file__).resolve().parent.parent
+
 PLUGINS = Path(__file__).parent / "fixtures" / "reward_plugins.py"
 
 
@@ -31,7 +33,9 @@ PLUGINS = Path(__file__).parent / "fixtures" / "reward_plugins.py"
 def test_boxed_beats_pattern_beats_answer_is_beats_math_span_beats_last_number() -> None:
     text = "Answer: 7. Then 9. \\boxed{5} and finally 11"
     assert extract_answer(text, r"Answer: (\d+)") == "5"
-    assert extract_answer("Answer: 7. Then 9.", r"Result: (\d+)") == "7"  # the stated answer, not the last number
+    assert (
+        extract_answer("Answer: 7. Then 9.", r"Result: (\d+)") == "7"
+    )  # the stated answer, not the last number
     assert extract_answer("So 7 then 9.", r"Final: (\d+)") == "9"  # pattern without a match, nothing stated
     assert extract_answer("We get $x^2$ and so on") == "x^2"
     assert extract_answer("Let $x$ be the count. Then x = 18.") == "18"  # a number after the span wins
@@ -499,15 +503,21 @@ def test_unboxed_answers_lists_and_tiny_magnitudes(completion: str, gold: str, c
     assert grade(completion, gold).correct is correct
 
 
-def test_grader_agrees_with_the_labels_at_least_as_often_as_math_verify_on_the_corpus() -> None:
-    """The differential check of benchmarks/grading_accuracy.py on a slice of its corpus (golds of
-    every shipped benchmark, boxed and unboxed, right and wrong, plus the stress cases): accuracy
-    at least 98 %, and no more false positives than math-verify called directly."""
-    from benchmarks.grading_accuracy import corpus, evaluate
+def test_grader_beats_math_verify_on_the_labelled_corpus() -> None:
+    """A sixth of tests/fixtures/grading_corpus.jsonl (labelled pairs from every shipped
+    benchmark's golds: right answers in many forms, boxed and not; wrong answers near the gold),
+    against math-verify's verdicts stored with it (math-verify called directly, gold in $...$):
+    accuracy at least 98 %, at least math-verify's, and no more false positives."""
+    import json
 
-    classes = evaluate(corpus(12))["classes"]
-    pairs = sum(row["pairs"] for row in classes.values())
-    ours, theirs = sum(row["ours"] for row in classes.values()), sum(row["mv"] for row in classes.values())
-    assert ours / pairs >= 0.98 and ours >= theirs, classes
-    assert sum(row["ours_fp"] for row in classes.values()) <= sum(row["mv_fp"] for row in classes.values()), classes
-    assert classes["answer is, then text"]["ours"] == classes["answer is, then text"]["pairs"]
+    rows = [
+        json.loads(line)
+        for line in (ROOT / "tests/fixtures/grading_corpus.jsonl").read_text().splitlines()[::6]
+    ]
+    ours = [grade(r["completion"], r["gold"]).correct for r in rows]
+    right = sum(o == r["label"] for o, r in zip(ours, rows))
+    theirs = sum(r["math_verify"] == r["label"] for r in rows)
+    misses = [(r["class"], r["completion"][-60:], r["gold"]) for o, r in zip(ours, rows) if o != r["label"]]
+    assert right / len(rows) >= 0.98 and right >= theirs, misses[:20]
+    false_positives = sum(o and not r["label"] for o, r in zip(ours, rows))
+    assert false_positives <= sum(r["math_verify"] and not r["label"] for r in rows), misses[:20]
