@@ -71,6 +71,8 @@ def run(name: str, raw: dict, out: Path, args: argparse.Namespace) -> Path:
     ]
     if run_dir.exists() and args.reuse and (run_dir / "metrics.jsonl").exists():
         print(f"{name}: reusing {run_dir}")
+    elif os.environ.get("RLENGINE_REPORT_ONLY") == "1":
+        raise SystemExit(f"{name}: no finished run in {run_dir} to report on (RLENGINE_REPORT_ONLY=1)")
     else:
         start = time.perf_counter()
         subprocess.run(

@@ -104,13 +104,17 @@ def test_benchmark_runs_at_smallest_size(script: str) -> None:
 
 
 def report_rows(script: str, *args: str) -> dict[str, list[str]]:
-    """Run a benchmark script on finished runs (``--reuse --no-write``); its table rows by first cell."""
+    """Run a benchmark script on finished runs (``--reuse --no-write``); its table rows by first cell.
+
+    ``RLENGINE_REPORT_ONLY=1`` makes a run the script would have to train an error (benchmarks/common.py),
+    so a faked run the script does not find fails at once instead of training."""
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / script), "--reuse", "--no-write", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
+        env={**os.environ, "RLENGINE_REPORT_ONLY": "1"},
     )
     assert out.returncode == 0, out.stderr[-3000:]
     lines = [line for line in out.stdout.splitlines() if line.startswith("| ")][1:]  # past the header
@@ -207,7 +211,7 @@ def test_replay_report_on_finished_runs(tmp_path) -> None:
     for name, rewards, generated in (
         ("none", [0.1, 0.2, 0.3, 0.4], 32),
         ("uniform", [0.1, 0.3, 0.3, 0.3], 24),
-        ("recap", [0.2, 0.3, 0.4, 0.5], 24),
+        ("recent", [0.2, 0.3, 0.4, 0.5], 24),
     ):
         fake_run(tmp_path / name, rewards, {0: 0.1, 4: 0.2})
         lines = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
@@ -221,9 +225,10 @@ def test_replay_report_on_finished_runs(tmp_path) -> None:
     rows = report_rows("replay.py", "--steps", "4", "--out-dir", str(tmp_path))
     # none's final 3-step mean reward is 0.3 (steps 2-4), first reached at its own step 4 (40 s)
     assert rows["none"] == ["4", "40", "10.0", "128", "0.300", "40", "0.100 → 0.200", "—", "0.60 / 1.20"]
-    # uniform's 3-step means: 0.1, 0.2, 0.233, 0.3 -> 40 s; recap's: 0.2, 0.25, 0.3 at step 3 -> 30 s
+    # uniform's 3-step means: 0.1, 0.2, 0.233, 0.3 -> 40 s; recent's: 0.2, 0.25, 0.3 at step 3 -> 30 s
     assert rows["uniform"][3:7] == ["104", "0.300", "40", "0.100 → 0.200"]
-    assert rows["recap"][5] == "30" and rows["recap"][7] == "0.0200"
+    assert rows["recent"][5] == "30" and rows["recent"][7] == "0.0200"
+    assert set(rows) == {"none", "uniform", "recent"}
 
 
 def test_filter_effective_ratio_table_from_run_metrics() -> None:
