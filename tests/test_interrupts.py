@@ -45,6 +45,9 @@ def start_training(run: Path, model_dir: str, *extra: str) -> subprocess.Popen:
             stdout=out,
             stderr=err,
             start_new_session=True,
+            # a job started from a terminal has Ctrl-C at its default even when pytest itself runs in
+            # a background job (which starts with SIGINT ignored, and Python keeps it ignored)
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
 
 

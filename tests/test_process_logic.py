@@ -33,6 +33,15 @@ def test_sigterm_only_sets_a_flag_while_active_and_the_old_handler_returns() -> 
 
 
 def test_ctrl_c_is_ignored_only_inside_the_block() -> None:
+    # Python's own Ctrl-C handler, as in a terminal (a background job starts with SIGINT ignored)
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        ctrl_c_is_ignored_only_inside_the_block()
+    finally:
+        signal.signal(signal.SIGINT, outer)
+
+
+def ctrl_c_is_ignored_only_inside_the_block() -> None:
     with sigint_ignored():
         os.kill(os.getpid(), signal.SIGINT)  # would raise KeyboardInterrupt otherwise
         time.sleep(0.2)
