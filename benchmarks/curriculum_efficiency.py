@@ -52,7 +52,11 @@ def write_heldout(path: Path, data: dict, count: int) -> None:
     )
 
 
-def run(name: str, raw: dict, out: Path, args: argparse.Namespace) -> Path:
+def run(
+    name: str, raw: dict, out: Path, args: argparse.Namespace, benchmarks: list[Path] | None = None
+) -> Path:
+    """Train ``raw`` as ``out/name`` (``rlengine train`` in a subprocess), evaluating ``benchmarks``
+    (default: ``out/heldout.jsonl``); with ``args.reuse`` a run with metrics is read back instead."""
     run_dir = out / name
     config = out / f"{name}.yaml"
     config.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -64,7 +68,7 @@ def run(name: str, raw: dict, out: Path, args: argparse.Namespace) -> Path:
         "trainer.save_every=0",
         f"evaluation.every_n_steps={args.eval_every}",
         "evaluation.before_training=true",
-        f"evaluation.benchmarks=[{out / 'heldout.jsonl'}]",
+        f"evaluation.benchmarks=[{','.join(str(b) for b in benchmarks or [out / 'heldout.jsonl'])}]",
         "evaluation.limit=null",
         "logging.progress=false",
         *args.override,
@@ -102,7 +106,9 @@ def selection_distance(run_dir: Path, warmup: int = 3) -> float | None:
     ``warmup`` steps: how near τ = 0.5 the prompts a curriculum picks are once its value model has
     data. None when the run has no step past the warm-up."""
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    values = [m["pass_rate/distance_from_half"] for m in metrics[warmup:] if "pass_rate/distance_from_half" in m]
+    values = [
+        m["pass_rate/distance_from_half"] for m in metrics[warmup:] if "pass_rate/distance_from_half" in m
+    ]
     return statistics.fmean(values) if values else None
 
 

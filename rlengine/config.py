@@ -440,6 +440,28 @@ def parse_overrides(overrides: list[str]) -> dict:
     return result
 
 
+# Sections whose ``name`` picks a stage; each stage has its own options.
+STAGE_SECTIONS = ("curriculum", "filter", "replay", "reward_weighting")
+
+
+def merge_overrides(raw: dict, update: dict) -> dict:
+    """``raw`` (the YAML) with the parsed overrides merged in. An override that changes a stage
+    section's ``name`` starts that section afresh: the YAML's options belong to the stage it named
+    (``reward_weighting.name=static`` on a gradient config drops ``every_n_steps``; further
+    overrides of the same section still apply)."""
+    raw = dict(raw)
+    for section in STAGE_SECTIONS:
+        new, old = update.get(section), raw.get(section)
+        if (
+            isinstance(new, dict)
+            and "name" in new
+            and isinstance(old, dict)
+            and old.get("name") != new["name"]
+        ):
+            del raw[section]
+    return deep_merge(raw, update)
+
+
 def deep_merge(base: dict, update: dict) -> dict:
     out = dict(base)
     for key, value in update.items():
@@ -505,7 +527,7 @@ def build_config(raw: dict, config_dir: str | None = None) -> RunConfig:
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
     """Load a YAML file (or defaults when ``path`` is None), apply overrides, validate."""
     raw = load_yaml(path) if path is not None else {}
-    raw = deep_merge(raw, parse_overrides(overrides or []))
+    raw = merge_overrides(raw, parse_overrides(overrides or []))
     config_dir = str(Path(path).resolve().parent) if path is not None else None
     return build_config(raw, config_dir=raw.pop("config_dir", None) or config_dir)
 

@@ -10,6 +10,8 @@ import pytest
 
 from rlengine.config import ConfigError, load_config, parse_overrides
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "run.yaml"
@@ -142,3 +144,20 @@ def test_config_reference_is_up_to_date() -> None:
         "docs/config.md is stale: python -m rlengine.config_doc > docs/config.md"
     )
     assert "`clip_high`" in doc.read_text() and "`micro_batch_tokens`" in doc.read_text()
+
+
+def test_an_override_that_changes_a_stage_starts_its_section_afresh(tmp_path) -> None:
+    """The YAML's options belong to the stage it named: switching the stage from the command line
+    drops them (before, ``reward_weighting.name=static`` on the gradient example was refused for
+    ``every_n_steps``); keeping the stage keeps them, and options of the new stage still apply."""
+    example = ROOT / "examples" / "multi_objective" / "config.yaml"
+    static = load_config(example, ["reward_weighting.name=static"])
+    assert static.reward_weighting.name == "static"
+    gradient = load_config(example, ["reward_weighting.name=gradient"])
+    assert (
+        gradient.reward_weighting.every_n_steps == 1 and gradient.reward_weighting.layers == 2
+    )  # the YAML's
+    hv = load_config(example, ["reward_weighting.name=hypervolume", "reward_weighting.every_n_steps=3"])
+    assert hv.reward_weighting.name == "hypervolume" and hv.reward_weighting.every_n_steps == 3
+    with pytest.raises(ConfigError, match="unknown key 'curriculum.tau'"):
+        load_config(ROOT / "configs" / "arith_pcl.yaml", ["curriculum.name=uniform", "curriculum.tau=0.3"])
