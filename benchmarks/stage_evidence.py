@@ -532,14 +532,21 @@ def main() -> int:
     print(text)
     if not args.no_write and not missing:
         plot(runs, ROOT / "docs" / "images" / f"stage_evidence_{args.task}.png", args.task)
+        # the settings the runs were trained with (a --report run may come sittings later)
+        trained = yaml.safe_load((out / task.baseline / "seed0" / "config.yaml").read_text())
+        heldout = len((out / "heldout.jsonl").read_text().splitlines())
         note = (
             f"\n\nConfig {task.config} ({', '.join(f'data.{k}={v}' for k, v in task.data.items()) or 'as shipped'}), "
-            f"{args.seeds} seeds per arm, {args.minutes:g} training minutes per run (evaluations included in the budget, "
-            f"excluded from the seconds shown), held-out: {args.heldout} problems from the training generator with "
-            "another seed, greedy, every "
-            f"{args.eval_every} steps. Intervals: 95 % Student t over seeds; differences paired by seed. "
+            f"{args.seeds} seeds per arm, {trained['trainer']['max_minutes']:g} minutes of wall-clock budget per run "
+            "(evaluations included in the budget, excluded from the seconds shown), held-out: "
+            f"{heldout} problems from the training generator with another seed, greedy, before training and every "
+            f"{trained['evaluation']['every_n_steps']} steps. Intervals: 95 % Student t over seeds; differences "
+            f"paired by seed. Finished runs: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}. "
             f"Plot: docs/images/stage_evidence_{args.task}.png."
         )
+        not_run = [a for a in task.arms if a not in arms]
+        if not_run:
+            note += f" Arms not run yet: {', '.join(not_run)}."
         update_benchmarks_md(f"stage_evidence_{args.task}", f"Stage evidence: {args.task}", text + note)
     return 0
 

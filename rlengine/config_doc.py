@@ -90,6 +90,9 @@ def render() -> str:
         "",
         "Generated from the field docstrings by `python -m rlengine.config_doc`; a test keeps it in sync.",
         "Any key can be overridden on the command line as `section.key=value`. Top level: `resume` (bool).",
+        "An override that changes a stage's `name` (`curriculum`, `filter`, `replay`, `reward_weighting`)",
+        "starts that section afresh: the YAML's options belong to the stage it named",
+        "(`reward_weighting.name=static` on a gradient config drops the gradient options).",
     ]
     for section, cls in SECTIONS.items():
         parts += ["", f"## `{section}`", "", table(cls)]
