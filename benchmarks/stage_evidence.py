@@ -547,6 +547,9 @@ def main() -> int:
         not_run = [a for a in task.arms if a not in arms]
         if not_run:
             note += f" Arms not run yet: {', '.join(not_run)}."
+        reading = out / "READING.md"  # the written reading of these results, kept with the runs
+        if reading.is_file():
+            note += "\n\n" + reading.read_text().strip()
         update_benchmarks_md(f"stage_evidence_{args.task}", f"Stage evidence: {args.task}", text + note)
     return 0
 
