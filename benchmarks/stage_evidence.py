@@ -62,6 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import ROOT, WORKER_ENV, render_table, update_benchmarks_md  # noqa: E402
 from benchmarks.curriculum_efficiency import curve, run, write_heldout  # noqa: E402
+from rlengine.stages.registry import STAGE_KINDS  # noqa: E402
 
 # two-sided 95 % quantiles of Student's t, by degrees of freedom (df > 30: the normal 1.96)
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
@@ -174,7 +175,7 @@ def arm_config(task: Task, arm: str, smoke: bool = False) -> dict:
     raw = copy.deepcopy(yaml.safe_load((ROOT / task.config).read_text()))
     raw["data"] = {**raw.get("data", {}), **task.data}
     for section, values in task.arms[arm].items():
-        if section in ("curriculum", "filter", "replay", "reward_weighting") and "name" in values:
+        if section in STAGE_KINDS and "name" in values:
             raw[section] = dict(
                 values
             )  # a stage section is replaced whole: options of another stage are refused

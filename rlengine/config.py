@@ -440,17 +440,13 @@ def parse_overrides(overrides: list[str]) -> dict:
     return result
 
 
-# Sections whose ``name`` picks a stage; each stage has its own options.
-STAGE_SECTIONS = ("curriculum", "filter", "replay", "reward_weighting")
-
-
 def merge_overrides(raw: dict, update: dict) -> dict:
     """``raw`` (the YAML) with the parsed overrides merged in. An override that changes a stage
     section's ``name`` starts that section afresh: the YAML's options belong to the stage it named
     (``reward_weighting.name=static`` on a gradient config drops ``every_n_steps``; further
     overrides of the same section still apply)."""
     raw = dict(raw)
-    for section in STAGE_SECTIONS:
+    for section in STAGE_KINDS:  # sections whose ``name`` picks a stage with its own options
         new, old = update.get(section), raw.get(section)
         if (
             isinstance(new, dict)
